@@ -1,0 +1,44 @@
+import fs from 'node:fs/promises';
+import type { CacheKey, ImageId, StoreLayout } from '../store/layout.js';
+import { hasImage } from '../store/graph.js';
+import { writeFileAtomic } from '../fs.js';
+
+/** One cache record: the key's preimage and the image the step produced. */
+export interface CacheRecord {
+  key: CacheKey;
+  preimage: string;
+  imageId: ImageId;
+  created: string;
+  durationMs: number;
+}
+
+/**
+ * Looks a step up in the local cache. xxh64 is not collision-resistant, so a hit also needs
+ * the stored preimage to equal this step's, and the image to still exist.
+ */
+export async function lookupCache(layout: StoreLayout, key: CacheKey, preimage: string): Promise<CacheRecord | undefined> {
+  let records: CacheRecord[];
+  try {
+    records = JSON.parse(await fs.readFile(layout.cacheEntry(key), 'utf8')) as CacheRecord[];
+  } catch {
+    return undefined;
+  }
+  for (const r of records) {
+    if (r.preimage === preimage && (await hasImage(layout, r.imageId))) return r;
+  }
+  return undefined;
+}
+
+/** Records a step's result (atomic replace of the key's file; colliding preimages coexist). */
+export async function recordCache(layout: StoreLayout, rec: CacheRecord): Promise<void> {
+  const file = layout.cacheEntry(rec.key);
+  let records: CacheRecord[] = [];
+  try {
+    records = JSON.parse(await fs.readFile(file, 'utf8')) as CacheRecord[];
+  } catch {
+    records = [];
+  }
+  records = records.filter((r) => r.preimage !== rec.preimage);
+  records.push(rec);
+  await writeFileAtomic(file, JSON.stringify(records));
+}

@@ -1,0 +1,121 @@
+import path from 'node:path';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { SlipwayError } from '../errors.js';
+import { build } from '../scheduler/build.js';
+import { lowerDirsOf } from '../scheduler/build.js';
+import { WorkerPool } from '../scheduler/pool.js';
+import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
+import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
+import { resolveUser } from '../snapshot/rootfs.js';
+import { runInSandbox } from '../snapshot/sandbox.js';
+import { DEFAULT_PATH, envGet } from '../image-config.js';
+import type { CommandEnv } from './commands.js';
+
+function parseBuildArgs(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq < 0) {
+      // `--build-arg NAME` takes the value from the environment, as docker does
+      const v = process.env[kv];
+      if (v !== undefined) out[kv] = v;
+    } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
+/** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
+export async function buildCommand(args: string[], { layout }: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      tag: { type: 'string', short: 't', multiple: true },
+      file: { type: 'string', short: 'f' },
+      'build-arg': { type: 'string', multiple: true },
+      target: { type: 'string' },
+      'no-cache': { type: 'boolean' },
+      quiet: { type: 'boolean', short: 'q' },
+      network: { type: 'string' },
+      workers: { type: 'string' },
+      rm: { type: 'boolean' },
+      'force-rm': { type: 'boolean' },
+    },
+    allowPositionals: true,
+  });
+  if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
+  const contextDir = positionals[0]!;
+  const network = values.network === undefined || values.network === 'default' || values.network === 'host' ? 'host' : values.network;
+  if (network !== 'host' && network !== 'none') throw new SlipwayError('ERR_USAGE', `unsupported --network ${values.network}: host or none`);
+  const workers = values.workers !== undefined ? Number(values.workers) : undefined;
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
+  const quiet = values.quiet ?? false;
+  const onEvent = (e: BuildEvent) => {
+    if (quiet) return;
+    if (e.type === 'output') process.stdout.write(e.text);
+    else process.stdout.write(renderLegacy(e));
+  };
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const file = values.file !== undefined ? path.relative(contextDir, path.resolve(values.file)) : undefined;
+    const { id } = await build({
+      layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
+      buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
+      noCache: values['no-cache'] ?? false, network, pool, onEvent, signal: abort.signal,
+    });
+    if (quiet) process.stdout.write(`sha256:${id}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await pool.close();
+  }
+}
+
+/** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
+export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      rm: { type: 'boolean' }, interactive: { type: 'boolean', short: 'i' }, tty: { type: 'boolean', short: 't' },
+      env: { type: 'string', short: 'e', multiple: true }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
+      network: { type: 'string' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length < 1) throw new SlipwayError('ERR_USAGE', '"slipway run" requires at least 1 argument');
+  await ensureStore(layout);
+  await sweepTmp(layout);
+  const id = await resolveImage(layout, positionals[0]!);
+  const json = await readImage(layout, id);
+  const config = json.config;
+  const cmd = positionals.length > 1 ? positionals.slice(1) : config.Cmd ?? [];
+  const argv = [...(config.Entrypoint ?? []), ...cmd];
+  if (argv.length === 0) throw new SlipwayError('ERR_USAGE', 'No command specified');
+  const lowerDirs = await lowerDirsOf(layout, id);
+  const ident = await resolveUser(lowerDirs, values.user ?? config.User ?? '');
+  let env = [...(config.Env ?? [])];
+  if (envGet(env, 'PATH') === undefined) env.push(DEFAULT_PATH);
+  if (envGet(env, 'HOME') === undefined) env.push(`HOME=${ident.uid === 0 ? '/root' : '/'}`);
+  for (const e of values.env ?? []) env = [...env.filter((x) => x.split('=')[0] !== e.split('=')[0]), e.includes('=') ? e : `${e}=${process.env[e] ?? ''}`];
+  const dir = await makeTmpDir(layout, 'run');
+  try {
+    await fs.mkdir(path.join(dir, 'upper'));
+    await fs.mkdir(path.join(dir, 'scratch'));
+    const res = await runInSandbox({
+      lowerDirs, upperDir: path.join(dir, 'upper'), scratchDir: path.join(dir, 'scratch'), argv, env,
+      uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
+      hostname: crypto.randomBytes(6).toString('hex'), network: values.network === 'none' ? 'none' : 'host',
+      volumes: Object.keys(config.Volumes ?? {}), stdio: 'inherit',
+    });
+    return res.exitCode;
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,102 @@
+import { dockerfileError, SlipwayError } from '../errors.js';
+import { expandWord } from './expand.js';
+import type { ArgStep, Dockerfile, FromStep, Step } from './step.js';
+
+/** Docker's predefined ARGs: usable without an ARG line, never recorded in history. */
+export const PREDEFINED_ARGS = new Set([
+  'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
+]);
+
+/** One build stage: its FROM, the base it names (expanded), and its steps in order. */
+export interface PlannedStage {
+  index: number;
+  name: string | undefined;
+  from: FromStep;
+  /** The FROM argument after expansion with the global ARGs. */
+  base: string;
+  /** When the base is an earlier stage, its index. */
+  baseStage: number | undefined;
+  steps: Step[];
+  /** `Step N/M` number of the FROM; step i of `steps` is firstNumber + 1 + i. */
+  firstNumber: number;
+}
+
+/** What a build does, computed without touching a file. */
+export interface Plan {
+  file: string;
+  globalArgs: ArgStep[];
+  stages: PlannedStage[];
+  /** M in `Step N/M`. */
+  total: number;
+  /** Global ARG values after `--build-arg` overrides (undefined: declared without value). */
+  globalArgValues: Map<string, string | undefined>;
+  buildArgs: Record<string, string>;
+}
+
+export interface PlanOptions {
+  buildArgs?: Record<string, string>;
+  target?: string | undefined;
+}
+
+/**
+ * Splits a Dockerfile into stages, expands FROM lines with the global ARGs and resolves
+ * `--target`. As Docker's legacy builder does, every stage up to the target is built (and
+ * numbered), stages after it are dropped.
+ */
+export function planBuild(df: Dockerfile, opts: PlanOptions = {}): Plan {
+  const buildArgs = opts.buildArgs ?? {};
+  const globalArgs: ArgStep[] = [];
+  const stages: PlannedStage[] = [];
+  const globalArgValues = new Map<string, string | undefined>();
+  const lookupGlobal = (n: string) => globalArgValues.get(n) ?? (PREDEFINED_ARGS.has(n) ? buildArgs[n] : undefined);
+  let n = 0;
+  for (const step of df.steps) {
+    if (step.kind === 'FROM') {
+      const base = expandAt(df.file, step.line, step.image, lookupGlobal);
+      if (base === '') throw dockerfileError('ERR_DOCKERFILE_SYNTAX', df.file, step.line, `base name (${step.image}) should not be blank`);
+      const lower = base.toLowerCase();
+      const prev = stages.find((s) => s.name !== undefined && s.name === lower);
+      if (step.stageName !== undefined && stages.some((s) => s.name === step.stageName)) {
+        throw dockerfileError('ERR_DOCKERFILE_SYNTAX', df.file, step.line, `duplicate name ${step.stageName}`);
+      }
+      stages.push({ index: stages.length, name: step.stageName, from: step, base, baseStage: prev?.index, steps: [], firstNumber: ++n });
+      continue;
+    }
+    const cur = stages[stages.length - 1];
+    if (!cur) {
+      if (step.kind !== 'ARG') {
+        throw dockerfileError('ERR_DOCKERFILE_NO_STAGE', df.file, step.line, 'no build stage in current context');
+      }
+      globalArgs.push(step);
+      n++;
+      for (const a of step.args) {
+        const v = a.name in buildArgs ? buildArgs[a.name] : a.value === undefined ? undefined : expandAt(df.file, step.line, a.value, lookupGlobal);
+        globalArgValues.set(a.name, v);
+      }
+      continue;
+    }
+    cur.steps.push(step);
+    n++;
+  }
+  if (stages.length === 0) throw new SlipwayError('ERR_DOCKERFILE_NO_STAGE', `${df.file}: no build stage in current context`);
+  let kept = stages;
+  if (opts.target !== undefined) {
+    const t = opts.target.toLowerCase();
+    const i = stages.findIndex((s) => s.name === t);
+    if (i < 0) throw new SlipwayError('ERR_UNKNOWN_STAGE', `failed to reach build target ${opts.target} in Dockerfile`);
+    kept = stages.slice(0, i + 1);
+  }
+  const last = kept[kept.length - 1]!;
+  const total = last.firstNumber + last.steps.length;
+  return { file: df.file, globalArgs, stages: kept, total, globalArgValues, buildArgs };
+}
+
+/** Expands one word, turning an expansion error into a Dockerfile error with the line. */
+export function expandAt(file: string, line: number, word: string, lookup: (n: string) => string | undefined, escape = '\\'): string {
+  try {
+    return expandWord(word, lookup, escape);
+  } catch (e) {
+    if (e instanceof SlipwayError) throw dockerfileError(e.code, file, line, e.message);
+    throw e;
+  }
+}

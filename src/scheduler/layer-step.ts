@@ -1,0 +1,229 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { SlipwayError, dockerfileError } from '../errors.js';
+import { cloneConfig, type ContainerConfigJson } from '../image-config.js';
+import { expandAt } from '../dockerfile/plan.js';
+import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
+import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
+import { resolveChown, resolveUser } from '../snapshot/rootfs.js';
+import { resolveInRoot } from '../snapshot/resolve-in-root.js';
+import type { CopyOp } from '../snapshot/copy-in-root.js';
+import type { StepResult } from '../snapshot/run-step.js';
+import type { DigestEntry, SourceSpec, StatCache } from '../cache/context-digest.js';
+import { expandSourcePattern, hasWildcard } from '../context/glob.js';
+import { resolveImage } from '../store/graph.js';
+import type { ImageId } from '../store/layout.js';
+import type { BuildRun } from './build.js';
+
+/** A prepared RUN/COPY/ADD/WORKDIR: its history Cmd, its key inputs and how to execute it. */
+export interface LayerWork {
+  /** Config after the step. */
+  config: ContainerConfigJson;
+  /** Config the step runs with (container_config without Cmd), when it differs from `config`. */
+  runConfig?: ContainerConfigJson;
+  cmd: string[];
+  keyExtra: unknown;
+  displayCmd: string;
+  execute: (onOutput: (text: string) => void) => Promise<StepResult>;
+}
+
+/** Prepares a file-changing step; all expansion and source selection happens here, in the main thread. */
+export async function prepareLayerStep(run: BuildRun, state: StageState, step: RunStep | CopyStep | WorkdirStep, lowerDirs: string[]): Promise<LayerWork> {
+  switch (step.kind) {
+    case 'RUN': return prepareRun(run, state, step, lowerDirs);
+    case 'WORKDIR': return prepareWorkdir(run, state, step, lowerDirs);
+    case 'COPY':
+    case 'ADD': return prepareCopy(run, state, step, lowerDirs);
+  }
+}
+
+function runArgv(step: RunStep, config: ContainerConfigJson): string[] {
+  if (step.form === 'exec') return step.exec;
+  const shell = shellOf(config);
+  if (step.heredocs.length > 0) {
+    // `RUN <<EOF` alone runs the heredoc as the script; otherwise the shell sees the heredocs.
+    if (/^<<-?["']?[A-Za-z0-9_.-]+["']?$/.test(step.shell.trim()) && step.heredocs.length === 1) {
+      return [...shell, step.heredocs[0]!.content];
+    }
+    const bodies = step.heredocs.map((h) => `${h.content}${h.name}\n`).join('');
+    return [...shell, `${step.shell}\n${bodies}`];
+  }
+  return [...shell, step.shell];
+}
+
+async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lowerDirs: string[]): Promise<LayerWork> {
+  const config = cloneConfig(state.config);
+  const argv = runArgv(step, config);
+  const args = runBuildArgs(state);
+  const cmd = args.length > 0 ? [`|${args.length}`, ...args, ...argv] : argv;
+  const network = step.network ?? run.opts.network ?? 'host';
+  if (network !== 'host' && network !== 'none' && network !== 'default') {
+    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', run.plan.file, step.line, `unsupported network mode: ${network}`);
+  }
+  const mode = network === 'none' ? 'none' : 'host';
+  let ident;
+  try {
+    ident = await resolveUser(lowerDirs, config.User);
+  } catch (e) {
+    if (e instanceof SlipwayError) throw dockerfileError(e.code, run.plan.file, step.line, e.message);
+    throw e;
+  }
+  const env = [...(config.Env ?? []), ...args, ...predefinedRunArgs(state)];
+  const hostname = crypto.randomBytes(6).toString('hex');
+  return {
+    config,
+    cmd,
+    keyExtra: { network: mode },
+    displayCmd: argv.join(' '),
+    execute: (onOutput) => run.opts.pool.runStep({
+      type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
+      cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
+    }, onOutput, run.opts.signal),
+  };
+}
+
+async function prepareWorkdir(run: BuildRun, state: StageState, step: WorkdirStep, lowerDirs: string[]): Promise<LayerWork> {
+  const p = expandAt(run.plan.file, step.line, step.path, lookupIn(state), run.escape);
+  const dir = path.posix.resolve(state.config.WorkingDir || '/', p);
+  const config = { ...cloneConfig(state.config), WorkingDir: dir };
+  const op: CopyOp = { kind: 'MKDIR', sources: [], dest: dir, uid: 0, gid: 0, chownGiven: false, chmod: undefined, keepSpecialBits: false };
+  return {
+    config,
+    cmd: [...shellOf(config), `#(nop) WORKDIR ${dir}`],
+    keyExtra: null,
+    displayCmd: `WORKDIR ${dir}`,
+    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op }),
+  };
+}
+
+/** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */
+async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
+  const { lowerDirsOf } = await import('./build.js');
+  const byIndex = /^\d+$/.test(from) ? run.plan.stages[Number(from)] : undefined;
+  const byName = run.plan.stages.find((s) => s.name === from.toLowerCase());
+  const stage = byIndex ?? byName;
+  let id: string | null;
+  if (stage) {
+    const res = run.stages.get(stage.index);
+    if (!res) throw dockerfileError('ERR_UNKNOWN_STAGE', run.plan.file, line, `invalid from flag value ${from}: stage not built yet`);
+    id = res.id;
+  } else {
+    try {
+      id = await resolveImage(run.opts.layout, from);
+    } catch {
+      throw dockerfileError('ERR_UNKNOWN_STAGE', run.plan.file, line, `invalid from flag value ${from}: no stage or image of that name`);
+    }
+  }
+  return { lowerDirs: id ? await lowerDirsOf(run.opts.layout, id as ImageId) : [], id: id ?? 'scratch' };
+}
+
+function parseChmod(s: string | undefined, file: string, line: number): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^[0-7]{3,4}$/.test(s)) throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `invalid chmod parameter: ${s}`);
+  return Number.parseInt(s, 8);
+}
+
+async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, lowerDirs: string[]): Promise<LayerWork> {
+  const { file } = run.plan;
+  const lookup = lookupIn(state);
+  const ex = (w: string) => expandAt(file, step.line, w, lookup, run.escape);
+  const config = cloneConfig(state.config);
+  const chownSpec = step.chown !== undefined ? ex(step.chown) : undefined;
+  let owner = { uid: 0, gid: 0 };
+  if (chownSpec !== undefined && chownSpec !== '') {
+    try {
+      owner = await resolveChown(lowerDirs, chownSpec);
+    } catch (e) {
+      if (e instanceof SlipwayError) throw new SlipwayError(e.code, `${file}:${step.line}: ${e.message}`, { line: step.line });
+      throw e;
+    }
+  }
+  const chmod = parseChmod(step.chmod, file, step.line);
+  let dest = ex(step.dest);
+  const trailing = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
+  if (!path.posix.isAbsolute(dest)) dest = path.posix.join(config.WorkingDir || '/', dest);
+  dest = path.posix.normalize(dest);
+  if (trailing && !dest.endsWith('/')) dest += '/';
+  const rawSources = step.sources.map(ex);
+  const shownDest = ex(step.dest);
+  const chownText = chownSpec !== undefined ? `--chown=${chownSpec}` : '';
+  const baseOp = { kind: step.kind, dest, uid: owner.uid, gid: owner.gid, chownGiven: chownSpec !== undefined && chownSpec !== '', chmod, keepSpecialBits: false } as const;
+
+  if (step.heredocs.length > 0) {
+    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, step.line, `${step.kind} with a heredoc is not supported yet`);
+  }
+  if (step.from !== undefined) {
+    const from = await fromLowerDirs(run, ex(step.from), step.line);
+    if (rawSources.length > 1 && !dest.endsWith('/')) throw multiError(step);
+    const op: CopyOp = { ...baseOp, sources: [], from: { lowerDirs: from.lowerDirs, scratch: '', paths: rawSources } };
+    const summary = crypto.createHash('sha256').update(JSON.stringify({ from: from.id, rawSources })).digest('hex');
+    return {
+      config,
+      cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${rawSources.length > 1 ? 'multi' : 'file'}:${summary} in ${shownDest} `],
+      keyExtra: { from: from.id, paths: rawSources, chmod },
+      displayCmd: step.text,
+      execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op }),
+    };
+  }
+
+  const sources: SourceSpec[] = [];
+  for (const raw of rawSources) {
+    if (/^https?:\/\//.test(raw)) {
+      if (step.kind === 'COPY') throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: COPY failed: source can't be a URL for COPY`, { line: step.line });
+      throw new SlipwayError('ERR_USAGE', `${file}:${step.line}: ADD from a URL is not supported yet`, { line: step.line });
+    }
+    const clean = path.posix.normalize(raw.replace(/^\/+/, '') || '.');
+    if (clean === '..' || clean.startsWith('../')) {
+      throw new SlipwayError('ERR_CONTEXT_PATH', `${file}:${step.line}: ${step.kind} failed: forbidden path outside the build context: ${raw} ()`, { line: step.line });
+    }
+    const rels = hasWildcard(clean) ? await expandSourcePattern(run.context.dir, clean, run.context.isIgnored) : [clean];
+    if (rels.length === 0) throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: no source files were specified`, { line: step.line });
+    for (const rel of rels) {
+      const abs = await resolveInRoot(run.context.dir, rel);
+      const exists = await fs.stat(abs).catch(() => undefined);
+      if (!exists || (rel !== '.' && run.context.isIgnored(rel))) {
+        throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: file not found in build context or excluded by .dockerignore: stat ${rel}: file does not exist`, { line: step.line });
+      }
+      sources.push({ rel, abs });
+    }
+  }
+  if (sources.length > 1 && !dest.endsWith('/')) throw multiError(step);
+  const digest = await run.opts.pool.digest<{ entries: DigestEntry[][]; summary: string; statCache: StatCache }>({
+    sources, ignored: await ignoredList(run, sources), statCache: run.context.statCache,
+  });
+  Object.assign(run.context.statCache, digest.statCache);
+  const isDir = await Promise.all(sources.map(async (s) => (await fs.stat(s.abs)).isDirectory()));
+  const kind = sources.length > 1 ? 'multi' : isDir[0] ? 'dir' : 'file';
+  const op: CopyOp = {
+    ...baseOp,
+    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type })) })),
+  };
+  return {
+    config,
+    cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${digest.summary} in ${shownDest} `],
+    keyExtra: { entries: digest.entries, chmod, dest },
+    displayCmd: step.text,
+    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op }),
+  };
+}
+
+function multiError(step: CopyStep): SlipwayError {
+  return new SlipwayError('ERR_COPY_DEST', `When using ${step.kind} with more than one source file, the destination must be a directory and end with a /`, { line: step.line });
+}
+
+/** Context-relative paths under the selected folders that .dockerignore excludes. */
+async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (abs: string, rel: string): Promise<void> => {
+    const names = await fs.readdir(abs).catch(() => [] as string[]);
+    for (const n of names) {
+      const r = rel === '.' ? n : `${rel}/${n}`;
+      if (run.context.isIgnored(r)) out.push(r);
+      const st = await fs.lstat(path.join(abs, n));
+      if (st.isDirectory()) await walk(path.join(abs, n), r);
+    }
+  };
+  for (const s of sources) if ((await fs.stat(s.abs)).isDirectory()) await walk(s.abs, s.rel);
+  return out;
+}

@@ -1,0 +1,54 @@
+import os from 'node:os';
+import { MessageChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { StepResult, StepTask } from '../snapshot/run-step.js';
+
+const STEP_WORKER = new URL('../../workers/step.js', import.meta.url).href;
+const DIGEST_WORKER = new URL('../../workers/digest.js', import.meta.url).href;
+
+/**
+ * The only owner of piscina. RUN/COPY/ADD steps and context hashing run in its threads;
+ * a crashed worker fails its task (as data), never the process.
+ */
+export class WorkerPool {
+  private readonly pool: Piscina;
+
+  constructor(opts: { workers?: number } = {}) {
+    const n = Math.max(1, opts.workers ?? os.availableParallelism());
+    this.pool = new Piscina({ filename: STEP_WORKER, minThreads: 1, maxThreads: n, idleTimeout: 30_000, atomics: 'disabled' });
+    // An error outside any task must not crash the process.
+    this.pool.on('error', () => undefined);
+  }
+
+  /** Runs a step; `onOutput` receives RUN output as it is produced. */
+  async runStep(task: StepTask, onOutput?: (text: string) => void, signal?: AbortSignal): Promise<StepResult> {
+    let port: MessageChannel | undefined;
+    if (task.type === 'run' && onOutput) {
+      port = new MessageChannel();
+      port.port1.on('message', (m: string) => onOutput(m));
+      task = { ...task, port: port.port2 };
+    }
+    try {
+      const opts = { ...(port ? { transferList: [port.port2] as never } : {}), ...(signal ? { signal } : {}) };
+      return (await this.pool.run(task, opts)) as StepResult;
+    } catch (e) {
+      const aborted = signal?.aborted;
+      return {
+        ok: false,
+        error: { code: aborted ? 'ERR_CANCELLED' : 'ERR_INTERNAL', message: aborted ? 'build cancelled' : `worker failed: ${(e as Error).message}` },
+      };
+    } finally {
+      // Let the last output messages drain before closing our end.
+      if (port) setImmediate(() => port!.port1.close());
+    }
+  }
+
+  /** Digests COPY/ADD sources in a worker thread. */
+  async digest<T>(task: unknown): Promise<T> {
+    return (await this.pool.run(task, { filename: DIGEST_WORKER })) as T;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.destroy();
+  }
+}

@@ -1,0 +1,30 @@
+/** What a build reports while it runs; cli/ and api/ render these, the scheduler never prints. */
+export type BuildEvent =
+  | { type: 'warning'; text: string }
+  | { type: 'step'; n: number; total: number; text: string }
+  | { type: 'base'; id: string }
+  | { type: 'triggers'; count: number }
+  | { type: 'cache-hit'; n: number }
+  | { type: 'running'; container: string }
+  | { type: 'output'; text: string }
+  | { type: 'removed'; container: string }
+  | { type: 'image'; id: string }
+  | { type: 'built'; id: string }
+  | { type: 'tagged'; ref: string };
+
+/** Renders events in the legacy builder's format (the seed's transcript). */
+export function renderLegacy(e: BuildEvent): string {
+  switch (e.type) {
+    case 'warning': return `[WARNING]: ${e.text}\n`;
+    case 'step': return `Step ${e.n}/${e.total} : ${e.text}\n`;
+    case 'base': return ` ---> ${e.id.slice(0, 12)}\n`;
+    case 'triggers': return `# Executing ${e.count} build trigger${e.count === 1 ? '' : 's'}\n`;
+    case 'cache-hit': return ' ---> Using cache\n';
+    case 'running': return ` ---> Running in ${e.container.slice(0, 12)}\n`;
+    case 'output': return e.text;
+    case 'removed': return `Removing intermediate container ${e.container.slice(0, 12)}\n`;
+    case 'image': return ` ---> ${e.id.slice(0, 12)}\n`;
+    case 'built': return `Successfully built ${e.id.slice(0, 12)}\n`;
+    case 'tagged': return `Successfully tagged ${e.ref}\n`;
+  }
+}

@@ -1,0 +1,215 @@
+import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import { resolveInRoot } from './resolve-in-root.js';
+import { applyTarToRoot } from './apply.js';
+import { decompressStream } from './unpack.js';
+import { SlipwayError } from '../errors.js';
+import { execFileSync } from 'node:child_process';
+import { hasWildcard, matchSegment } from '../context/glob.js';
+
+/** What one COPY/ADD (or WORKDIR) writes into a mounted rootfs. Plain data: it crosses a process boundary. */
+export interface CopyOp {
+  kind: 'COPY' | 'ADD' | 'MKDIR';
+  /** Sources as absolute host paths, each resolved inside its source root already. */
+  sources: Array<{ abs: string; rel: string; entries?: Array<{ path: string; type: string }> }>;
+  /** Destination inside the rootfs, absolute (WORKDIR applied); a trailing `/` is kept. */
+  dest: string;
+  uid: number;
+  gid: number;
+  /** --chown was given: parents a file COPY creates get the owner too. */
+  chownGiven: boolean;
+  /** --chmod as octal bits, applied to every copied entry. */
+  chmod: number | undefined;
+  /** Keep setuid/setgid bits (BuildKit) or drop them (legacy). */
+  keepSpecialBits: boolean;
+  /** COPY --from: the source image's layer folders (top first) and the paths named in it. */
+  from?: { lowerDirs: string[]; scratch: string; paths: string[] };
+}
+
+/**
+ * Runs inside the step's private mount namespace with the overlay mounted at `merged`:
+ * performs COPY/ADD with Docker's destination rules. Every destination path is resolved
+ * inside `merged` (chroot semantics), so a symlink in the image can never lead outside.
+ */
+export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ ok: true }> {
+  if (op.kind === 'MKDIR') {
+    await mkdirAll(merged, op.dest, 0, 0);
+    return { ok: true };
+  }
+  if (op.from) op.sources = await resolveFromSources(op.from);
+  const destIsDir = op.dest.endsWith('/') || op.sources.length > 1;
+  const destHost = await resolveInRoot(merged, op.dest);
+  const existing = await fs.stat(destHost).catch(() => undefined);
+  for (const src of op.sources) {
+    const st = await fs.stat(src.abs);
+    if (st.isDirectory()) {
+      await mkdirAll(merged, op.dest, 0, 0);
+      await copyDirContents(src.abs, await resolveInRoot(merged, op.dest), src.entries ?? (await walkAll(src.abs)), op);
+      continue;
+    }
+    if (op.kind === 'ADD' && (await isArchive(src.abs))) {
+      await mkdirAll(merged, op.dest, 0, 0);
+      const { stream } = await decompressStream(createReadStream(src.abs));
+      const opts = op.chownGiven ? { uid: op.uid, gid: op.gid } : {};
+      await applyTarToRoot(stream, merged, op.dest, opts);
+      continue;
+    }
+    let target: string;
+    if (destIsDir || existing?.isDirectory()) {
+      await mkdirAll(merged, op.dest, op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
+      target = path.posix.join(op.dest, path.posix.basename(src.rel === '.' ? src.abs : src.rel));
+    } else {
+      await mkdirAll(merged, path.posix.dirname(op.dest), op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
+      target = op.dest;
+    }
+    await copyFile(src.abs, await resolveInRoot(merged, target, { followFinal: false }), st, op);
+  }
+  return { ok: true };
+}
+
+async function isArchive(file: string): Promise<boolean> {
+  const { stream, kind } = await decompressStream(createReadStream(file));
+  // A tar has "ustar" at offset 257 of its first header (after decompression).
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    chunks.push(c as Buffer);
+    n += (c as Buffer).length;
+    if (n >= 512) break;
+  }
+  (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+  const head = Buffer.concat(chunks);
+  if (head.length < 512) return false;
+  const magic = head.subarray(257, 262).toString('latin1');
+  if (magic === 'ustar') return true;
+  // old-style tar: verify the header checksum
+  const stored = Number.parseInt(head.subarray(148, 156).toString('latin1').replace(/\0.*$/, '').trim(), 8);
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : head[i]!;
+  return kind !== 'unknown' ? sum === stored : sum === stored && stored > 0;
+}
+
+/** mkdir -p inside the root: missing components get 0755 and the given owner. */
+async function mkdirAll(root: string, dir: string, uid: number, gid: number): Promise<void> {
+  const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
+  let cur = '/';
+  for (const p of parts) {
+    cur = path.posix.join(cur, p);
+    const host = await resolveInRoot(root, cur);
+    const st = await fs.lstat(host).catch(() => undefined);
+    if (st?.isDirectory()) continue;
+    if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
+    await fs.mkdir(host, { mode: 0o755 });
+    await fs.chmod(host, 0o755);
+    await fs.lchown(host, uid, gid);
+  }
+}
+
+function modeOf(mode: number, op: CopyOp): number {
+  if (op.chmod !== undefined) return op.chmod;
+  return op.keepSpecialBits ? mode & 0o7777 : mode & 0o1777;
+}
+
+async function copyFile(srcAbs: string, dstHost: string, st: import('node:fs').Stats, op: CopyOp): Promise<void> {
+  const old = await fs.lstat(dstHost).catch(() => undefined);
+  if (old?.isDirectory()) throw new SlipwayError('ERR_COPY_DEST', `cannot copy to ${dstHost}: it is a directory`);
+  if (old) await fs.unlink(dstHost);
+  await fs.copyFile(srcAbs, dstHost);
+  await fs.lchown(dstHost, op.uid, op.gid);
+  await fs.chmod(dstHost, modeOf(st.mode, op));
+  await fs.utimes(dstHost, st.atime, st.mtime);
+}
+
+async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{ path: string; type: string }>, op: CopyOp): Promise<void> {
+  const dirs: Array<[string, import('node:fs').Stats]> = [];
+  for (const e of entries) {
+    if (e.path === '.') continue;
+    const s = path.join(srcDir, e.path);
+    const d = path.join(dstHost, e.path);
+    const st = await fs.lstat(s);
+    const old = await fs.lstat(d).catch(() => undefined);
+    if (st.isDirectory()) {
+      if (old && !old.isDirectory()) await fs.rm(d, { recursive: true, force: true });
+      if (!old || !old.isDirectory()) await fs.mkdir(d);
+      await fs.lchown(d, op.uid, op.gid);
+      await fs.chmod(d, modeOf(st.mode, op));
+      dirs.push([d, st]);
+    } else if (st.isSymbolicLink()) {
+      if (old) await fs.rm(d, { recursive: true, force: true });
+      await fs.symlink(await fs.readlink(s), d);
+      await fs.lchown(d, op.uid, op.gid);
+      await fs.lutimes(d, st.atime, st.mtime);
+    } else if (st.isFile()) {
+      if (old?.isDirectory()) await fs.rm(d, { recursive: true, force: true });
+      await copyFile(s, d, st, op);
+    }
+  }
+  // Directory mtimes last: writing their contents bumped them.
+  for (const [d, st] of dirs.reverse()) await fs.utimes(d, st.atime, st.mtime);
+}
+
+/** Every entry below a folder, parents before children, names sorted. */
+async function walkAll(dir: string, rel = ''): Promise<Array<{ path: string; type: string }>> {
+  const out: Array<{ path: string; type: string }> = [];
+  for (const name of (await fs.readdir(dir)).sort()) {
+    const r = rel === '' ? name : `${rel}/${name}`;
+    const st = await fs.lstat(path.join(dir, name));
+    out.push({ path: r, type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file' });
+    if (st.isDirectory()) out.push(...(await walkAll(path.join(dir, name), r)));
+  }
+  return out;
+}
+
+/**
+ * COPY --from: mounts the source image read-only in this private namespace (it vanishes with
+ * it) and resolves the named paths, wildcards included, inside that root.
+ */
+async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<CopyOp['sources']> {
+  let root: string;
+  if (from.lowerDirs.length === 1) {
+    root = from.lowerDirs[0]!;
+  } else {
+    const links = path.join(from.scratch, 'fl');
+    root = path.join(from.scratch, 'from');
+    await fs.mkdir(links, { recursive: true });
+    await fs.mkdir(root, { recursive: true });
+    const names = await Promise.all(from.lowerDirs.map(async (d, i) => {
+      await fs.symlink(d, path.join(links, String(i)));
+      return String(i);
+    }));
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
+  }
+  const out: CopyOp['sources'] = [];
+  for (const p of from.paths) {
+    const matches = hasWildcard(p) ? await globInRoot(root, p) : [p];
+    if (matches.length === 0) throw new SlipwayError('ERR_FILE_NOT_FOUND', `COPY failed: no source files were specified`);
+    for (const m of matches) {
+      const abs = await resolveInRoot(root, m);
+      if (!(await fs.lstat(abs).catch(() => undefined))) {
+        throw new SlipwayError('ERR_FILE_NOT_FOUND', `COPY failed: stat ${m}: file does not exist`);
+      }
+      out.push({ abs, rel: m.replace(/^\/+/, '') || '.' });
+    }
+  }
+  return out;
+}
+
+async function globInRoot(root: string, pattern: string): Promise<string[]> {
+  const parts = pattern.split('/').filter((x) => x !== '' && x !== '.');
+  let cur = ['/'];
+  for (const part of parts) {
+    const next: string[] = [];
+    for (const c of cur) {
+      if (!hasWildcard(part)) {
+        next.push(path.posix.join(c, part));
+        continue;
+      }
+      const host = await resolveInRoot(root, c);
+      const names = await fs.readdir(host).catch(() => [] as string[]);
+      for (const n of names.sort()) if (matchSegment(part, n)) next.push(path.posix.join(c, n));
+    }
+    cur = next;
+  }
+  return cur;
+}

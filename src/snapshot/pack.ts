@@ -1,0 +1,236 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, type BigIntStats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { relative, resolve as resolveHost } from 'node:path';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pack as tarPack, type Header, type Pack } from 'tar-stream';
+import { run } from './unpack.js';
+
+type PackHeader = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> };
+
+const S_IFREG = 0o100000;
+/** Largest value tar-stream writes correctly into a ustar uid/gid field (6 octal digits). */
+const MAX_USTAR_ID = 0o777777;
+const MAX_USTAR_TIME = 2 ** 31 - 1; // tar-stream encodes mtime with `| 0`
+
+interface PackContext {
+  pack: Pack;
+  root: string;
+  opaque: Set<string>;
+  /** dev:ino -> name of the first path of a hard-link group, in walk order. */
+  links: Map<string, string>;
+  clamp: number | undefined;
+}
+
+/**
+ * Writes the layer folder `layerDir` (overlayfs upper-dir form) to `out` as a deterministic OCI
+ * layer tar, the way Docker's overlay2 driver does: depth-first, names sorted bytewise, no `.`
+ * entry, numeric owners with empty uname/gname, whole-second mtimes (clamped to
+ * `opts.clampMtime` when given), hard links as `link` entries to the first path seen, 0/0
+ * character devices as `.wh.<name>`, opaque directories followed by `<dir>/.wh..wh..opq`.
+ * Sockets are skipped. `out` is ended; with `out === null` only the digest and size are computed.
+ */
+export async function packLayer(
+  layerDir: string,
+  out: NodeJS.WritableStream | null,
+  opts: { clampMtime?: number } = {},
+): Promise<{ diffId: string; size: number }> {
+  const root = resolveHost(layerDir);
+  const ctx: PackContext = { pack: tarPack(), root, opaque: await readOpaqueDirs(root), links: new Map(), clamp: opts.clampMtime };
+  const hash = createHash('sha256');
+  let size = 0;
+  const sink = out ?? new Writable({ write: (_chunk, _enc, cb) => cb() });
+  const done = pipeline(
+    ctx.pack as unknown as NodeJS.ReadableStream, // a streamx Readable, compatible with pipeline
+    async function* (src: AsyncIterable<unknown>) {
+      for await (const chunk of src) {
+        const b = chunk as Buffer;
+        hash.update(b);
+        size += b.length;
+        yield b;
+      }
+    },
+    sink,
+  );
+  done.catch(() => undefined); // awaited below; this only prevents an unhandled rejection
+  try {
+    await writeDir(ctx, '');
+    ctx.pack.finalize();
+  } catch (e) {
+    ctx.pack.destroy(e as Error);
+    await done.catch(() => undefined);
+    throw e;
+  }
+  await done;
+  return { diffId: `sha256:${hash.digest('hex')}`, size };
+}
+
+/**
+ * Docker's `layersize`: the apparent size of every non-directory (symlinks count their target
+ * length, as in Docker's directory.Size), each hard-linked inode once.
+ */
+export async function layerSize(layerDir: string): Promise<number> {
+  const seen = new Set<string>();
+  let total = 0;
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const p = `${dir}/${entry.name}`;
+      if (entry.isDirectory()) {
+        await walk(p);
+        continue;
+      }
+      const st = await lstat(p, { bigint: true });
+      const key = `${st.dev}:${st.ino}`;
+      if (st.size === 0n || seen.has(key)) continue;
+      seen.add(key);
+      total += Number(st.size);
+    }
+  };
+  await walk(resolveHost(layerDir));
+  return total;
+}
+
+/** Relative paths carrying trusted.overlay.opaque=y, from a single recursive getfattr call. */
+async function readOpaqueDirs(root: string): Promise<Set<string>> {
+  // -d -m lists only files that have the attribute (no per-file "No such attribute" noise);
+  // -h never follows a symlink to read someone else's xattr.
+  const text = await run('getfattr', ['-R', '-h', '--absolute-names', '-d', '-m', '^trusted\\.overlay\\.opaque$', '-e', 'text', '--', root]);
+  const found = new Set<string>();
+  let file: string | null = null;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# file: ')) file = unescapeGetfattr(line.slice('# file: '.length));
+    else if (file !== null && line === 'trusted.overlay.opaque="y"') {
+      const rel = relative(root, file);
+      if (rel !== '' && !rel.startsWith('..')) found.add(rel);
+    }
+  }
+  return found;
+}
+
+/** getfattr prints names byte-wise with `\ooo` escapes for backslash and unprintable bytes. */
+function unescapeGetfattr(s: string): string {
+  const raw = Buffer.from(s, 'latin1'); // run() decodes stdout as latin1: one char per byte
+  const bytes: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i] as number;
+    const oct = raw.subarray(i + 1, i + 4).toString('latin1');
+    if (c === 0x5c && /^[0-7]{3}$/.test(oct)) {
+      bytes.push(parseInt(oct, 8));
+      i += 3;
+    } else bytes.push(c);
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Bytewise order, as Go's filepath.Walk sorts names (JS's default sort is by UTF-16 units). */
+function byteCompare(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
+  const hostDir = relDir === '' ? ctx.root : `${ctx.root}/${relDir}`;
+  const names = (await readdir(hostDir)).sort(byteCompare);
+  for (const name of names) {
+    const rel = relDir === '' ? name : `${relDir}/${name}`;
+    const st = await lstat(`${ctx.root}/${rel}`, { bigint: true });
+    await writeEntry(ctx, rel, st);
+    if (st.isDirectory()) await writeDir(ctx, rel);
+  }
+}
+
+async function writeEntry(ctx: PackContext, rel: string, st: BigIntStats): Promise<void> {
+  const host = `${ctx.root}/${rel}`;
+  const h = baseHeader(ctx, rel, st);
+  if (st.isDirectory()) {
+    await addEntry(ctx.pack, { ...h, name: `${rel}/`, type: 'directory' });
+    if (ctx.opaque.has(rel)) {
+      // Docker's overlayWhiteoutConverter: a regular file with the directory's permission bits and
+      // owner, and a zero ModTime, which Go's tar writer encodes as 0.
+      const mode = S_IFREG | (Number(st.mode) & 0o777);
+      await addEntry(ctx.pack, { ...withTime(h, 0, ctx.clamp), name: `${rel}/.wh..wh..opq`, type: 'file', mode, size: 0 });
+    }
+    return;
+  }
+  if (st.isCharacterDevice() && st.rdev === 0n) {
+    // An overlayfs whiteout. Never hard-link-tracked: overlayfs shares one whiteout inode.
+    const slash = rel.lastIndexOf('/');
+    const name = `${rel.slice(0, slash + 1)}.wh.${rel.slice(slash + 1)}`;
+    await addEntry(ctx.pack, { ...h, name, type: 'file', mode: S_IFREG | 0o600, size: 0 });
+    return;
+  }
+  if (st.isSocket()) return; // Docker skips sockets too
+  if (st.nlink > 1n) {
+    const key = `${st.dev}:${st.ino}`;
+    const first = ctx.links.get(key);
+    if (first !== undefined) {
+      await addEntry(ctx.pack, { ...h, type: 'link', linkname: first, size: 0 });
+      return;
+    }
+    ctx.links.set(key, rel);
+  }
+  if (st.isFile()) {
+    const entry = ctx.pack.entry({ ...h, type: 'file', size: Number(st.size) });
+    await pipeline(createReadStream(host), entry as unknown as NodeJS.WritableStream);
+  } else if (st.isSymbolicLink()) {
+    await addEntry(ctx.pack, { ...h, type: 'symlink', linkname: await readlink(host) });
+  } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+    const { major, minor } = splitRdev(st.rdev);
+    const type = st.isCharacterDevice() ? 'character-device' : 'block-device';
+    await addEntry(ctx.pack, { ...h, type, devmajor: major, devminor: minor });
+  } else if (st.isFIFO()) {
+    await addEntry(ctx.pack, { ...h, type: 'fifo' });
+  }
+}
+
+function baseHeader(ctx: PackContext, rel: string, st: BigIntStats): PackHeader {
+  const uid = Number(st.uid);
+  const gid = Number(st.gid);
+  const h: PackHeader = {
+    name: rel,
+    // The full st_mode: tar-stream masks it to 07777 but would replace a 0 mode by 0644.
+    mode: Number(st.mode),
+    uid: Math.min(uid, MAX_USTAR_ID),
+    gid: Math.min(gid, MAX_USTAR_ID),
+    uname: '',
+    gname: '',
+    size: 0,
+  };
+  // Large ids go into PAX records (tar-stream would silently write 777777).
+  const pax: Record<string, string> = {};
+  if (uid > MAX_USTAR_ID) pax['uid'] = String(uid);
+  if (gid > MAX_USTAR_ID) pax['gid'] = String(gid);
+  if (Object.keys(pax).length > 0) h.pax = pax;
+  // Floor division of a bigint: whole seconds, as Docker truncates ModTime to the second.
+  const ns = st.mtimeNs;
+  const seconds = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);
+  return withTime(h, Number(seconds), ctx.clamp);
+}
+
+/** Sets a whole-second mtime, clamped, with a PAX record when the ustar field cannot hold it. */
+function withTime(h: PackHeader, seconds: number, clamp: number | undefined): PackHeader {
+  const s = clamp !== undefined && seconds > clamp ? clamp : seconds;
+  const { mtime: _dropped, ...pax } = h.pax ?? {};
+  const out: PackHeader = { ...h, mtime: new Date(Math.min(Math.max(s, 0), MAX_USTAR_TIME) * 1000) };
+  if (s < 0 || s > MAX_USTAR_TIME) pax['mtime'] = String(s);
+  if (Object.keys(pax).length > 0) out.pax = pax;
+  else delete out.pax;
+  return out;
+}
+
+/** glibc's gnu_dev_major / gnu_dev_minor. */
+function splitRdev(rdev: bigint): { major: number; minor: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
+  return { major: Number(major), minor: Number(minor) };
+}
+
+/** Adds a body-less entry and waits until tar-stream has taken it. */
+function addEntry(pack: Pack, header: PackHeader): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
+    // A 'file' sink waits for its body even when empty (whiteouts): hand it an empty buffer.
+    if (header.type === 'file') pack.entry(header, Buffer.alloc(0), cb);
+    else pack.entry(header, cb);
+  });
+}

@@ -1,0 +1,104 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { SlipwayError } from '../errors.js';
+
+/**
+ * Reads a file of an image without mounting it: the top-most layer folder that has the path
+ * wins, and a whiteout (0/0 character device) on the path or a parent hides it.
+ */
+export async function readFileFromLayers(lowerDirs: string[], rel: string): Promise<string | undefined> {
+  const parts = rel.split('/').filter(Boolean);
+  for (const layer of lowerDirs) {
+    let hidden = false;
+    for (let i = 1; i <= parts.length; i++) {
+      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
+      if (!st) break;
+      if (st.isCharacterDevice() && st.rdev === 0) {
+        hidden = true;
+        break;
+      }
+      if (i === parts.length) {
+        if (st.isFile()) return fs.readFile(path.join(layer, ...parts), 'utf8');
+        return undefined;
+      }
+    }
+    if (hidden) return undefined;
+  }
+  return undefined;
+}
+
+interface PasswdEntry { name: string; uid: number; gid: number }
+interface GroupEntry { name: string; gid: number; members: string[] }
+
+function parsePasswd(text: string | undefined): PasswdEntry[] {
+  return (text ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 4 && f[0] !== '' && !f[0]!.startsWith('#'))
+    .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }));
+}
+
+function parseGroup(text: string | undefined): GroupEntry[] {
+  return (text ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 3 && f[0] !== '' && !f[0]!.startsWith('#'))
+    .map((f) => ({ name: f[0]!, gid: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) }));
+}
+
+/** A resolved identity. */
+export interface Identity { uid: number; gid: number; groups: number[] }
+
+/**
+ * Resolves `USER` (`name`, `uid`, `name:group`, `uid:gid`) in the image's own /etc/passwd and
+ * /etc/group, as runc does: a name must exist; a numeric uid need not (gid 0 then); the
+ * supplementary groups are those listing the user.
+ */
+export async function resolveUser(lowerDirs: string[], spec: string): Promise<Identity> {
+  if (spec === '') return { uid: 0, gid: 0, groups: [] };
+  const [u, g] = spec.split(':', 2) as [string, string | undefined];
+  const passwd = parsePasswd(await readFileFromLayers(lowerDirs, 'etc/passwd'));
+  const groups = parseGroup(await readFileFromLayers(lowerDirs, 'etc/group'));
+  let uid: number;
+  let gid = 0;
+  let name: string | undefined;
+  if (/^\d+$/.test(u)) {
+    uid = Number(u);
+    const e = passwd.find((p) => p.uid === uid);
+    if (e) { gid = e.gid; name = e.name; }
+  } else {
+    const e = passwd.find((p) => p.name === u);
+    if (!e) throw new SlipwayError('ERR_NO_SUCH_USER', `unable to find user ${u}: no matching entries in passwd file`);
+    uid = e.uid; gid = e.gid; name = e.name;
+  }
+  if (g !== undefined) {
+    if (/^\d+$/.test(g)) gid = Number(g);
+    else {
+      const ge = groups.find((x) => x.name === g);
+      if (!ge) throw new SlipwayError('ERR_NO_SUCH_USER', `unable to find group ${g}: no matching entries in group file`);
+      gid = ge.gid;
+    }
+  }
+  const extra = name ? groups.filter((x) => x.members.includes(name!)).map((x) => x.gid) : [];
+  return { uid, gid, groups: [...new Set([gid, ...extra])] };
+}
+
+/**
+ * Resolves `COPY --chown` as Docker's legacy builder does: a lone user name takes the group of
+ * the same name (not the user's primary group), a lone uid takes gid = uid.
+ */
+export async function resolveChown(lowerDirs: string[], spec: string): Promise<{ uid: number; gid: number }> {
+  const [u, g] = spec.split(':', 2) as [string, string | undefined];
+  const passwd = parsePasswd(await readFileFromLayers(lowerDirs, 'etc/passwd'));
+  const groups = parseGroup(await readFileFromLayers(lowerDirs, 'etc/group'));
+  const fail = (what: string, n: string) =>
+    new SlipwayError('ERR_NO_SUCH_USER', `unable to convert uid/gid chown string to host mapping: can't find ${what} for ${what === 'uid' ? 'user' : 'group'} ${n}: no such ${what === 'uid' ? 'user' : 'group'}: ${n}`);
+  const uidOf = (n: string): number => {
+    if (/^\d+$/.test(n)) return Number(n);
+    const e = passwd.find((p) => p.name === n);
+    if (!e) throw fail('uid', n);
+    return e.uid;
+  };
+  const gidOf = (n: string): number => {
+    if (/^\d+$/.test(n)) return Number(n);
+    const e = groups.find((x) => x.name === n);
+    if (!e) throw fail('gid', n);
+    return e.gid;
+  };
+  const uid = uidOf(u);
+  return { uid, gid: gidOf(g ?? u) };
+}

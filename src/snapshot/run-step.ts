@@ -1,0 +1,86 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { MessagePort } from 'node:worker_threads';
+import { runInSandbox, runInMountedRootfs } from './sandbox.js';
+import { packLayer, layerSize } from './pack.js';
+import type { CopyOp } from './copy-in-root.js';
+import { errorToData, type SlipwayErrorData } from '../errors.js';
+import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
+
+/** The worker contract: what the scheduler sends for one uncached RUN/COPY/ADD/WORKDIR step. */
+export type StepTask =
+  | {
+      type: 'run';
+      tmpRoot: string;
+      lowerDirs: string[];
+      argv: string[];
+      env: string[];
+      uid: number;
+      gid: number;
+      groups: number[];
+      cwd: string;
+      network: 'host' | 'none';
+      volumes: string[];
+      hostname: string;
+      /** Output chunks are posted here as they are produced. */
+      port?: MessagePort;
+      timeoutMs?: number;
+    }
+  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp };
+
+/** A step's outcome, as plain data (errors do not survive the thread boundary). */
+export type StepResult =
+  | { ok: true; layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean }
+  | { ok: false; error: SlipwayErrorData; exitCode?: number };
+
+const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url));
+
+/**
+ * Runs one step against a fresh upper folder in `graph/_tmp/`, then measures the diff. The
+ * upper folder *is* the new layer (overlay form), so the snapshot costs what changed.
+ */
+export async function runStep(task: StepTask, signal?: AbortSignal): Promise<StepResult> {
+  const dir = path.join(task.tmpRoot, `${process.pid}-step-${crypto.randomBytes(6).toString('hex')}`);
+  const upperDir = path.join(dir, 'layer');
+  const scratchDir = path.join(dir, 'scratch');
+  try {
+    await fs.mkdir(upperDir, { recursive: true, mode: 0o755 });
+    await fs.mkdir(scratchDir, { recursive: true, mode: 0o700 });
+    if (task.type === 'run') {
+      const res = await runInSandbox({
+        lowerDirs: task.lowerDirs, upperDir, scratchDir, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
+        groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
+        stdio: 'pipe',
+        onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
+        ...(signal ? { signal } : {}),
+        ...(task.timeoutMs ? { timeoutMs: task.timeoutMs } : {}),
+      });
+      if (res.exitCode !== 0) {
+        await fs.rm(dir, { recursive: true, force: true });
+        return {
+          ok: false,
+          exitCode: res.exitCode,
+          error: { code: 'ERR_STEP_FAILED', message: `returned a non-zero code: ${res.exitCode}`, exitCode: res.exitCode },
+        };
+      }
+    } else {
+      const op = task.op.from ? { ...task.op, from: { ...task.op.from, scratch: path.join(scratchDir, 'src') } } : task.op;
+      await runInMountedRootfs({ lowerDirs: task.lowerDirs, upperDir, scratchDir, ...(signal ? { signal } : {}) }, COPY_SCRIPT, op);
+    }
+    await fs.rm(scratchDir, { recursive: true, force: true });
+    const empty = (await fs.readdir(upperDir)).length === 0;
+    if (empty) return { ok: true, layerDir: upperDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
+    const { diffId, size: tarSize } = await packLayer(upperDir, null);
+    return { ok: true, layerDir: upperDir, diffId, size: await layerSize(upperDir), tarSize, empty };
+  } catch (e) {
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    const data = errorToData(e);
+    const code = (e as { code?: string }).code;
+    if (data.code === 'ERR_INTERNAL' && typeof code === 'string' && code.startsWith('ERR_')) data.code = code as SlipwayErrorData['code'];
+    return { ok: false, error: data };
+  } finally {
+    if (task.type === 'run') task.port?.close();
+  }
+}

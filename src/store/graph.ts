@@ -1,0 +1,195 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { StoreLayout, isImageId, type ImageId } from './layout.js';
+import type { ImageJson } from '../image-config.js';
+import { SlipwayError } from '../errors.js';
+import { exists } from '../fs.js';
+import { parseReference } from './reference.js';
+import { readRepositories } from './repositories.js';
+
+/** Creates the store's folders (idempotent). */
+export async function ensureStore(layout: StoreLayout): Promise<void> {
+  await fs.mkdir(layout.graph, { recursive: true, mode: 0o700 });
+  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
+  await fs.mkdir(layout.cacheDir, { recursive: true, mode: 0o700 });
+}
+
+/** A fresh private scratch folder in `graph/_tmp/`, named after this process so a crash can be swept. */
+export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<string> {
+  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
+  const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
+  await fs.mkdir(dir, { mode: 0o700 });
+  return dir;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes what dead processes left in `graph/_tmp/` (a build killed with -9). Folders of
+ * living processes (a concurrent build) are left alone.
+ */
+export async function sweepTmp(layout: StoreLayout): Promise<void> {
+  let names: string[];
+  try {
+    names = await fs.readdir(layout.tmp);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number.parseInt(name, 10);
+    if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) continue;
+    await fs.rm(path.join(layout.tmp, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** What `registerImage` needs: the id, its JSON, and a prepared layer folder to move in. */
+export interface NewImage {
+  id: ImageId;
+  json: ImageJson;
+  /** A folder on the store's filesystem (normally in `graph/_tmp/`); it is renamed into the image. */
+  layerDir: string;
+  diffId: string;
+  layerSize: number;
+}
+
+/**
+ * Registers an image atomically (Docker's graph.go): everything is written into a folder in
+ * `graph/_tmp/`, then one rename makes `graph/<id>` appear whole. An image that exists already
+ * (ids are content-derived) is kept and the new copy discarded. Returns false in that case.
+ */
+export async function registerImage(layout: StoreLayout, img: NewImage): Promise<boolean> {
+  const final = layout.imageDir(img.id);
+  if (await exists(path.join(final, 'json'))) {
+    await fs.rm(img.layerDir, { recursive: true, force: true });
+    return false;
+  }
+  const staging = await makeTmpDir(layout, 'img');
+  await fs.rename(img.layerDir, path.join(staging, 'layer'));
+  await fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
+  await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
+  await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
+  // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
+  try {
+    await fs.rename(staging, final);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+      // Another process registered the same content-derived id first: theirs is as good as ours.
+      await fs.rm(staging, { recursive: true, force: true });
+      return false;
+    }
+    throw e;
+  }
+}
+
+/** Reads `graph/<id>/json`. */
+export async function readImage(layout: StoreLayout, id: ImageId): Promise<ImageJson> {
+  try {
+    return JSON.parse(await fs.readFile(layout.imageJson(id), 'utf8')) as ImageJson;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `No such image: ${id}`);
+    }
+    throw e;
+  }
+}
+
+/** True when `graph/<id>` is a complete image. */
+export async function hasImage(layout: StoreLayout, id: string): Promise<boolean> {
+  return isImageId(id) && exists(layout.imageJson(id));
+}
+
+/** The layer's diff id (`sha256:...`). */
+export async function readDiffId(layout: StoreLayout, id: ImageId): Promise<string> {
+  return (await fs.readFile(layout.diffIdFile(id), 'utf8')).trim();
+}
+
+/** The layer's size in bytes (`layersize`). */
+export async function readLayerSize(layout: StoreLayout, id: ImageId): Promise<number> {
+  return Number.parseInt(await fs.readFile(layout.layerSize(id), 'utf8'), 10) || 0;
+}
+
+/** Every image id in the graph. */
+export async function listImageIds(layout: StoreLayout): Promise<ImageId[]> {
+  let names: string[];
+  try {
+    names = await fs.readdir(layout.graph);
+  } catch {
+    return [];
+  }
+  return names.filter(isImageId).sort() as ImageId[];
+}
+
+/** The chain from `id` down to its root: `[id, parent, grandparent, ...]`. */
+export async function imageChain(layout: StoreLayout, id: ImageId): Promise<Array<{ id: ImageId; json: ImageJson }>> {
+  const out: Array<{ id: ImageId; json: ImageJson }> = [];
+  let cur: ImageId | undefined = id;
+  const seen = new Set<string>();
+  while (cur) {
+    if (seen.has(cur)) throw new SlipwayError('ERR_INTERNAL', `image ${cur} has a parent loop`);
+    seen.add(cur);
+    const json = await readImage(layout, cur);
+    out.push({ id: cur, json });
+    cur = json.parent ? (json.parent as ImageId) : undefined;
+  }
+  return out;
+}
+
+/** Map parent id -> child ids, over the whole graph. */
+export async function childrenIndex(layout: StoreLayout): Promise<Map<string, ImageId[]>> {
+  const idx = new Map<string, ImageId[]>();
+  for (const id of await listImageIds(layout)) {
+    const json = await readImage(layout, id).catch(() => undefined);
+    if (!json?.parent) continue;
+    const list = idx.get(json.parent) ?? [];
+    list.push(id);
+    idx.set(json.parent, list);
+  }
+  return idx;
+}
+
+/**
+ * Resolves a user's reference: `name[:tag]`, a full id (optionally `sha256:`), or a unique
+ * id prefix. An ambiguous prefix is an error naming the candidates' count.
+ */
+export async function resolveImage(layout: StoreLayout, ref: string): Promise<ImageId> {
+  const bare = ref.startsWith('sha256:') ? ref.slice(7) : ref;
+  if (isImageId(bare)) {
+    if (await hasImage(layout, bare)) return bare;
+    throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `No such image: ${ref}`);
+  }
+  const repos = await readRepositories(layout);
+  if (!ref.startsWith('sha256:')) {
+    try {
+      const r = parseReference(ref);
+      const id = repos.Repositories[r.repository]?.[r.tag];
+      if (id) return id as ImageId;
+    } catch {
+      // not a valid name: it may still be an id prefix
+    }
+  }
+  if (/^[0-9a-f]{1,63}$/.test(bare)) {
+    const matches = (await listImageIds(layout)).filter((id) => id.startsWith(bare));
+    if (matches.length === 1) return matches[0]!;
+    if (matches.length > 1) {
+      throw new SlipwayError('ERR_AMBIGUOUS_REFERENCE', `${ref}: ambiguous image id prefix (${matches.length} images match)`);
+    }
+  }
+  throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `No such image: ${ref}`);
+}
+
+/** Removes `graph/<id>` atomically (renamed away first, so it vanishes whole). */
+export async function removeImageDir(layout: StoreLayout, id: ImageId): Promise<void> {
+  const trash = await makeTmpDir(layout, 'del');
+  await fs.rename(layout.imageDir(id), path.join(trash, 'img'));
+  await fs.rm(trash, { recursive: true, force: true });
+}

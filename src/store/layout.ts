@@ -1,0 +1,44 @@
+import path from 'node:path';
+
+/** A 64-hex image id. */
+export type ImageId = string & { readonly __brand: 'ImageId' };
+/** A 16-hex xxh64 cache key. */
+export type CacheKey = string & { readonly __brand: 'CacheKey' };
+
+/**
+ * The only place where on-disk paths of a store are spelled. The layout is the seed's:
+ * `repositories`, `graph/<id>/{json,layersize,layer/}`, `graph/_tmp/`; plus Slipway's
+ * `cache/` index (cache key -> image id and key preimage) and `locks/`.
+ */
+export class StoreLayout {
+  constructor(readonly root: string) {}
+
+  get repositories(): string { return path.join(this.root, 'repositories'); }
+  get graph(): string { return path.join(this.root, 'graph'); }
+  get tmp(): string { return path.join(this.root, 'graph', '_tmp'); }
+  get cacheDir(): string { return path.join(this.root, 'cache'); }
+  get statCacheDir(): string { return path.join(this.root, 'stat-cache'); }
+  get lockDir(): string { return path.join(this.root, 'locks'); }
+
+  imageDir(id: ImageId): string { return path.join(this.graph, id); }
+  imageJson(id: ImageId): string { return path.join(this.graph, id, 'json'); }
+  layerSize(id: ImageId): string { return path.join(this.graph, id, 'layersize'); }
+  layerDir(id: ImageId): string { return path.join(this.graph, id, 'layer'); }
+  /** sha256 of the layer's tar form, `sha256:<hex>` (Docker's diff id). */
+  diffIdFile(id: ImageId): string { return path.join(this.graph, id, 'diffid'); }
+  cacheEntry(key: CacheKey): string { return path.join(this.cacheDir, key.slice(0, 2), `${key}.json`); }
+  lock(name: string): string { return path.join(this.lockDir, `${name}.lock`); }
+}
+
+/** True for a full 64-hex image id. */
+export function isImageId(s: string): s is ImageId {
+  return /^[0-9a-f]{64}$/.test(s);
+}
+
+/** The 12-character short form Docker prints. */
+export function shortId(id: string): string {
+  return id.replace(/^sha256:/, '').slice(0, 12);
+}
+
+/** sha256 of an empty tar (two 512-byte zero blocks... as Docker writes for an empty layer: 1024 zero bytes). */
+export const EMPTY_LAYER_DIFF_ID = 'sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef';
