@@ -1,12 +1,12 @@
 import fs from 'node:fs/promises';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { initHash } from './key.js';
 
 /** One file the COPY selected, as it enters the cache key (never its mtime). */
 export interface DigestEntry {
-  /** Path relative to the source it was selected by (`.` for a lone file). */
+  /** Path relative to the source it was selected by (`.` for the source itself). */
   path: string;
   type: 'file' | 'dir' | 'symlink';
   /** Permission bits as they will be copied (Docker's legacy builder drops setuid/setgid). */
@@ -16,74 +16,124 @@ export interface DigestEntry {
   hash?: string;
 }
 
-/** The stat cache: absolute path -> identity and content hash. A file is re-read when any field changed. */
-export type StatCache = Record<string, { size: number; mtimeNs: string; ctimeNs: string; ino: string; hash: string }>;
+/**
+ * The stat cache: absolute path -> identity, content hash (xxh64) and Docker's tarsum of the
+ * entry. A file is re-read when any identity field changed; ctime cannot be set back by
+ * `touch -d`, so a same-size rewrite with its mtime restored is still re-read.
+ */
+export type StatCache = Record<string, { size: number; mtimeNs: string; ctimeNs: string; ino: string; hash: string; header: string; sum: string }>;
 
-/** A selected source: its path relative to the context and what the COPY does with it. */
+/** A selected source: its path relative to the context and its resolved host path. */
 export interface SourceSpec {
   rel: string;
-  /** Absolute host path (already resolved inside the context). */
   abs: string;
 }
 
-async function hashFile(file: string): Promise<string> {
-  const h = (await initHash()).create64();
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest().toString(16).padStart(16, '0');
+/** What the digest of a COPY's sources gives the scheduler. */
+export interface SourcesDigest {
+  entries: DigestEntry[][];
+  /** Docker's legacy history hash: `file:<sha256>`, `dir:<sha256>` or `multi:<sha256>`. */
+  legacyHash: string;
+  /** Per source, `file:`/`dir:` legacy hash. */
+  sourceHashes: string[];
+  hashedBytes: number;
+}
+
+/**
+ * Docker's tarsum v1 header of a context entry: the fields of the tar header the client sent
+ * (name, mode with file-type bits, uid/gid 0, size, type flag, link name, empty user and group
+ * names, device numbers), without the mtime.
+ */
+function tarsumHeader(name: string, st: BigIntStats, link: string): string {
+  const perm = Number(st.mode) & 0o7777;
+  let mode: number;
+  let flag: string;
+  let size = 0;
+  if (st.isDirectory()) { mode = 0o40000 | perm; flag = '5'; name = `${name}/`; }
+  else if (st.isSymbolicLink()) { mode = 0o120000 | perm; flag = '2'; }
+  else { mode = 0o100000 | perm; flag = '0'; size = Number(st.size); }
+  return `name${name}mode${mode}uid0gid0size${size}typeflag${flag}linkname${link}unamegnamedevmajor0devminor0`;
+}
+
+async function hashFileBoth(file: string, header: string): Promise<{ hash: string; sum: string; bytes: number }> {
+  const x = (await initHash()).create64();
+  const s = crypto.createHash('sha256').update(header);
+  let bytes = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+    x.update(chunk as Buffer);
+    s.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { hash: x.digest().toString(16).padStart(16, '0'), sum: s.digest('hex'), bytes };
+}
+
+function hashStringSlice(prefix: string, list: string[]): string {
+  return `${prefix}:${crypto.createHash('sha256').update(list.join(',')).digest('hex')}`;
 }
 
 /**
  * Digests the sources of a COPY/ADD: for every selected entry its relative path, type, mode,
- * link target and content hash. Content comes from the stat cache when (size, mtime, ctime,
- * inode) are unchanged; ctime cannot be set back by `touch -d`, so a same-size rewrite with
- * its mtime restored is still re-read. `isIgnored` gets context-relative paths.
+ * link target and content hash, and Docker's legacy history hash of the whole set. Content
+ * comes from the stat cache when (size, mtime, ctime, inode) are unchanged.
  */
-export async function digestSources(
-  sources: SourceSpec[],
-  isIgnored: (rel: string) => boolean,
-  statCache: StatCache,
-): Promise<{ entries: DigestEntry[][]; summary: string; hashedBytes: number }> {
+export async function digestSources(sources: SourceSpec[], isIgnored: (rel: string) => boolean, statCache: StatCache): Promise<SourcesDigest> {
   let hashedBytes = 0;
-  const cached = async (abs: string, st: import('node:fs').BigIntStats): Promise<string> => {
-    const c = statCache[abs];
+  const fileSums = async (abs: string, ctxRel: string, st: BigIntStats): Promise<{ hash: string; sum: string }> => {
+    const header = tarsumHeader(ctxRel, st, '');
     const id = { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ctimeNs: st.ctimeNs.toString(), ino: st.ino.toString() };
-    if (c && c.size === id.size && c.mtimeNs === id.mtimeNs && c.ctimeNs === id.ctimeNs && c.ino === id.ino) return c.hash;
-    const hash = await hashFile(abs);
-    hashedBytes += id.size;
-    statCache[abs] = { ...id, hash };
-    return hash;
+    const c = statCache[abs];
+    if (c && c.header === header && c.size === id.size && c.mtimeNs === id.mtimeNs && c.ctimeNs === id.ctimeNs && c.ino === id.ino) return c;
+    const r = await hashFileBoth(abs, header);
+    hashedBytes += r.bytes;
+    statCache[abs] = { ...id, hash: r.hash, header, sum: r.sum };
+    return r;
   };
   const all: DigestEntry[][] = [];
+  const sourceHashes: string[] = [];
   for (const src of sources) {
     const list: DigestEntry[] = [];
     // A source named in the Dockerfile is followed if it is a symlink (resolved by the caller).
     const st = await fs.stat(src.abs, { bigint: true });
     if (st.isDirectory()) {
-      await walk(src.abs, src.rel, '.', list, isIgnored, cached);
+      const sums: string[] = [];
+      await walk(src.abs, src.rel, '.', list, sums, isIgnored, fileSums);
+      sourceHashes.push(hashStringSlice('dir', sums.sort()));
     } else {
-      list.push({ path: '.', type: 'file', mode: Number(st.mode) & 0o1777, hash: await cached(src.abs, st) });
+      const r = await fileSums(src.abs, src.rel, st);
+      list.push({ path: '.', type: 'file', mode: Number(st.mode) & 0o1777, hash: r.hash });
+      sourceHashes.push(`file:${r.sum}`);
     }
     all.push(list);
   }
-  const summary = crypto.createHash('sha256').update(JSON.stringify(all)).digest('hex');
-  return { entries: all, summary, hashedBytes };
+  const legacyHash = sourceHashes.length === 1 ? sourceHashes[0]! : hashStringSlice('multi', sourceHashes);
+  return { entries: all, legacyHash, sourceHashes, hashedBytes };
 }
 
 async function walk(
-  absDir: string, relCtx: string, relSrc: string, out: DigestEntry[], isIgnored: (rel: string) => boolean,
-  cached: (abs: string, st: import('node:fs').BigIntStats) => Promise<string>,
+  absDir: string, ctxRel: string, relSrc: string, out: DigestEntry[], sums: string[], isIgnored: (rel: string) => boolean,
+  fileSums: (abs: string, ctxRel: string, st: BigIntStats) => Promise<{ hash: string; sum: string }>,
 ): Promise<void> {
   const st = await fs.lstat(absDir, { bigint: true });
   out.push({ path: relSrc, type: 'dir', mode: Number(st.mode) & 0o1777 });
+  // Docker hashes the folder's own entry too (except the context root).
+  if (ctxRel !== '.' && ctxRel !== '') sums.push(crypto.createHash('sha256').update(tarsumHeader(ctxRel, st, '')).digest('hex'));
   const names = (await fs.readdir(absDir)).sort();
   for (const name of names) {
-    const rel = relCtx === '.' || relCtx === '' ? name : `${relCtx}/${name}`;
+    const rel = ctxRel === '.' || ctxRel === '' ? name : `${ctxRel}/${name}`;
     if (isIgnored(rel)) continue;
     const abs = path.join(absDir, name);
     const r = relSrc === '.' ? name : `${relSrc}/${name}`;
     const est = await fs.lstat(abs, { bigint: true });
-    if (est.isDirectory()) await walk(abs, rel, r, out, isIgnored, cached);
-    else if (est.isSymbolicLink()) out.push({ path: r, type: 'symlink', mode: 0o777, link: await fs.readlink(abs) });
-    else if (est.isFile()) out.push({ path: r, type: 'file', mode: Number(est.mode) & 0o1777, hash: await cached(abs, est) });
+    if (est.isDirectory()) {
+      await walk(abs, rel, r, out, sums, isIgnored, fileSums);
+    } else if (est.isSymbolicLink()) {
+      const link = await fs.readlink(abs);
+      out.push({ path: r, type: 'symlink', mode: 0o777, link });
+      sums.push(crypto.createHash('sha256').update(tarsumHeader(rel, est, link)).digest('hex'));
+    } else if (est.isFile()) {
+      const h = await fileSums(abs, rel, est);
+      out.push({ path: r, type: 'file', mode: Number(est.mode) & 0o1777, hash: h.hash });
+      sums.push(h.sum);
+    }
   }
 }

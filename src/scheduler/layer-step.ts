@@ -6,11 +6,12 @@ import { cloneConfig, type ContainerConfigJson } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
-import { resolveChown, resolveUser } from '../snapshot/rootfs.js';
+import { resolveChown, resolveUser, statInLayers } from '../snapshot/rootfs.js';
+import { makeTmpDir } from '../store/graph.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
 import type { CopyOp } from '../snapshot/copy-in-root.js';
 import type { StepResult } from '../snapshot/run-step.js';
-import type { DigestEntry, SourceSpec, StatCache } from '../cache/context-digest.js';
+import type { SourceSpec, SourcesDigest, StatCache } from '../cache/context-digest.js';
 import { expandSourcePattern, hasWildcard } from '../context/glob.js';
 import { resolveImage } from '../store/graph.js';
 import type { ImageId } from '../store/layout.js';
@@ -150,17 +151,30 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   const chownText = chownSpec !== undefined ? `--chown=${chownSpec}` : '';
   const baseOp = { kind: step.kind, dest, uid: owner.uid, gid: owner.gid, chownGiven: chownSpec !== undefined && chownSpec !== '', chmod, keepSpecialBits: false } as const;
 
+  let heredocDir: string | undefined;
   if (step.heredocs.length > 0) {
-    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, step.line, `${step.kind} with a heredoc is not supported yet`);
+    // Each `<<NAME` source becomes a file NAME with the heredoc's content (expanded unless quoted).
+    heredocDir = await makeTmpDir(run.opts.layout, 'heredoc');
+    for (let i = 0; i < rawSources.length; i++) {
+      const m = /^<<-?["']?([A-Za-z0-9_.-]+)["']?$/.exec(rawSources[i]!);
+      const doc = m ? step.heredocs.find((h) => h.name === m[1]) : undefined;
+      if (!doc) continue;
+      const content = doc.quoted ? doc.content : expandVariablesOnly(doc.content, lookup);
+      await fs.writeFile(path.join(heredocDir, doc.name), content, { mode: 0o644 });
+      await fs.chmod(path.join(heredocDir, doc.name), 0o644);
+      rawSources[i] = doc.name;
+    }
   }
+  const sourceRoot = heredocDir ?? run.context.dir;
   if (step.from !== undefined) {
     const from = await fromLowerDirs(run, ex(step.from), step.line);
     if (rawSources.length > 1 && !dest.endsWith('/')) throw multiError(step);
     const op: CopyOp = { ...baseOp, sources: [], from: { lowerDirs: from.lowerDirs, scratch: '', paths: rawSources } };
     const summary = crypto.createHash('sha256').update(JSON.stringify({ from: from.id, rawSources })).digest('hex');
+    const kind = rawSources.length > 1 ? 'multi' : (await statInLayers(from.lowerDirs, rawSources[0]!)) === 'dir' ? 'dir' : 'file';
     return {
       config,
-      cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${rawSources.length > 1 ? 'multi' : 'file'}:${summary} in ${shownDest} `],
+      cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${summary} in ${shownDest} `],
       keyExtra: { from: from.id, paths: rawSources, chmod },
       displayCmd: step.text,
       execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op }),
@@ -177,35 +191,50 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
     if (clean === '..' || clean.startsWith('../')) {
       throw new SlipwayError('ERR_CONTEXT_PATH', `${file}:${step.line}: ${step.kind} failed: forbidden path outside the build context: ${raw} ()`, { line: step.line });
     }
-    const rels = hasWildcard(clean) ? await expandSourcePattern(run.context.dir, clean, run.context.isIgnored) : [clean];
+    const ignored = heredocDir ? () => false : run.context.isIgnored;
+    const rels = hasWildcard(clean) ? await expandSourcePattern(sourceRoot, clean, ignored) : [clean];
     if (rels.length === 0) throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: no source files were specified`, { line: step.line });
     for (const rel of rels) {
-      const abs = await resolveInRoot(run.context.dir, rel);
+      const abs = await resolveInRoot(sourceRoot, rel);
       const exists = await fs.stat(abs).catch(() => undefined);
-      if (!exists || (rel !== '.' && run.context.isIgnored(rel))) {
+      if (!exists || (rel !== '.' && ignored(rel))) {
         throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: file not found in build context or excluded by .dockerignore: stat ${rel}: file does not exist`, { line: step.line });
       }
       sources.push({ rel, abs });
     }
   }
   if (sources.length > 1 && !dest.endsWith('/')) throw multiError(step);
-  const digest = await run.opts.pool.digest<{ entries: DigestEntry[][]; summary: string; statCache: StatCache }>({
+  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({
     sources, ignored: await ignoredList(run, sources), statCache: run.context.statCache,
   });
   Object.assign(run.context.statCache, digest.statCache);
-  const isDir = await Promise.all(sources.map(async (s) => (await fs.stat(s.abs)).isDirectory()));
-  const kind = sources.length > 1 ? 'multi' : isDir[0] ? 'dir' : 'file';
   const op: CopyOp = {
     ...baseOp,
     sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type })) })),
   };
   return {
     config,
-    cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${digest.summary} in ${shownDest} `],
+    cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${digest.legacyHash} in ${shownDest} `],
     keyExtra: { entries: digest.entries, chmod, dest },
     displayCmd: step.text,
-    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op }),
+    execute: async () => {
+      try {
+        return await run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op });
+      } finally {
+        if (heredocDir) await fs.rm(heredocDir, { recursive: true, force: true });
+      }
+    },
   };
+}
+
+/** Heredoc bodies of COPY expand `$NAME` and `${NAME...}` but keep quotes and backslashes as written. */
+function expandVariablesOnly(text: string, lookup: (n: string) => string | undefined): string {
+  return text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_m, n1: string | undefined, op: string | undefined, word: string | undefined, n2: string | undefined) => {
+    const v = lookup((n1 ?? n2)!);
+    if (op === '-') return v === undefined || v === '' ? (word ?? '') : v;
+    if (op === '+') return v === undefined || v === '' ? '' : (word ?? '');
+    return v ?? '';
+  });
 }
 
 function multiError(step: CopyStep): SlipwayError {

@@ -44,7 +44,8 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
   for (const src of op.sources) {
     const st = await fs.stat(src.abs);
     if (st.isDirectory()) {
-      await mkdirAll(merged, op.dest, 0, 0);
+      // Parents a folder COPY creates stay root's; the folder itself, when new, gets the owner.
+      await mkdirAll(merged, op.dest, 0, 0, { uid: op.uid, gid: op.gid });
       await copyDirContents(src.abs, await resolveInRoot(merged, op.dest), src.entries ?? (await walkAll(src.abs)), op);
       continue;
     }
@@ -91,10 +92,10 @@ async function isArchive(file: string): Promise<boolean> {
 }
 
 /** mkdir -p inside the root: missing components get 0755 and the given owner. */
-async function mkdirAll(root: string, dir: string, uid: number, gid: number): Promise<void> {
+async function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { uid: number; gid: number }): Promise<void> {
   const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
   let cur = '/';
-  for (const p of parts) {
+  for (const [i, p] of parts.entries()) {
     cur = path.posix.join(cur, p);
     const host = await resolveInRoot(root, cur);
     const st = await fs.lstat(host).catch(() => undefined);
@@ -102,7 +103,8 @@ async function mkdirAll(root: string, dir: string, uid: number, gid: number): Pr
     if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
     await fs.mkdir(host, { mode: 0o755 });
     await fs.chmod(host, 0o755);
-    await fs.lchown(host, uid, gid);
+    const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
+    await fs.lchown(host, owner.uid, owner.gid);
   }
 }
 

@@ -87,6 +87,16 @@ class SetupError extends Error {
   readonly code = 'ERR_SANDBOX';
 }
 
+/** Runs a setup step; whatever it throws is a sandbox fault (ERR_SANDBOX), not the user's. */
+async function setup<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof SetupError) throw e;
+    throw new SetupError(`sandbox setup failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 const HOST_FILES = ['hosts', 'hostname', 'resolv.conf'] as const;
 const INIT_DIRS = ['etc', 'proc', 'dev', 'sys'] as const;
 
@@ -110,7 +120,7 @@ for f in hosts hostname resolv.conf; do mount --bind -o ro "$files/$f" "$m/etc/$
 if [ "$net" = none ]; then ip link set lo up 2>/dev/null || true; fi
 `;
 
-function sh(cmd: string, args: string[], cwd?: string): void {
+function runTool(cmd: string, args: string[], cwd?: string): void {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.error) throw new SetupError(`${cmd}: ${r.error.message}`);
   if (r.status !== 0) throw new SetupError(`${cmd} ${args[0] ?? ''} failed: ${(r.stderr || r.stdout).trim()}`);
@@ -171,7 +181,7 @@ function mountOverlay(layout: Layout, lowers: string[], upperDir: string): void 
   let lastError: unknown;
   for (const opts of attempts) {
     try {
-      sh('mount', ['-t', 'overlay', 'overlay', '-o', opts, layout.merged], layout.links);
+      runTool('mount', ['-t', 'overlay', 'overlay', '-o', opts, layout.merged], layout.links);
       return;
     } catch (e) {
       lastError = e;
@@ -227,7 +237,7 @@ async function setUpRunRoot(layout: Layout, req: NsRunRequest): Promise<void> {
   fs.writeFileSync(path.join(layout.files, 'hosts'), hosts);
   fs.writeFileSync(path.join(layout.files, 'hostname'), `${req.hostname}\n`);
   fs.writeFileSync(path.join(layout.files, 'resolv.conf'), resolv);
-  sh('/bin/sh', ['-c', SETUP_SCRIPT, 'sh', layout.merged, layout.files, req.network]);
+  runTool('/bin/sh', ['-c', SETUP_SCRIPT, 'sh', layout.merged, layout.files, req.network]);
   // Per-UTS-namespace: this names only our namespace (the --uts unshare made it ours).
   fs.writeFileSync('/proc/sys/kernel/hostname', req.hostname);
   // Volumes before cwd, so a WORKDIR inside a VOLUME is created in the (discarded) volume.
@@ -236,8 +246,8 @@ async function setUpRunRoot(layout: Layout, req: NsRunRequest): Promise<void> {
     const tmp = path.join(layout.volumes, String(i));
     fs.mkdirSync(tmp, { recursive: true });
     // Like Docker, a fresh volume starts as a copy of the image's content at that path.
-    sh('cp', ['-a', `${mountPoint}/.`, `${tmp}/`]);
-    sh('mount', ['--bind', tmp, mountPoint]);
+    runTool('cp', ['-a', `${mountPoint}/.`, `${tmp}/`]);
+    runTool('mount', ['--bind', tmp, mountPoint]);
   }
   await mkdirInRoot(layout.merged, req.cwd);
 }
@@ -269,8 +279,8 @@ let command: ChildProcess | undefined;
 let finished = false;
 
 async function runCommand(layout: Layout, req: NsRunRequest, reply: (r: NsReply) => void): Promise<void> {
-  await setUpRunRoot(layout, req);
-  const problem = await execProblem(layout.merged, req);
+  await setup(() => setUpRunRoot(layout, req));
+  const problem = await setup(() => execProblem(layout.merged, req));
   if (problem !== undefined) {
     process.stderr.write(`slipway: ${problem}\n`);
     reply({ type: 'exit', exitCode: 127, signal: null });
@@ -291,7 +301,7 @@ async function runCommand(layout: Layout, req: NsRunRequest, reply: (r: NsReply)
 }
 
 async function runScript(layout: Layout, req: NsScriptRequest, reply: (r: NsReply) => void): Promise<void> {
-  prepareRootfs(layout, req.rootfs, false);
+  await setup(() => prepareRootfs(layout, req.rootfs, false));
   const mod = (await import(pathToFileURL(req.scriptModule).href)) as { default?: unknown };
   if (typeof mod.default !== 'function') throw new Error(`${req.scriptModule} has no default export function`);
   const fn = mod.default as (merged: string, args: unknown) => Promise<unknown>;
@@ -308,11 +318,32 @@ function errorData(e: unknown): NsErrorData {
   return d;
 }
 
+/**
+ * Closes descriptors we inherited by accident (a parent's fd without CLOEXEC travels through
+ * Node's spawn and unshare): the command must see only 0, 1 and 2. Node's own fds are all
+ * CLOEXEC, so only foreign ones match.
+ */
+function closeInheritedFds(): void {
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (fd <= 2) continue;
+    let info: string;
+    try {
+      info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // the readdir's own fd, gone already
+    }
+    const flags = /^flags:\s*([0-7]+)/m.exec(info)?.[1];
+    if (flags !== undefined && (Number.parseInt(flags, 8) & 0o2000000) === 0) fs.closeSync(fd);
+  }
+}
+
 /** Entry point: connect, read the request, do it, answer, exit (which ends the namespace). */
 async function main(): Promise<void> {
   const scratch = process.env[NS_DIR_ENV];
   if (scratch === undefined) throw new Error(`${NS_DIR_ENV} is not set`);
   delete process.env[NS_DIR_ENV];
+  closeInheritedFds();
   process.umask(0o022);
   const layout = scratchLayout(scratch);
   process.chdir(scratch); // a relative socket path dodges the 108-byte sun_path limit

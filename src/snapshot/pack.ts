@@ -5,6 +5,7 @@ import { relative, resolve as resolveHost } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
+import { SlipwayError } from '../errors.js';
 import { run } from './unpack.js';
 
 type PackHeader = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> };
@@ -91,16 +92,23 @@ export async function layerSize(layerDir: string): Promise<number> {
   return total;
 }
 
-/** Relative paths carrying trusted.overlay.opaque=y, from a single recursive getfattr call. */
+/**
+ * Relative paths carrying trusted.overlay.opaque=y, from a single recursive getfattr call.
+ * Fails on redirect/metacopy xattrs: such an upper dir is not a complete diff, so the overlay must
+ * be mounted with redirect_dir=off,metacopy=off (Docker's overlay2 falls back to a naive diff).
+ */
 async function readOpaqueDirs(root: string): Promise<Set<string>> {
-  // -d -m lists only files that have the attribute (no per-file "No such attribute" noise);
+  // -d -m lists only files that have the attributes (no per-file "No such attribute" noise);
   // -h never follows a symlink to read someone else's xattr.
-  const text = await run('getfattr', ['-R', '-h', '--absolute-names', '-d', '-m', '^trusted\\.overlay\\.opaque$', '-e', 'text', '--', root]);
+  const pattern = '^trusted\\.overlay\\.(opaque|redirect|metacopy)$';
+  const text = await run('getfattr', ['-R', '-h', '--absolute-names', '-d', '-m', pattern, '-e', 'text', '--', root]);
   const found = new Set<string>();
   let file: string | null = null;
   for (const line of text.split('\n')) {
     if (line.startsWith('# file: ')) file = unescapeGetfattr(line.slice('# file: '.length));
-    else if (file !== null && line === 'trusted.overlay.opaque="y"') {
+    else if (file !== null && /^trusted\.overlay\.(redirect|metacopy)=/.test(line)) {
+      throw new SlipwayError('ERR_INTERNAL', `packLayer: ${file} has ${line.split('=')[0]}; mount overlays with redirect_dir=off,metacopy=off`);
+    } else if (file !== null && line === 'trusted.overlay.opaque="y"') {
       const rel = relative(root, file);
       if (rel !== '' && !rel.startsWith('..')) found.add(rel);
     }
@@ -123,14 +131,13 @@ function unescapeGetfattr(s: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
-/** Bytewise order, as Go's filepath.Walk sorts names (JS's default sort is by UTF-16 units). */
-function byteCompare(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
-
 async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
   const hostDir = relDir === '' ? ctx.root : `${ctx.root}/${relDir}`;
-  const names = (await readdir(hostDir)).sort(byteCompare);
+  // Bytewise order, as Go's filepath.Walk sorts names (JS's default sort compares UTF-16 units).
+  const names = (await readdir(hostDir))
+    .map((n) => ({ n, key: Buffer.from(n) }))
+    .sort((a, b) => Buffer.compare(a.key, b.key))
+    .map((e) => e.n);
   for (const name of names) {
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     const st = await lstat(`${ctx.root}/${rel}`, { bigint: true });

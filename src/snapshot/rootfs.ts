@@ -102,3 +102,18 @@ export async function resolveChown(lowerDirs: string[], spec: string): Promise<{
   const uid = uidOf(u);
   return { uid, gid: gidOf(g ?? u) };
 }
+
+/** The type of a path in an image, read from its layer folders (top-most wins, whiteouts hide). */
+export async function statInLayers(lowerDirs: string[], rel: string): Promise<'dir' | 'file' | 'symlink' | undefined> {
+  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.length === 0) return 'dir';
+  for (const layer of lowerDirs) {
+    for (let i = 1; i <= parts.length; i++) {
+      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
+      if (!st) break;
+      if (st.isCharacterDevice() && st.rdev === 0) return undefined;
+      if (i === parts.length) return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
+    }
+  }
+  return undefined;
+}

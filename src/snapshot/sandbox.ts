@@ -198,41 +198,45 @@ function killNamespace(child: ChildProcess): void {
   }
 }
 
-/** Starts the entry in fresh namespaces, hands it the request, and waits for it to be gone. */
-async function runNsEntry(opts: RunOptions): Promise<NsReply> {
-  const { req, signal } = opts;
-  if (signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-  const scratch = req.rootfs.scratchDir;
-  const layout = scratchLayout(scratch);
-  fs.mkdirSync(scratch, { recursive: true });
-  fs.rmSync(layout.socket, { force: true });
-  const server = await listenControl(scratch, layout.socketName);
+/** The host end of the control socket: hands the entry its request and collects its reply. */
+interface ControlChannel {
+  reply: NsReply | undefined;
+  /** Settles when the entry's end has closed (at once if it never connected). */
+  closed(): Promise<void>;
+  destroy(): void;
+}
 
-  let reply: NsReply | undefined;
-  let connClosed: Promise<void> = Promise.resolve();
+function serveRequest(server: net.Server, req: NsRequest, onFinal: () => void): ControlChannel {
   let conn: net.Socket | undefined;
+  let closed: Promise<void> = Promise.resolve();
+  const channel: ControlChannel = {
+    reply: undefined,
+    closed: () => closed,
+    destroy: () => conn?.destroy(),
+  };
   server.once('connection', (c) => {
     conn = c;
     server.close(); // exactly one entry talks to us
-    connClosed = new Promise((resolve) => c.once('close', () => resolve()));
+    closed = new Promise((resolve) => c.once('close', () => resolve()));
     c.on('error', () => undefined);
     let buf = '';
     c.setEncoding('utf8');
     c.on('data', (chunk: string) => {
       buf += chunk;
       for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        reply = JSON.parse(buf.slice(0, nl)) as NsReply;
+        const reply = JSON.parse(buf.slice(0, nl)) as NsReply;
         buf = buf.slice(nl + 1);
-        if (reply.type !== 'error') {
-          // Done: a late timeout or abort must not turn a finished step into a failure.
-          clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-        }
+        channel.reply = reply;
+        if (reply.type !== 'error') onFinal();
       }
     });
     c.write(`${JSON.stringify(req)}\n`);
   });
+  return channel;
+}
 
+/** `[setpriv --pdeathsig SIGKILL --] unshare <namespaces> --fork --kill-child … node ns-entry.js`. */
+function spawnEntry(opts: RunOptions): { child: ChildProcess; stderrTail: () => string } {
   const pdeath = setpriv();
   const argv = [
     ...(pdeath ? [pdeath, '--pdeathsig', 'SIGKILL', '--'] : []), // unshare dies with this thread
@@ -240,13 +244,29 @@ async function runNsEntry(opts: RunOptions): Promise<NsReply> {
     '--', process.execPath, '--no-warnings', NS_ENTRY,
   ];
   const stdio: StdioOptions = opts.stdio === 'inherit' ? 'inherit' : ['ignore', 'pipe', 'pipe'];
-  const child = spawn(argv[0] as string, argv.slice(1), { env: { PATH: HOST_PATH, [NS_DIR_ENV]: scratch }, stdio });
-  let stderrTail = '';
+  // Only the scratch dir travels in the env; the request (env values, maybe secrets) goes over the socket.
+  const env = { PATH: HOST_PATH, [NS_DIR_ENV]: opts.req.rootfs.scratchDir };
+  const child = spawn(argv[0] as string, argv.slice(1), { env, stdio });
+  let tail = '';
   child.stdout?.on('data', (b: Buffer) => opts.onOutput?.(b, 'stdout'));
   child.stderr?.on('data', (b: Buffer) => {
-    stderrTail = (stderrTail + b.toString('utf8')).slice(-2000);
+    tail = (tail + b.toString('utf8')).slice(-2000);
     opts.onOutput?.(b, 'stderr');
   });
+  return { child, stderrTail: () => tail.trim() };
+}
+
+/** Starts the entry in fresh namespaces, hands it the request, and waits for it to be gone. */
+async function runNsEntry(opts: RunOptions): Promise<NsReply> {
+  const { req, signal } = opts;
+  if (signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
+  const layout = scratchLayout(req.rootfs.scratchDir);
+  fs.mkdirSync(req.rootfs.scratchDir, { recursive: true });
+  fs.rmSync(layout.socket, { force: true });
+  const server = await listenControl(req.rootfs.scratchDir, layout.socketName);
+  // Once the entry has answered, a late timeout or abort must not fail a finished step.
+  const channel = serveRequest(server, req, () => disarm());
+  const { child, stderrTail } = spawnEntry(opts);
 
   let stopped: 'timeout' | 'abort' | undefined;
   const stop = (why: 'timeout' | 'abort') => {
@@ -256,6 +276,10 @@ async function runNsEntry(opts: RunOptions): Promise<NsReply> {
   const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => stop('timeout'), opts.timeoutMs);
   const onAbort = () => stop('abort');
   signal?.addEventListener('abort', onAbort, { once: true });
+  const disarm = () => {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  };
 
   let spawnError: Error | undefined;
   try {
@@ -267,12 +291,11 @@ async function runNsEntry(opts: RunOptions): Promise<NsReply> {
       child.once('close', () => resolve());
     });
     // The reply may still be in flight on the socket; the entry is dead, so it closes soon.
-    await connClosed;
+    await channel.closed();
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
+    disarm();
     server.close();
-    conn?.destroy();
+    channel.destroy();
     fs.rmSync(layout.socket, { force: true });
     // Overlay leaves work/work (mode 000) behind; the namespace is gone, nothing is mounted.
     fs.rmSync(layout.work, { recursive: true, force: true });
@@ -282,9 +305,9 @@ async function runNsEntry(opts: RunOptions): Promise<NsReply> {
     throw new SlipwayError('ERR_STEP_FAILED', `command timed out after ${opts.timeoutMs} ms and was killed`, { exitCode: 124 });
   }
   if (spawnError) throw new SlipwayError('ERR_SANDBOX', `cannot start the sandbox: ${spawnError.message}`);
-  if (reply === undefined) {
+  if (channel.reply === undefined) {
     const status = child.exitCode ?? child.signalCode;
-    throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${status}) without a result: ${stderrTail.trim()}`);
+    throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${status}) without a result: ${stderrTail()}`);
   }
-  return reply;
+  return channel.reply;
 }

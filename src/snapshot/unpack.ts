@@ -117,21 +117,28 @@ export async function readTar(
     ex as unknown as NodeJS.WritableStream, // a streamx Writable, compatible with pipeline
   );
   feeding.catch(() => undefined); // awaited below; this only prevents an unhandled rejection
+  // The first error of the parser or of the input (our own destroy() below carries none).
+  let readError: Error | null = null;
+  ex.on('error', (e: Error) => (readError ??= e));
   const entries = ex[Symbol.asyncIterator]();
   for (;;) {
     let next: Awaited<ReturnType<typeof entries.next>>;
     try {
       next = await entries.next();
     } catch (e) {
-      throw badArchive(`cannot read tar: ${(e as Error).message}`);
+      throw badArchive(`cannot read tar: ${(readError ?? (e as Error)).message}`);
     }
     if (next.done === true) break;
+    // Wrapped in a Node Readable: Node's pipeline never settles on a streamx stream that was
+    // destroyed before it was handed over (a truncated tar), but it does on this wrapper.
+    const body = Readable.from(next.value);
     try {
-      await onEntry(next.value.header as TarHeader, next.value as unknown as Readable);
-      for await (const _ of next.value) void _;
+      await onEntry(next.value.header as TarHeader, body);
+      for await (const _ of body) void _;
     } catch (e) {
       ex.destroy();
       await feeding.catch(() => undefined);
+      if (readError !== null) throw badArchive(`cannot read tar: ${(readError as Error).message}`);
       throw e;
     }
   }
@@ -279,8 +286,10 @@ class LayerWriter {
     if (rel === '') return; // the root entry: the layer folder belongs to the caller, as in Docker
     const base = posix.basename(rel);
     const dir = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
-    if (base.startsWith(WH_META) || rel.startsWith(WH_META)) {
-      if (base !== WH_OPAQUE || dir === '') return; // AUFS metadata (.wh..wh.plnk, ...) is dropped
+    // Top-level AUFS metadata (.wh..wh.plnk/..., .wh..wh.aufs) and a root opaque marker are dropped.
+    if (rel.startsWith(WH_META)) return;
+    if (base.startsWith(WH_META)) {
+      if (base !== WH_OPAQUE) return;
       await this.ensureParents(rel);
       this.opaque.add(dir);
       return;

@@ -244,6 +244,7 @@ test('unpackLayer turns whiteouts into overlay form', async () => {
       { name: 'e/', type: 'directory', mode: 0o40755 },
       { name: 'e/.wh..wh..opq' },
       { name: '.wh..wh.plnk/123', body: 'aufs' },
+      { name: '.wh..wh.plnk/x/.wh..wh..opq' },
       { name: 'f/.wh..wh..opq' },
     ]);
     const dir = join(tmp, 'layer');
@@ -252,6 +253,7 @@ test('unpackLayer turns whiteouts into overlay form', async () => {
       const st = await lstat(join(dir, w));
       assert.ok(st.isCharacterDevice() && st.rdev === 0 && (st.mode & 0o7777) === 0, w);
     }
+    assert.equal((await lstat(join(dir, 'gone'))).ino, (await lstat(join(dir, 'also'))).ino, 'equal whiteouts share an inode');
     assert.equal(opaqueOf(join(dir, 'd')), 'y', 'a whiteout followed by contents is an opaque directory');
     assert.equal(opaqueOf(join(dir, 'e')), 'y');
     assert.equal(opaqueOf(join(dir, 'f')), 'y', 'the directory of .wh..wh..opq is created when missing');
@@ -280,6 +282,16 @@ test('decompressStream sniffs gzip, bzip2, xz and plain tar', async () => {
   await assert.rejects(async () => {
     for await (const _ of broken.stream) void _;
   }, (e: unknown) => e instanceof SlipwayError && e.code === 'ERR_BAD_ARCHIVE');
+});
+
+test('unpackLayer reports corrupt and truncated tars as ERR_BAD_ARCHIVE', async () => {
+  const tar = await makeTar([{ name: 'f', body: 'x'.repeat(2000) }]);
+  const garbage = Buffer.alloc(1024, 0x41);
+  for (const data of [garbage, tar.subarray(0, 1000)]) {
+    await withTmp(async (tmp) => {
+      await assert.rejects(unpackLayer(Readable.from([data]), join(tmp, 'l')), (e: unknown) => e instanceof SlipwayError && e.code === 'ERR_BAD_ARCHIVE');
+    });
+  }
 });
 
 // ---- hostile archives -------------------------------------------------------------------
@@ -355,4 +367,45 @@ test('unpackLayer rejects or contains hostile archives', async () => {
       }
     });
   }
+});
+
+test('packLayer reads a real overlayfs upper dir (shared whiteouts, opaque dir)', async (t) => {
+  await withTmp(async (tmp) => {
+    const d = (p: string): string => join(tmp, p);
+    for (const p of ['lower/d', 'lower/keep', 'upper', 'work', 'merged', 'back', 'work2']) await mkdir(d(p), { recursive: true });
+    await writeFile(d('lower/f1'), 'a');
+    await writeFile(d('lower/f2'), 'b');
+    await writeFile(d('lower/d/x'), 'c');
+    const opts = (lower: string, upper: string, work: string): string =>
+      `lowerdir=${lower},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off`;
+    try {
+      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', opts(d('lower'), d('upper'), d('work')), d('merged')], { stdio: 'ignore' });
+    } catch {
+      t.skip('overlayfs mounts are not available here');
+      return;
+    }
+    try {
+      await rm(d('merged/f1'));
+      await rm(d('merged/f2'));
+      await rm(d('merged/d'), { recursive: true });
+      await mkdir(d('merged/d'));
+      await writeFile(d('merged/d/y'), 'new');
+    } finally {
+      execFileSync('umount', [d('merged')]);
+    }
+    const { buf } = await packToBuffer(d('upper'));
+    const names = (await listTar(buf)).map((h) => h.name);
+    // sorted by the on-disk names (d, f1, f2), as Docker renames whiteouts after walking
+    assert.deepEqual(names, ['d/', 'd/.wh..wh..opq', 'd/y', '.wh.f1', '.wh.f2']);
+
+    // The unpacked layer, stacked read-only on the lower one, shows the same merged view.
+    await unpackLayer(Readable.from([buf]), d('layer'));
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${d('layer')}:${d('lower')}`, d('merged')]);
+    try {
+      assert.deepEqual((await readdir(d('merged'))).sort(), ['d', 'keep']);
+      assert.deepEqual(await readdir(d('merged/d')), ['y']);
+    } finally {
+      execFileSync('umount', [d('merged')]);
+    }
+  });
 });
