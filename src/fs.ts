@@ -70,7 +70,10 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>): Promi
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number.parseInt(await fs.readFile(lockFile, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
+      const age = Date.now() - ((await fs.stat(lockFile).catch(() => undefined))?.mtimeMs ?? Date.now());
+      // A lock with no pid written (its holder died between create and write) is stale after a while.
+      const dead = Number.isInteger(holder) && holder > 0 ? !pidAlive(holder) : age > 2000;
+      if (dead) {
         // The holder died: take the stale lock away atomically (rename wins for one process only).
         const stale = `${lockFile}.stale-${process.pid}`;
         await fs.rename(lockFile, stale).then(() => fs.rm(stale, { force: true }), () => undefined);

@@ -79,6 +79,7 @@ export function planBuild(df: Dockerfile, opts: PlanOptions = {}): Plan {
     n++;
   }
   if (stages.length === 0) throw new SlipwayError('ERR_DOCKERFILE_NO_STAGE', `${df.file}: no build stage in current context`);
+  for (const step of df.steps) checkExpansions(df, step);
   let kept = stages;
   if (opts.target !== undefined) {
     const t = opts.target.toLowerCase();
@@ -99,4 +100,29 @@ export function expandAt(file: string, line: number, word: string, lookup: (n: s
     if (e instanceof SlipwayError) throw dockerfileError(e.code, file, line, e.message);
     throw e;
   }
+}
+
+/** The words of a step that the builder expands (Docker expands in these instructions only). */
+function expandedWords(step: Step): string[] {
+  switch (step.kind) {
+    case 'ENV':
+    case 'LABEL': return step.pairs.flat();
+    case 'EXPOSE': return step.ports;
+    case 'VOLUME': return step.paths;
+    case 'USER': return [step.user];
+    case 'STOPSIGNAL': return [step.signal];
+    case 'WORKDIR': return [step.path];
+    case 'ARG': return step.args.flatMap((a) => (a.value === undefined ? [] : [a.value]));
+    case 'COPY':
+    case 'ADD': return [...step.sources, step.dest, ...(step.chown !== undefined ? [step.chown] : []), ...(step.from !== undefined ? [step.from] : [])];
+    default: return [];
+  }
+}
+
+/**
+ * Syntax errors in variable references (`${B`) do not depend on values, so they are found
+ * before the build starts: a bad Dockerfile never leaves half its steps in the store.
+ */
+function checkExpansions(df: Dockerfile, step: Step): void {
+  for (const w of expandedWords(step)) expandAt(df.file, step.line, w, () => 'x', df.escape);
 }

@@ -27,8 +27,7 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
   try {
     const layerDir = path.join(tmp, 'layer');
     await fs.mkdir(layerDir, { mode: 0o755 });
-    const { stream } = await decompressStream(input);
-    const { diffId } = await unpackLayer(stream, layerDir);
+    const { diffId, tarFile } = await unpackKeepingTar(input, layerDir, tmp);
     const config = opts.config ?? emptyContainerConfig();
     const comment = opts.comment ?? 'Imported from -';
     const id = sha256Hex(canonicalJson({ diffIds: [diffId], config, comment })) as ImageId;
@@ -37,7 +36,7 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
       id, comment, created: new Date().toISOString(), container_config: emptyContainerConfig(), docker_version: DOCKER_VERSION,
       config, architecture: 'amd64', os: 'linux', Size: size,
     };
-    await registerImage(layout, { id, json, layerDir, diffId, layerSize: size });
+    await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, originalTar: tarFile });
     if (ref) await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
     return id;
   } finally {
@@ -80,15 +79,18 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
         written.add(name);
         await add(`${c.id}/VERSION`, '1.0');
         await add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
-        // tar-stream needs the size up front: pack the layer to a temp file first.
-        const file = path.join(tmp, `${c.id}.tar`);
-        await packLayer(layout.layerDir(c.id), createWriteStream(file));
+        // tar-stream needs the size up front: pack the layer to a temp file first, unless the
+        // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
+        const kept = layout.layerTar(c.id);
+        const hasKept = await fs.stat(kept).then(() => true, () => false);
+        const file = hasKept ? kept : path.join(tmp, `${c.id}.tar`);
+        if (!hasKept) await packLayer(layout.layerDir(c.id), createWriteStream(file));
         const st = await fs.stat(file);
         await new Promise<void>((res, rej) => {
           const entry = pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
           createReadStream(file).pipe(entry);
         });
-        await fs.rm(file);
+        if (!hasKept) await fs.rm(file);
       }
       let repoTags: string[] = [];
       try {
@@ -111,6 +113,18 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Decompresses a layer into `<dir>/layer.tar` (kept: its bytes are what the diff id names), then
+ * unpacks that file with the safe applier.
+ */
+async function unpackKeepingTar(input: NodeJS.ReadableStream, layerDir: string, dir: string): Promise<{ diffId: string; tarFile: string }> {
+  const tarFile = path.join(dir, `layer-${path.basename(path.dirname(layerDir))}.tar`);
+  const { stream } = await decompressStream(input);
+  await pipeline(stream as Readable, createWriteStream(tarFile));
+  const { diffId } = await unpackLayer(createReadStream(tarFile), layerDir);
+  return { diffId, tarFile };
 }
 
 /** Extracts the outer `docker save` archive (regular files only, names checked) into `dir`. */
@@ -166,11 +180,11 @@ export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStre
         const layerDir = path.join(await makeTmpDir(layout, 'layer'), 'layer');
         await fs.mkdir(layerDir, { mode: 0o755 });
         let diffId = EMPTY_LAYER_DIFF_ID;
+        let tarFile: string | undefined;
         if (!h.empty_layer) {
           const name = m.Layers[li];
           if (!name) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: fewer layers than history entries');
-          const { stream } = await decompressStream(createReadStream(file(name)));
-          diffId = (await unpackLayer(stream, layerDir)).diffId;
+          ({ diffId, tarFile } = await unpackKeepingTar(createReadStream(file(name)), layerDir, path.dirname(layerDir)));
           const want = doc.rootfs.diff_ids[li];
           if (want !== diffId) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: layer ${name} has diff id ${diffId}, the config says ${want}`);
           li++;
@@ -184,7 +198,8 @@ export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStre
           docker_version: doc.docker_version ?? DOCKER_VERSION, config, architecture: doc.architecture, os: doc.os, Size: size,
           ...(h.empty_layer ? { throwaway: true } : {}),
         };
-        await registerImage(layout, { id, json, layerDir, diffId, layerSize: size });
+        await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, ...(tarFile ? { originalTar: tarFile } : {}) });
+        await fs.rm(path.dirname(layerDir), { recursive: true, force: true });
         parent = id;
       }
       if (!parent) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: image without layers');

@@ -65,6 +65,8 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const plan = planBuild(df, { buildArgs: opts.buildArgs ?? {}, target: opts.target });
   for (const t of opts.tags ?? []) parseReference(t);
   validateFromFlags(plan);
+  // Every base image must exist before anything runs, so a typo in a later FROM fails cleanly.
+  for (const stage of plan.stages) if (stage.baseStage === undefined && stage.base !== 'scratch') await baseOf({ opts, plan } as BuildRun, stage);
   await ensureStore(opts.layout);
   await sweepTmp(opts.layout);
   const context = await loadContext(opts.contextDir, opts.layout);

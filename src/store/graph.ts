@@ -58,6 +58,8 @@ export interface NewImage {
   layerDir: string;
   diffId: string;
   layerSize: number;
+  /** The layer's original tar (import/load/pull), moved in as `layer.tar`. */
+  originalTar?: string;
 }
 
 /**
@@ -76,6 +78,7 @@ export async function registerImage(layout: StoreLayout, img: NewImage): Promise
   await fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
   await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
   await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
+  if (img.originalTar) await fs.rename(img.originalTar, path.join(staging, 'layer.tar'));
   // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
   try {
     await fs.rename(staging, final);

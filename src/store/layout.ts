@@ -26,6 +26,11 @@ export class StoreLayout {
   layerDir(id: ImageId): string { return path.join(this.graph, id, 'layer'); }
   /** sha256 of the layer's tar form, `sha256:<hex>` (Docker's diff id). */
   diffIdFile(id: ImageId): string { return path.join(this.graph, id, 'diffid'); }
+  /**
+   * The layer's original tar, kept for imported, loaded and pulled layers: our own packer need
+   * not reproduce another tool's bytes, and the diff id must keep naming these bytes.
+   */
+  layerTar(id: ImageId): string { return path.join(this.graph, id, 'layer.tar'); }
   cacheEntry(key: CacheKey): string { return path.join(this.cacheDir, key.slice(0, 2), `${key}.json`); }
   lock(name: string): string { return path.join(this.lockDir, `${name}.lock`); }
 }
