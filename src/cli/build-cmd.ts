@@ -79,8 +79,16 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
 
 /** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
 export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  // Options end at the image name: what follows is the command, flags included.
+  const withValue = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network']);
+  let split = args.length;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith('-')) { split = i; break; }
+    if (withValue.has(a)) i++;
+  }
+  const { values, positionals: head } = parseArgs({
+    args: args.slice(0, Math.min(split + 1, args.length)),
     options: {
       rm: { type: 'boolean' }, interactive: { type: 'boolean', short: 'i' }, tty: { type: 'boolean', short: 't' },
       env: { type: 'string', short: 'e', multiple: true }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
@@ -89,6 +97,7 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
     allowPositionals: true,
     strict: true,
   });
+  const positionals = [...head, ...args.slice(split + 1)];
   if (positionals.length < 1) throw new SlipwayError('ERR_USAGE', '"slipway run" requires at least 1 argument');
   await ensureStore(layout);
   await sweepTmp(layout);

@@ -41,7 +41,8 @@ export async function main(argv: string[]): Promise<number> {
   const cmd: Command | undefined = COMMANDS[name];
   if (!cmd) return usageError(`'${name}' is not a slipway command.\nSee 'slipway --help'`);
   const rest = argv.slice(i + 1);
-  const flagsPart = name === 'run' ? rest.slice(0, Math.max(0, rest.findIndex((a) => !a.startsWith('-')))) : rest;
+  const firstPositional = rest.findIndex((a) => !a.startsWith('-'));
+  const flagsPart = name === 'run' && firstPositional >= 0 ? rest.slice(0, firstPositional) : rest;
   if (flagsPart.includes('--help') || (name !== 'run' && flagsPart.includes('-h'))) {
     process.stdout.write(`Usage:  slipway ${name} ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ''}`);
     return 0;

@@ -1,0 +1,94 @@
+/** Test helpers: run the compiled CLI, make the busybox base, snapshot a store. */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const ROOTFS_SCRIPT = fileURLToPath(new URL('../../../scripts/make-busybox-rootfs.sh', import.meta.url));
+
+/** Runs `slipway --root ROOT ARGS...`; resolves with exit code and output. */
+export function slipway(root: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [CLI, '--root', root, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('error', reject);
+    c.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    c.stdin.end(opts.input ?? '');
+  });
+}
+
+let baseTar: string | undefined;
+/** The busybox rootfs tar, made once per process by the project's script. */
+export async function busyboxTar(): Promise<string> {
+  if (baseTar) return baseTar;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-base-'));
+  const out = path.join(dir, 'busybox-rootfs.tar');
+  execFileSync('bash', [ROOTFS_SCRIPT, out], { stdio: ['ignore', 'ignore', 'inherit'] });
+  baseTar = out;
+  return out;
+}
+
+/** A fresh store root with busybox:latest imported. */
+export async function storeWithBusybox(): Promise<string> {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-root-'));
+  const r = await slipway(root, ['import', '--change', 'CMD ["sh"]', await busyboxTar(), 'busybox:latest']);
+  if (r.code !== 0) throw new Error(`import failed: ${r.stderr}`);
+  return root;
+}
+
+/** A context folder with the given files. */
+export async function makeContext(files: Record<string, string>): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-ctx-'));
+  for (const [name, content] of Object.entries(files)) {
+    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+    await fs.writeFile(path.join(dir, name), content);
+  }
+  return dir;
+}
+
+/** Every path below `root` with its type, mode, owner and content hash: equal snapshots mean an unchanged store. */
+export async function snapshotTree(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const name of (await fs.readdir(dir)).sort()) {
+      const p = path.join(dir, name);
+      const r = rel ? `${rel}/${name}` : name;
+      const st = await fs.lstat(p);
+      let sig = `${r} ${st.mode.toString(8)} ${st.uid}:${st.gid}`;
+      if (st.isFile()) sig += ` ${crypto.createHash('sha256').update(await fs.readFile(p)).digest('hex')}`;
+      if (st.isSymbolicLink()) sig += ` -> ${await fs.readlink(p)}`;
+      out.push(sig);
+      if (st.isDirectory()) await walk(p, r);
+    }
+  };
+  await walk(root, '');
+  return out;
+}
+
+/** Mount points anywhere on the machine (all processes' mount tables) that mention `needle`. */
+export async function mountsMentioning(needle: string): Promise<string[]> {
+  const found = new Set<string>();
+  for (const pid of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const text = await fs.readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) if (line.includes(needle)) found.add(line);
+  }
+  return [...found];
+}
+
+/** Processes whose command line mentions `needle`. */
+export async function processesMentioning(needle: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(needle)) found.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`);
+  }
+  return found;
+}
