@@ -17,6 +17,7 @@ import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
 import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
+import { OrderedOutput } from './ordered-output.js';
 import { sha256Hex } from '../fs.js';
 
 /** What `build` needs. The Dockerfile defaults to `<context>/Dockerfile`. */
@@ -42,8 +43,11 @@ export interface BuildRun {
   opts: BuildOptions;
   plan: Plan;
   context: BuildContext;
-  stages: Map<number, StageResult>;
+  /** Each stage's result, as a promise: a stage that needs another (FROM, COPY --from) awaits it. */
+  stages: Map<number, Promise<StageResult>>;
   escape: string;
+  /** The stage a step belongs to. */
+  currentStage?: number;
 }
 
 /**
@@ -74,13 +78,8 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape };
 
   for (const a of plan.globalArgs) opts.onEvent({ type: 'step', n: 0 + plan.globalArgs.indexOf(a) + 1, total: plan.total, text: a.text });
-  let last: StageResult | undefined;
-  for (const stage of plan.stages) {
-    if (opts.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build cancelled');
-    last = await buildStage(run, stage);
-    run.stages.set(stage.index, last);
-  }
-  const finalId = last!.id;
+  const last = await buildStages(run);
+  const finalId = last.id;
   if (!finalId) throw new SlipwayError('ERR_USAGE', 'No image was generated. Is your Dockerfile empty?');
   await context.saveStatCache();
   opts.onEvent({ type: 'built', id: finalId });
@@ -92,6 +91,45 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     for (const ref of refs) opts.onEvent({ type: 'tagged', ref: formatReference(ref) });
   }
   return { id: finalId };
+}
+
+/**
+ * Starts every stage at once; each awaits the stages it needs (its base, its COPY --from
+ * sources), so independent stages run in parallel in the pool. The first failure cancels the
+ * rest and is the build's error.
+ */
+async function buildStages(run: BuildRun): Promise<StageResult> {
+  const { opts, plan } = run;
+  const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent);
+  const inner = new AbortController();
+  const onOuterAbort = () => inner.abort();
+  opts.signal?.addEventListener('abort', onOuterAbort);
+  let firstError: unknown;
+  const all: Array<Promise<StageResult>> = [];
+  for (const stage of plan.stages) {
+    const stageRun: BuildRun = { ...run, currentStage: stage.index, opts: { ...opts, onEvent: output.channel(stage.index), signal: inner.signal } };
+    const p = (async () => {
+      try {
+        return await buildStage(stageRun, stage);
+      } catch (e) {
+        firstError ??= e;
+        inner.abort();
+        throw e;
+      } finally {
+        output.finish(stage.index);
+      }
+    })();
+    p.catch(() => undefined);
+    run.stages.set(stage.index, p);
+    all.push(p);
+  }
+  try {
+    await Promise.allSettled(all);
+    if (firstError !== undefined) throw firstError;
+    return await all[all.length - 1]!;
+  } finally {
+    opts.signal?.removeEventListener('abort', onOuterAbort);
+  }
 }
 
 /** `COPY --from=N` must name an earlier stage (Docker: "index out of bounds"). */
@@ -108,7 +146,7 @@ function validateFromFlags(plan: Plan): void {
 }
 
 async function baseOf(run: BuildRun, stage: PlannedStage): Promise<StageResult> {
-  if (stage.baseStage !== undefined) return run.stages.get(stage.baseStage)!;
+  if (stage.baseStage !== undefined) return await run.stages.get(stage.baseStage)!;
   if (stage.base === 'scratch') return { id: null, config: emptyContainerConfig() };
   let id: ImageId;
   try {
@@ -149,6 +187,7 @@ async function buildStage(run: BuildRun, stage: PlannedStage): Promise<StageResu
   }
   for (let i = 0; i < stage.steps.length; i++) {
     const step = stage.steps[i]!;
+    if (run.opts.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build cancelled');
     onEvent({ type: 'step', n: stage.firstNumber + 1 + i, total: run.plan.total, text: step.text });
     cur = await executeStep(run, state, cur, step, false);
     onEvent({ type: 'image', id: cur });

@@ -101,12 +101,15 @@ async function prepareWorkdir(run: BuildRun, state: StageState, step: WorkdirSte
 /** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */
 async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
   const { lowerDirsOf } = await import('./build.js');
-  const byIndex = /^\d+$/.test(from) ? run.plan.stages[Number(from)] : undefined;
-  const byName = run.plan.stages.find((s) => s.name === from.toLowerCase());
+  // Only earlier stages count (a later one or this one would be a cycle); other names are images.
+  const earlier = run.plan.stages.filter((s) => s.index < (run.currentStage ?? run.plan.stages.length));
+  const byIndex = /^\d+$/.test(from) ? earlier[Number(from)] : undefined;
+  const byName = earlier.find((s) => s.name === from.toLowerCase());
   const stage = byIndex ?? byName;
   let id: string | null;
   if (stage) {
-    const res = run.stages.get(stage.index);
+    const pending = run.stages.get(stage.index);
+    const res = pending ? await pending : undefined;
     if (!res) throw dockerfileError('ERR_UNKNOWN_STAGE', run.plan.file, line, `invalid from flag value ${from}: stage not built yet`);
     id = res.id;
   } else {
