@@ -27,6 +27,8 @@ export type StatCache = Record<string, { size: number; mtimeNs: string; ctimeNs:
 export interface SourceSpec {
   rel: string;
   abs: string;
+  /** Set for ADD <url>: the file was downloaded. */
+  url?: string;
 }
 
 /** What the digest of a COPY's sources gives the scheduler. */

@@ -185,10 +185,13 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   }
 
   const sources: SourceSpec[] = [];
+  let downloads: string | undefined;
   for (const raw of rawSources) {
     if (/^https?:\/\//.test(raw)) {
       if (step.kind === 'COPY') throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: COPY failed: source can't be a URL for COPY`, { line: step.line });
-      throw new SlipwayError('ERR_USAGE', `${file}:${step.line}: ADD from a URL is not supported yet`, { line: step.line });
+      downloads ??= await makeTmpDir(run.opts.layout, 'add-url');
+      sources.push(await downloadSource(raw, downloads, file, step.line));
+      continue;
     }
     const clean = path.posix.normalize(raw.replace(/^\/+/, '') || '.');
     if (clean === '..' || clean.startsWith('../')) {
@@ -213,6 +216,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   Object.assign(run.context.statCache, digest.statCache);
   const op: CopyOp = {
     ...baseOp,
+    downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
     sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type })) })),
   };
   return {
@@ -225,6 +229,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
         return await run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op });
       } finally {
         if (heredocDir) await fs.rm(heredocDir, { recursive: true, force: true });
+        if (downloads) await fs.rm(downloads, { recursive: true, force: true });
       }
     },
   };
@@ -238,6 +243,36 @@ function expandVariablesOnly(text: string, lookup: (n: string) => string | undef
     if (op === '+') return v === undefined || v === '' ? '' : (word ?? '');
     return v ?? '';
   });
+}
+
+/**
+ * ADD <url>: downloads into the build's scratch space (Docker does this on every build: the
+ * content decides the cache hit). The file is named after the URL's last path component, gets
+ * mode 0600 and the server's Last-Modified time, and is never unpacked.
+ */
+async function downloadSource(url: string, dir: string, file: string, line: number): Promise<SourceSpec> {
+  let res: Response;
+  try {
+    res = await fetch(url, { redirect: 'follow', signal: AbortSignal.timeout(10 * 60_000) });
+  } catch (e) {
+    throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${line}: ADD failed: error downloading ${url}: ${(e as Error).message}`, { line });
+  }
+  if (!res.ok || !res.body) {
+    throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${line}: ADD failed: error downloading ${url}: ${res.status} ${res.statusText}`, { line });
+  }
+  const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || '__unnamed__';
+  if (name === '..' || name === '.' || name.includes('/')) throw new SlipwayError('ERR_CONTEXT_PATH', `${file}:${line}: ADD failed: invalid file name in ${url}`, { line });
+  const sub = path.join(dir, String(Math.random()).slice(2));
+  await fs.mkdir(sub);
+  const abs = path.join(sub, name);
+  const { Readable } = await import('node:stream');
+  const { pipeline } = await import('node:stream/promises');
+  const { createWriteStream } = await import('node:fs');
+  await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(abs, { mode: 0o600 }));
+  await fs.chmod(abs, 0o600);
+  const lm = res.headers.get('last-modified');
+  if (lm && !Number.isNaN(Date.parse(lm))) await fs.utimes(abs, new Date(), new Date(Date.parse(lm)));
+  return { rel: name, abs, url };
 }
 
 function multiError(step: CopyStep): SlipwayError {

@@ -23,6 +23,8 @@ export interface CopyOp {
   chmod: number | undefined;
   /** Keep setuid/setgid bits (BuildKit) or drop them (legacy). */
   keepSpecialBits: boolean;
+  /** Downloaded files (ADD <url>): copied as they are, never unpacked. */
+  downloaded?: string[];
   /** COPY --from: the source image's layer folders (top first) and the paths named in it. */
   from?: { lowerDirs: string[]; scratch: string; paths: string[] };
 }
@@ -49,7 +51,7 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
       await copyDirContents(src.abs, await resolveInRoot(merged, op.dest), src.entries ?? (await walkAll(src.abs)), op);
       continue;
     }
-    if (op.kind === 'ADD' && (await isArchive(src.abs))) {
+    if (op.kind === 'ADD' && !op.downloaded?.includes(src.abs) && (await isArchive(src.abs))) {
       await mkdirAll(merged, op.dest, 0, 0);
       const { stream } = await decompressStream(createReadStream(src.abs));
       const opts = op.chownGiven ? { uid: op.uid, gid: op.gid } : {};

@@ -1,0 +1,101 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { slipway, storeWithBusybox, makeContext } from '../support/cli.js';
+
+function cachedFlags(out: string): boolean[] {
+  const steps: boolean[] = [];
+  for (const line of out.split('\n')) {
+    if (/^Step \d+\/\d+ : /.test(line)) steps.push(false);
+    else if (line === ' ---> Using cache' && steps.length) steps[steps.length - 1] = true;
+  }
+  return steps;
+}
+
+test('same size, mtime set back: the stat cache still sees the new content (never stale)', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nCOPY app.txt /app.txt\nRUN cat /app.txt\n', 'app.txt': 'version-1\n' });
+  const file = path.join(ctx, 'app.txt');
+  const st = await fs.stat(file);
+  const first = await slipway(root, ['build', '-t', 'probe', ctx]);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /version-1/);
+  assert.deepEqual(cachedFlags((await slipway(root, ['build', '-t', 'probe', ctx])).stdout), [false, true, true]);
+  await fs.writeFile(file, 'version-2\n');
+  await fs.utimes(file, st.atime, st.mtime);
+  const after = await slipway(root, ['build', '-t', 'probe', ctx]);
+  assert.deepEqual(cachedFlags(after.stdout), [false, false, false]);
+  assert.match(after.stdout, /version-2/);
+  const run = await slipway(root, ['run', 'probe', 'cat', '/app.txt']);
+  assert.equal(run.stdout, 'version-2\n');
+});
+
+test('independent stages build at the same time, output stays in step order', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({
+    Dockerfile: 'FROM busybox AS a\nRUN echo "a-start $(cut -d" " -f1 /proc/uptime)" && sleep 1.5 && echo "a-end $(cut -d" " -f1 /proc/uptime)" && echo a > /a\n'
+      + 'FROM busybox AS b\nRUN echo "b-start $(cut -d" " -f1 /proc/uptime)" && sleep 1.5 && echo "b-end $(cut -d" " -f1 /proc/uptime)" && echo b > /b\n'
+      + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n',
+  });
+  const r = await slipway(root, ['build', '--workers', '2', '-t', 'par', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  const numbers = [...r.stdout.matchAll(/^Step (\d+)\/8 : /gm)].map((m) => Number(m[1]));
+  assert.deepEqual(numbers, [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.match(r.stdout, /\na\nb\n/);
+  // The two RUNs' intervals (system uptime, read inside each sandbox) overlap.
+  const t = (k: string) => Number(new RegExp(`^${k} ([0-9.]+)$`, 'm').exec(r.stdout)![1]);
+  assert.ok(t('a-start') < t('b-end') && t('b-start') < t('a-end'), `stage RUNs overlapped: ${r.stdout}`);
+});
+
+test('ADD <url> downloads (0600, named after the URL), COPY of a URL is refused', async () => {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/files/served.txt') {
+      res.writeHead(200, { 'last-modified': 'Wed, 01 Jan 2020 00:00:00 GMT' });
+      res.end('served over http\n');
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const root = await storeWithBusybox();
+    const ctx = await makeContext({ Dockerfile: `FROM busybox\nADD http://127.0.0.1:${port}/files/served.txt /dl/\nRUN stat -c '%a %Y' /dl/served.txt && cat /dl/served.txt\n` });
+    const r = await slipway(root, ['build', ctx]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^600 1577836800\nserved over http\n/m);
+    const missing = await makeContext({ Dockerfile: `FROM busybox\nADD http://127.0.0.1:${port}/nope /x\n` });
+    const m = await slipway(root, ['build', missing]);
+    assert.notEqual(m.code, 0);
+    assert.match(m.stderr, /Dockerfile:2: ADD failed: error downloading .*404/);
+    const copy = await makeContext({ Dockerfile: `FROM busybox\nCOPY http://127.0.0.1:${port}/files/served.txt /x\n` });
+    assert.match((await slipway(root, ['build', copy])).stderr, /source can't be a URL for COPY/);
+  } finally {
+    server.close();
+  }
+});
+
+test('COPY never reads outside the context: .. is refused, a symlink to / resolves inside the context', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nCOPY escape/etc/hostname /leaked\n', 'etc/hostname': 'inside-context\n' });
+  await fs.symlink('/', path.join(ctx, 'escape'));
+  const r = await slipway(root, ['build', '-t', 'esc', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await slipway(root, ['run', 'esc', 'cat', '/leaked'])).stdout, 'inside-context\n');
+  const up = await makeContext({ Dockerfile: 'FROM busybox\nCOPY ../x /x\n' });
+  const u = await slipway(root, ['build', up]);
+  assert.notEqual(u.code, 0);
+  assert.match(u.stderr, /forbidden path outside the build context: \.\.\/x/);
+});
+
+test('--no-cache rebuilds every step; the cache survives and is used again afterwards', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nENV A=1\nRUN echo hi > /hi\n' });
+  assert.equal((await slipway(root, ['build', ctx])).code, 0);
+  assert.deepEqual(cachedFlags((await slipway(root, ['build', '--no-cache', ctx])).stdout), [false, false, false]);
+  assert.deepEqual(cachedFlags((await slipway(root, ['build', ctx])).stdout), [false, true, true]);
+});
