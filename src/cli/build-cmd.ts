@@ -39,6 +39,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       quiet: { type: 'boolean', short: 'q' },
       network: { type: 'string' },
       workers: { type: 'string' },
+      'storage-driver': { type: 'string' },
       rm: { type: 'boolean' },
       'force-rm': { type: 'boolean' },
     },
@@ -50,6 +51,8 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (network !== 'host' && network !== 'none') throw new SlipwayError('ERR_USAGE', `unsupported --network ${values.network}: host or none`);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? 'overlay';
+  if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
   const onEvent = (e: BuildEvent) => {
@@ -66,7 +69,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, pool, onEvent, signal: abort.signal,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal,
     });
     if (quiet) process.stdout.write(`sha256:${id}\n`);
     return 0;

@@ -162,6 +162,7 @@ export const COMMANDS: Record<string, Command> = {
   -q, --quiet             Suppress the build output and print image ID on success
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build
+      --storage-driver s  overlay (default) or vfs: assemble the rootfs by copying where overlayfs is unavailable
       --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)`, run: buildCommand },
   images: { usage: '[OPTIONS] [REPOSITORY[:TAG]]', summary: 'List images', help: `Options:
   -a, --all             Show all images (default hides intermediate images)

@@ -30,6 +30,8 @@ export interface BuildOptions {
   target?: string;
   noCache?: boolean;
   network?: 'host' | 'none';
+  /** Rootfs assembly for RUN/COPY/ADD steps (default overlay). */
+  storageDriver?: 'overlay' | 'vfs';
   pool: WorkerPool;
   onEvent: (e: BuildEvent) => void;
   signal?: AbortSignal;

@@ -27,8 +27,13 @@ export type StepTask =
       /** Output chunks are posted here as they are produced. */
       port?: MessagePort;
       timeoutMs?: number;
+      /** How the rootfs is assembled: overlayfs (default) or copies (`vfs`). */
+      driver?: StorageDriver;
     }
-  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp };
+  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp; driver?: StorageDriver };
+
+/** `overlay`: layer folders are overlay lower dirs. `vfs`: the rootfs is assembled by copying and the diff found by walking. */
+export type StorageDriver = 'overlay' | 'vfs';
 
 /** A step's outcome, as plain data (errors do not survive the thread boundary). */
 export type StepResult =
