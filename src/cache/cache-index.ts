@@ -10,6 +10,8 @@ export interface CacheRecord {
   imageId: ImageId;
   created: string;
   durationMs: number;
+  /** The layer's diff id, to notice a key that does not reproduce. */
+  diffId?: string;
 }
 
 /**
@@ -29,6 +31,15 @@ export async function lookupCache(layout: StoreLayout, key: CacheKey, preimage: 
   return undefined;
 }
 
+/** Every record stored under a key (colliding or re-executed preimages). */
+export async function cacheRecords(layout: StoreLayout, key: CacheKey): Promise<CacheRecord[]> {
+  try {
+    return JSON.parse(await fs.readFile(layout.cacheEntry(key), 'utf8')) as CacheRecord[];
+  } catch {
+    return [];
+  }
+}
+
 /** Records a step's result (atomic replace of the key's file; colliding preimages coexist). */
 export async function recordCache(layout: StoreLayout, rec: CacheRecord): Promise<void> {
   const file = layout.cacheEntry(rec.key);
@@ -38,6 +49,7 @@ export async function recordCache(layout: StoreLayout, rec: CacheRecord): Promis
   } catch {
     records = [];
   }
+  // Keep the newest record per preimage; a preimage executed again replaces the older one.
   records = records.filter((r) => r.preimage !== rec.preimage);
   records.push(rec);
   await writeFileAtomic(file, JSON.stringify(records));

@@ -40,6 +40,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       network: { type: 'string' },
       workers: { type: 'string' },
       'storage-driver': { type: 'string' },
+      plan: { type: 'boolean' },
       rm: { type: 'boolean' },
       'force-rm': { type: 'boolean' },
     },
@@ -69,9 +70,9 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
     });
-    if (quiet) process.stdout.write(`sha256:${id}\n`);
+    if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;
   } finally {
     process.off('SIGINT', onSignal);

@@ -159,6 +159,7 @@ export const COMMANDS: Record<string, Command> = {
   -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile)
       --network string    Network mode for RUN: host (default) or none
       --no-cache          Do not use cache when building the image
+      --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
   -q, --quiet             Suppress the build output and print image ID on success
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build
@@ -175,6 +176,7 @@ export const COMMANDS: Record<string, Command> = {
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
+  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)', run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open

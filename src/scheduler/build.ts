@@ -7,12 +7,15 @@ import { parseDockerfile } from '../dockerfile/parse.js';
 import { planBuild, type Plan, type PlannedStage } from '../dockerfile/plan.js';
 import { applyMetadata, isMetadataStep, type StageState } from '../dockerfile/metadata.js';
 import type { Step } from '../dockerfile/step.js';
-import { StoreLayout, type ImageId, type CacheKey } from '../store/layout.js';
-import { ensureStore, imageChain, readImage, registerImage, resolveImage, sweepTmp, makeTmpDir } from '../store/graph.js';
+import { StoreLayout, EMPTY_LAYER_DIFF_ID, type ImageId, type CacheKey } from '../store/layout.js';
+import { ensureStore, imageChain, readImage, registerImage, resolveImage, sweepTmp, makeTmpDir, readLayerSize, hasImage } from '../store/graph.js';
 import { updateRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
 import { cacheKeyOf } from '../cache/key.js';
-import { lookupCache, recordCache } from '../cache/cache-index.js';
+import { lookupCache, recordCache, cacheRecords } from '../cache/cache-index.js';
+import { explainMiss, type Preimage } from '../cache/explain.js';
+import { newBuildId, readStepHistory, writeBuildRecord, writeStepHistory, type StepRecord } from '../cache/history.js';
+import { packLayer } from '../snapshot/pack.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
 import type { WorkerPool } from './pool.js';
@@ -35,10 +38,25 @@ export interface BuildOptions {
   pool: WorkerPool;
   onEvent: (e: BuildEvent) => void;
   signal?: AbortSignal;
+  /** Predict each step's outcome from the cache and history; run nothing, write nothing. */
+  plan?: boolean;
+  /** False for a throwaway context folder (an uploaded tar), whose stat cache could never hit again. */
+  persistStatCache?: boolean;
 }
 
 /** One stage's result. */
-interface StageResult { id: ImageId | null; config: ContainerConfigJson }
+interface StageResult {
+  id: ImageId | null;
+  config: ContainerConfigJson;
+  /** --plan: the stage is predicted to rebuild, so its result is not known yet. */
+  unknown?: { step: number };
+}
+
+/** Where a step sits: its number, stage, and the identity its history is kept under. */
+interface StepPosition { n: number; stage: number; index: number | string; firstInStage: boolean }
+
+/** Per-stage bookkeeping for explanations and --plan. */
+interface StageTrack { lastMiss?: number; unknownFrom?: number }
 
 /** Per-build state the step executor needs. */
 export interface BuildRun {
@@ -50,6 +68,10 @@ export interface BuildRun {
   escape: string;
   /** The stage a step belongs to. */
   currentStage?: number;
+  /** Step records of this build (for stats and the summary line). */
+  records: StepRecord[];
+  /** What names this build's steps in the history: the first tag, else the Dockerfile path. */
+  historyName: string;
 }
 
 /**
@@ -77,13 +99,33 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   await sweepTmp(opts.layout);
   const context = await loadContext(opts.contextDir, opts.layout);
   for (const w of df.warnings) opts.onEvent({ type: 'warning', text: w });
-  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape };
+  const historyName = opts.tags?.[0] ? formatReference(parseReference(opts.tags[0])) : dockerfilePath;
+  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape, records: [], historyName };
+  const started = new Date();
+  const record = async (result: 'success' | 'failure', error?: string) => {
+    if (opts.plan) return;
+    await writeBuildRecord(opts.layout, {
+      id: newBuildId(), tags: (opts.tags ?? []).map((t) => formatReference(parseReference(t))), dockerfile: dockerfilePath,
+      started: started.toISOString(), durationMs: Date.now() - started.getTime(), result, ...(error ? { error } : {}), steps: run.records,
+    }).catch(() => undefined);
+  };
 
   for (const a of plan.globalArgs) opts.onEvent({ type: 'step', n: 0 + plan.globalArgs.indexOf(a) + 1, total: plan.total, text: a.text });
-  const last = await buildStages(run);
+  let last: StageResult;
+  try {
+    last = await buildStages(run);
+  } catch (e) {
+    await record('failure', (e as Error).message);
+    throw e;
+  }
+  if (!opts.plan && opts.persistStatCache !== false) await context.saveStatCache();
+  if (opts.plan) {
+    summarize(run);
+    return { id: (last.id ?? '') as ImageId };
+  }
   const finalId = last.id;
   if (!finalId) throw new SlipwayError('ERR_USAGE', 'No image was generated. Is your Dockerfile empty?');
-  await context.saveStatCache();
+  await record('success');
   opts.onEvent({ type: 'built', id: finalId });
   if (opts.tags && opts.tags.length > 0) {
     const refs = opts.tags.map(parseReference);
@@ -92,7 +134,16 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     });
     for (const ref of refs) opts.onEvent({ type: 'tagged', ref: formatReference(ref) });
   }
+  summarize(run);
   return { id: finalId };
+}
+
+/** The closing line: `Cache: 7/9 steps (78 %), 41.2 s saved`. */
+function summarize(run: BuildRun): void {
+  const steps = run.records.length;
+  const hits = run.records.filter((r) => r.hit).length;
+  const savedMs = run.records.reduce((a, r) => a + r.savedMs, 0);
+  run.opts.onEvent({ type: 'summary', hits, steps, savedMs });
 }
 
 /**
@@ -177,24 +228,30 @@ async function buildStage(run: BuildRun, stage: PlannedStage): Promise<StageResu
     config, args: new Map(), cmdSet: false, buildArgs: run.plan.buildArgs, globalArgs: run.plan.globalArgValues,
     file: run.plan.file, escape: run.escape,
   };
+  const track: StageTrack = base.unknown ? { unknownFrom: base.unknown.step } : {};
   let cur: ImageId | null = base.id;
+  let first = true;
   if (triggers.length > 0) {
     onEvent({ type: 'triggers', count: triggers.length });
-    for (const t of triggers) {
+    for (const [i, t] of triggers.entries()) {
       const parsed = parseDockerfile(t, run.plan.file).steps[0];
       if (!parsed) continue;
-      cur = await executeStep(run, state, cur, { ...parsed, line: stage.from.line, endLine: stage.from.line }, true);
+      const pos: StepPosition = { n: stage.firstNumber, stage: stage.index, index: `trigger-${i}`, firstInStage: first };
+      cur = await executeStep(run, state, track, cur, { ...parsed, line: stage.from.line, endLine: stage.from.line }, pos);
+      first = false;
     }
     if (cur) onEvent({ type: 'image', id: cur });
   }
   for (let i = 0; i < stage.steps.length; i++) {
     const step = stage.steps[i]!;
     if (run.opts.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build cancelled');
-    onEvent({ type: 'step', n: stage.firstNumber + 1 + i, total: run.plan.total, text: step.text });
-    cur = await executeStep(run, state, cur, step, false);
-    onEvent({ type: 'image', id: cur });
+    const n = stage.firstNumber + 1 + i;
+    onEvent({ type: 'step', n, total: run.plan.total, text: step.text });
+    cur = await executeStep(run, state, track, cur, step, { n, stage: stage.index, index: i, firstInStage: first });
+    first = false;
+    if (!run.opts.plan) onEvent({ type: 'image', id: cur });
   }
-  return { id: cur, config: state.config };
+  return { id: cur, config: state.config, ...(track.unknownFrom !== undefined ? { unknown: { step: track.unknownFrom } } : {}) };
 }
 
 /** Docker's configs carry the container's hostname and parent image; neither belongs in a cache key. */
@@ -204,14 +261,24 @@ function keyConfig(c: ContainerConfigJson): ContainerConfigJson {
 
 /**
  * Runs one step (or finds it in the cache) and returns the new image id. Metadata steps are
- * computed here; RUN/COPY/ADD/WORKDIR go to the worker pool.
+ * computed here; RUN/COPY/ADD/WORKDIR go to the worker pool. A miss is explained against the
+ * step's history; every outcome is recorded for `stats`.
  */
-async function executeStep(run: BuildRun, state: StageState, parent: ImageId | null, step: Step, trigger: boolean): Promise<ImageId> {
+async function executeStep(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition): Promise<ImageId> {
   const { opts } = run;
+  const identities = [`${run.historyName}|${pos.stage}|${pos.index}`];
+  if (step.kind === 'FROM') throw new SlipwayError('ERR_DOCKERFILE_SYNTAX', `${run.plan.file}:${step.line}: FROM isn't allowed as an ONBUILD trigger`);
+  if (opts.plan && track.unknownFrom !== undefined) {
+    // --plan past a predicted miss: the parent id is unknown, so this step rebuilds too.
+    if (isMetadataStep(step)) state.config = applyMetadata(step, state).config;
+    const hist = await readStepHistory(opts.layout, identities[0]!);
+    opts.onEvent({ type: 'predict', n: pos.n, hit: false, reason: `parent rebuilt (step ${track.unknownFrom})`, ...(hist ? { estimateMs: hist.durationMs } : {}) });
+    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason: 'parent rebuilt', source: 'local', durationMs: 0, bytes: 0, savedMs: 0, imageId: '' });
+    return (parent ?? '') as ImageId;
+  }
   let work: LayerWork | undefined;
   let newConfig: ContainerConfigJson;
   let cmd: string[];
-  if (step.kind === 'FROM') throw new SlipwayError('ERR_DOCKERFILE_SYNTAX', `${run.plan.file}:${step.line}: FROM isn't allowed as an ONBUILD trigger`);
   if (isMetadataStep(step)) {
     const r = applyMetadata(step, state);
     newConfig = r.config;
@@ -223,17 +290,34 @@ async function executeStep(run: BuildRun, state: StageState, parent: ImageId | n
     cmd = work.cmd;
   }
   const containerConfig: ContainerConfigJson = { ...(work?.runConfig ?? newConfig), Cmd: cmd };
-  const preimage = { v: 1, parent: parent ?? '', config: keyConfig(containerConfig), result: keyConfig(newConfig), extra: work?.keyExtra ?? null };
+  const preimage: Preimage = { v: 1, parent: parent ?? '', config: keyConfig(containerConfig), result: keyConfig(newConfig), extra: (work?.keyExtra ?? null) as Preimage['extra'] };
   const { key, text } = await cacheKeyOf(preimage);
-  if (!opts.noCache) {
-    const hit = await lookupCache(opts.layout, key, text);
-    if (hit) {
-      state.config = newConfig;
-      opts.onEvent({ type: 'cache-hit', n: step.line });
-      void trigger;
-      return hit.imageId;
-    }
+  identities.push(`${parent ?? ''}|${cmd.join(' ')}`);
+  const hit = opts.noCache ? undefined : await lookupCache(opts.layout, key, text);
+  let reason: string | undefined;
+  if (!hit) {
+    const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
+    reason = opts.noCache ? 'no-cache requested'
+      : explainMiss(prev ? (JSON.parse(prev.preimage) as Preimage) : undefined, preimage, {
+        firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}),
+      });
   }
+  if (opts.plan) {
+    const hist = await readStepHistory(opts.layout, identities[0]!);
+    opts.onEvent({ type: 'predict', n: pos.n, hit: !!hit, ...(reason ? { reason } : {}), ...(hit ? { estimateMs: 0 } : hist ? { estimateMs: hist.durationMs } : {}) });
+    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: !!hit, ...(reason ? { reason } : {}), source: 'local', durationMs: 0, bytes: 0, savedMs: hit?.durationMs ?? 0, imageId: hit?.imageId ?? '' });
+    state.config = newConfig;
+    if (hit) return hit.imageId;
+    track.unknownFrom = pos.n;
+    return (parent ?? '') as ImageId;
+  }
+  if (hit) {
+    state.config = newConfig;
+    opts.onEvent({ type: 'cache-hit', n: pos.n });
+    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, hit.imageId).catch(() => 0), savedMs: hit.durationMs, imageId: hit.imageId });
+    return hit.imageId;
+  }
+  opts.onEvent({ type: 'cache-miss', reason: reason! });
   const container = crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
   const started = Date.now();
@@ -244,8 +328,8 @@ async function executeStep(run: BuildRun, state: StageState, parent: ImageId | n
   if (work) {
     const res = await work.execute((t) => opts.onEvent({ type: 'output', text: t }));
     if (!res.ok) {
-      if (res.error.code === 'ERR_STEP_FAILED') {
-        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode ?? 1}`, { exitCode: res.exitCode ?? 1 });
+      if (res.error.code === 'ERR_STEP_FAILED' && res.exitCode !== undefined) {
+        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}`, { exitCode: res.exitCode });
       }
       throw SlipwayError.fromData(res.error);
     }
@@ -253,10 +337,12 @@ async function executeStep(run: BuildRun, state: StageState, parent: ImageId | n
   } else {
     layerDir = path.join(await makeTmpDir(opts.layout, 'meta'), 'layer');
     await fs.mkdir(layerDir, { mode: 0o755 });
-    diffId = 'sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef';
+    diffId = EMPTY_LAYER_DIFF_ID;
     size = 0;
     empty = true;
   }
+  const durationMs = Date.now() - started;
+  await warnIfNotReproducible(run, key, text, diffId, layerDir, pos.n, step.text);
   const id = sha256Hex(`${parent ?? ''}\n${key}\n${diffId}`) as ImageId;
   const created = new Date().toISOString();
   const json: ImageJson = {
@@ -274,10 +360,27 @@ async function executeStep(run: BuildRun, state: StageState, parent: ImageId | n
   };
   await registerImage(opts.layout, { id, json, layerDir, diffId, layerSize: size });
   await fs.rm(path.dirname(layerDir), { recursive: true, force: true });
-  await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: id, created, durationMs: Date.now() - started });
+  await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: id, created, durationMs, diffId });
+  await writeStepHistory(opts.layout, identities, { preimage: text, key, imageId: id, diffId, durationMs, at: created });
+  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason: reason!, source: 'local', durationMs, bytes: size, savedMs: 0, imageId: id });
+  track.lastMiss = pos.n;
   state.config = newConfig;
   opts.onEvent({ type: 'removed', container });
   return id;
+}
+
+/**
+ * A key executed again (--no-cache, eviction) should give the same layer. Layers differ in
+ * mtimes whenever a step touches files, so only a difference in content, modes or owners
+ * (compared with mtimes clamped) is reported.
+ */
+async function warnIfNotReproducible(run: BuildRun, key: string, preimage: string, diffId: string, layerDir: string, n: number, text: string): Promise<void> {
+  const earlier = (await cacheRecords(run.opts.layout, key as CacheKey)).find((r) => r.preimage === preimage && r.diffId && r.diffId !== diffId);
+  if (!earlier) return;
+  const oldDir = run.opts.layout.layerDir(earlier.imageId);
+  if (!(await hasImage(run.opts.layout, earlier.imageId))) return;
+  const [a, b] = await Promise.all([packLayer(oldDir, null, { clampMtime: 0 }), packLayer(layerDir, null, { clampMtime: 0 })]);
+  if (a.diffId !== b.diffId) run.opts.onEvent({ type: 'warning', text: `step ${n} is not reproducible (${text})` });
 }
 
 /** The layer folders of an image's chain that hold files, top-most first (overlay lowerdir order). */

@@ -10,7 +10,10 @@ export type BuildEvent =
   | { type: 'removed'; container: string }
   | { type: 'image'; id: string }
   | { type: 'built'; id: string }
-  | { type: 'tagged'; ref: string };
+  | { type: 'tagged'; ref: string }
+  | { type: 'cache-miss'; reason: string }
+  | { type: 'predict'; n: number; hit: boolean; reason?: string; estimateMs?: number }
+  | { type: 'summary'; hits: number; steps: number; savedMs: number };
 
 /** Renders events in the legacy builder's format (the seed's transcript). */
 export function renderLegacy(e: BuildEvent): string {
@@ -26,5 +29,14 @@ export function renderLegacy(e: BuildEvent): string {
     case 'image': return ` ---> ${e.id.slice(0, 12)}\n`;
     case 'built': return `Successfully built ${e.id.slice(0, 12)}\n`;
     case 'tagged': return `Successfully tagged ${e.ref}\n`;
+    case 'cache-miss': return ` ---> Cache miss: ${e.reason}\n`;
+    case 'predict': {
+      const est = e.estimateMs !== undefined ? `, est. ${(e.estimateMs / 1000).toFixed(1)} s` : '';
+      return e.hit ? ' ---> Plan: hit (Using cache)\n' : ` ---> Plan: miss: ${e.reason ?? 'unknown'}${est}\n`;
+    }
+    case 'summary': {
+      const pct = e.steps ? Math.round((100 * e.hits) / e.steps) : 100;
+      return `Cache: ${e.hits}/${e.steps} steps (${pct} %), ${(e.savedMs / 1000).toFixed(1)} s saved\n`;
+    }
   }
 }

@@ -19,6 +19,12 @@ export class StoreLayout {
   get cacheDir(): string { return path.join(this.root, 'cache'); }
   get statCacheDir(): string { return path.join(this.root, 'stat-cache'); }
   get lockDir(): string { return path.join(this.root, 'locks'); }
+  /** Per-step history: the last preimage seen for a step identity (to explain misses). */
+  get historyDir(): string { return path.join(this.root, 'history'); }
+  /** One JSON record per build: per-step hit/miss, reason, time, bytes (for `stats`). */
+  get buildsDir(): string { return path.join(this.root, 'builds'); }
+  /** Image ids that running builds use (prune keeps them). */
+  get runningDir(): string { return path.join(this.root, 'running'); }
 
   imageDir(id: ImageId): string { return path.join(this.graph, id); }
   imageJson(id: ImageId): string { return path.join(this.graph, id, 'json'); }
@@ -31,6 +37,17 @@ export class StoreLayout {
    * not reproduce another tool's bytes, and the diff id must keep naming these bytes.
    */
   layerTar(id: ImageId): string { return path.join(this.graph, id, 'layer.tar'); }
+  /**
+   * The image config document exactly as a registry or archive carried it (its sha256 is the
+   * config digest), kept for the top image of a pulled or loaded chain so push and save reproduce it.
+   */
+  configJson(id: ImageId): string { return path.join(this.graph, id, 'config.json'); }
+  /** Docker's distribution metadata: which compressed blobs a layer's diff id is known as, and where. */
+  get distributionDir(): string { return path.join(this.root, 'distribution'); }
+  /** `distribution/v2metadata-by-diffid/sha256/<hex>`: JSON list of {Digest, SourceRepository, Size}. */
+  v2MetadataByDiffId(diffId: string): string { return path.join(this.distributionDir, 'v2metadata-by-diffid', 'sha256', diffId.replace(/^sha256:/, '')); }
+  /** `distribution/diffid-by-digest/sha256/<hex>`: the diff id of a compressed blob. */
+  diffIdByDigest(digest: string): string { return path.join(this.distributionDir, 'diffid-by-digest', 'sha256', digest.replace(/^sha256:/, '')); }
   cacheEntry(key: CacheKey): string { return path.join(this.cacheDir, key.slice(0, 2), `${key}.json`); }
   lock(name: string): string { return path.join(this.lockDir, `${name}.lock`); }
 }
