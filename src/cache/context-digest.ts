@@ -102,7 +102,7 @@ export async function digestSources(sources: SourceSpec[], isIgnored: (rel: stri
       sourceHashes.push(hashStringSlice('dir', sums.sort()));
     } else {
       const r = await fileSums(src.abs, src.rel, st);
-      list.push({ path: '.', type: 'file', mode: Number(st.mode) & 0o1777, hash: r.hash });
+      list.push({ path: src.rel, type: 'file', mode: Number(st.mode) & 0o1777, hash: r.hash });
       sourceHashes.push(`file:${r.sum}`);
     }
     all.push(list);

@@ -13,6 +13,8 @@ import { importImage, loadImages, saveImages } from '../registry/archive.js';
 import { humanAgo, humanSize, table } from './format.js';
 import { buildCommand, runCommand } from './build-cmd.js';
 import { configFromChanges } from './changes.js';
+import { REGISTRY_COMMANDS, saveWriter } from './registry-cmds.js';
+import { statsCommand } from './stats-cmd.js';
 
 /** What a command gets besides its arguments. */
 export interface CommandEnv { layout: StoreLayout }
@@ -123,8 +125,9 @@ async function importCmd(args: string[], { layout }: CommandEnv): Promise<number
 }
 
 async function save(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { output: { type: 'string', short: 'o' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args, options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } }, allowPositionals: true });
   if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway save" requires at least 1 argument');
+  const saveImages = saveWriter(values.format);
   if (!values.output && process.stdout.isTTY) throw new SlipwayError('ERR_USAGE', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
   for (const r of positionals) await resolveImage(layout, r);
   if (values.output) {
@@ -174,9 +177,11 @@ export const COMMANDS: Record<string, Command> = {
   history: { usage: '[OPTIONS] IMAGE', summary: 'Show the history of an image', help: 'Options:\n      --no-trunc   Don\'t truncate output\n  -q, --quiet      Only show image IDs\n      --format json', run: history },
   inspect: { usage: 'IMAGE [IMAGE...]', summary: 'Return low-level information on images', run: inspect },
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
-  save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
+  save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
   serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)', run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
+  stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
+  ...REGISTRY_COMMANDS,
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open
