@@ -15,6 +15,7 @@ import { buildCommand, runCommand } from './build-cmd.js';
 import { configFromChanges } from './changes.js';
 import { REGISTRY_COMMANDS, saveWriter } from './registry-cmds.js';
 import { statsCommand } from './stats-cmd.js';
+import { pruneCommand } from './prune-cmd.js';
 
 /** What a command gets besides its arguments. */
 export interface CommandEnv { layout: StoreLayout }
@@ -182,6 +183,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)', run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
+  prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first', help: 'Options:\n      --keep-storage size    Stop once the store is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open

@@ -16,6 +16,7 @@ import { lookupCache, recordCache, cacheRecords } from '../cache/cache-index.js'
 import { explainMiss, type Preimage } from '../cache/explain.js';
 import { newBuildId, readStepHistory, writeBuildRecord, writeStepHistory, type StepRecord } from '../cache/history.js';
 import { packLayer } from '../snapshot/pack.js';
+import { clearRunning, markRunning } from '../cache/prune.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
 import type { WorkerPool } from './pool.js';
@@ -72,6 +73,9 @@ export interface BuildRun {
   records: StepRecord[];
   /** What names this build's steps in the history: the first tag, else the Dockerfile path. */
   historyName: string;
+  buildId: string;
+  /** Images this build stands on; `prune` keeps them while it runs. */
+  inUse: Set<string>;
 }
 
 /**
@@ -100,12 +104,12 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const context = await loadContext(opts.contextDir, opts.layout);
   for (const w of df.warnings) opts.onEvent({ type: 'warning', text: w });
   const historyName = opts.tags?.[0] ? formatReference(parseReference(opts.tags[0])) : dockerfilePath;
-  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape, records: [], historyName };
+  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape, records: [], historyName, buildId: newBuildId(), inUse: new Set() };
   const started = new Date();
   const record = async (result: 'success' | 'failure', error?: string) => {
     if (opts.plan) return;
     await writeBuildRecord(opts.layout, {
-      id: newBuildId(), tags: (opts.tags ?? []).map((t) => formatReference(parseReference(t))), dockerfile: dockerfilePath,
+      id: run.buildId, tags: (opts.tags ?? []).map((t) => formatReference(parseReference(t))), dockerfile: dockerfilePath,
       started: started.toISOString(), durationMs: Date.now() - started.getTime(), result, ...(error ? { error } : {}), steps: run.records,
     }).catch(() => undefined);
   };
@@ -117,6 +121,8 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   } catch (e) {
     await record('failure', (e as Error).message);
     throw e;
+  } finally {
+    if (!opts.plan) await clearRunning(opts.layout, run.buildId);
   }
   if (!opts.plan && opts.persistStatCache !== false) await context.saveStatCache();
   if (opts.plan) {
@@ -219,6 +225,7 @@ async function buildStage(run: BuildRun, stage: PlannedStage): Promise<StageResu
   onEvent({ type: 'step', n: stage.firstNumber, total: run.plan.total, text: stage.from.text });
   const base = await baseOf(run, stage);
   if (base.id) onEvent({ type: 'base', id: base.id });
+  if (base.id && !run.opts.plan) await useImage(run, base.id);
   const config = cloneConfig(base.config);
   // Docker's legacy builder gives every stage a PATH when the base has none.
   if (envGet(config.Env, 'PATH') === undefined) config.Env = [...(config.Env ?? []), DEFAULT_PATH];
@@ -313,6 +320,7 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
   }
   if (hit) {
     state.config = newConfig;
+    await useImage(run, hit.imageId);
     opts.onEvent({ type: 'cache-hit', n: pos.n });
     run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, hit.imageId).catch(() => 0), savedMs: hit.durationMs, imageId: hit.imageId });
     return hit.imageId;
@@ -359,6 +367,7 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
     ...(empty ? { throwaway: true } : {}),
   };
   await registerImage(opts.layout, { id, json, layerDir, diffId, layerSize: size });
+  await useImage(run, id);
   await fs.rm(path.dirname(layerDir), { recursive: true, force: true });
   await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: id, created, durationMs, diffId });
   await writeStepHistory(opts.layout, identities, { preimage: text, key, imageId: id, diffId, durationMs, at: created });
@@ -367,6 +376,13 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
   state.config = newConfig;
   opts.onEvent({ type: 'removed', container });
   return id;
+}
+
+/** Records that this build stands on `id` (prune keeps it and its parents while the build runs). */
+async function useImage(run: BuildRun, id: string): Promise<void> {
+  if (run.inUse.has(id)) return;
+  run.inUse.add(id);
+  await markRunning(run.opts.layout, run.buildId, [...run.inUse]);
 }
 
 /**
