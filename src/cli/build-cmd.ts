@@ -10,6 +10,7 @@ import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
+import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { DEFAULT_PATH, envGet } from '../image-config.js';
 import type { CommandEnv } from './commands.js';
 
@@ -24,6 +25,14 @@ function parseBuildArgs(list: string[]): Record<string, string> {
     } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return out;
+}
+
+/** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
+async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
+  await ensureStore(layout);
+  const { driver, reason } = await detectStorageDriver(layout.tmp);
+  if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
+  return driver;
 }
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
@@ -52,7 +61,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (network !== 'host' && network !== 'none') throw new SlipwayError('ERR_USAGE', `unsupported --network ${values.network}: host or none`);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
-  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? 'overlay';
+  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;

@@ -22,6 +22,11 @@ export interface NsRootfs {
   lowerDirs: string[];
   upperDir: string;
   scratchDir: string;
+  /**
+   * vfs driver: an assembled rootfs, bind-mounted as the merged dir instead of an overlay
+   * (lowerDirs and upperDir are then unused). For RUN its mount points must exist already.
+   */
+  rootDir?: string;
 }
 
 /** Run a command chrooted into the rootfs (RUN, `slipway run`). */
@@ -97,8 +102,10 @@ async function setup<T>(fn: () => T | Promise<T>): Promise<T> {
   }
 }
 
-const HOST_FILES = ['hosts', 'hostname', 'resolv.conf'] as const;
-const INIT_DIRS = ['etc', 'proc', 'dev', 'sys'] as const;
+/** Files in /etc the RUN sandbox bind-mounts over (mount points, never part of a layer). */
+export const HOST_FILES = ['hosts', 'hostname', 'resolv.conf'] as const;
+/** Top-level directories the RUN sandbox mounts on or into. */
+export const INIT_DIRS = ['etc', 'proc', 'dev', 'sys'] as const;
 
 // Mounts that make the merged tree a usable root. Runs once in a shell (one spawn instead of
 // fifteen); paths arrive as positional parameters, never spliced into the script.
@@ -192,6 +199,13 @@ function mountOverlay(layout: Layout, lowers: string[], upperDir: string): void 
 
 /** Mounts the overlay (plus, for RUN, the init layer); gives the merged root the image's mode. */
 function prepareRootfs(layout: Layout, rootfs: NsRootfs, withInit: boolean): void {
+  if (rootfs.rootDir !== undefined) {
+    // vfs: the caller assembled the rootfs and made the mount points before taking its
+    // snapshot (vfs.ts), so the init-layer files are part of the baseline, never of the diff.
+    fs.mkdirSync(layout.merged, { recursive: true });
+    runTool('mount', ['--bind', rootfs.rootDir, layout.merged]);
+    return;
+  }
   const lowers = [...rootfs.lowerDirs];
   const rootStat = lowers[0] === undefined ? undefined : fs.statSync(lowers[0]);
   if (withInit) {

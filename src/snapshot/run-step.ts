@@ -3,7 +3,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
-import { runInSandbox, runInMountedRootfs } from './sandbox.js';
+import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
+import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
 import { packLayer, layerSize } from './pack.js';
 import type { CopyOp } from './copy-in-root.js';
 import { errorToData, type SlipwayErrorData } from '../errors.js';
@@ -29,8 +30,10 @@ export type StepTask =
       timeoutMs?: number;
       /** How the rootfs is assembled: overlayfs (default) or copies (`vfs`). */
       driver?: StorageDriver;
+      /** SOURCE_DATE_EPOCH: mtimes in the new layer above it are set to it (reproducible layers). */
+      clampMtime?: number;
     }
-  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp; driver?: StorageDriver };
+  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp; driver?: StorageDriver; clampMtime?: number };
 
 /** `overlay`: layer folders are overlay lower dirs. `vfs`: the rootfs is assembled by copying and the diff found by walking. */
 export type StorageDriver = 'overlay' | 'vfs';
@@ -44,7 +47,8 @@ const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url))
 
 /**
  * Runs one step against a fresh upper folder in `graph/_tmp/`, then measures the diff. The
- * upper folder *is* the new layer (overlay form), so the snapshot costs what changed.
+ * upper folder *is* the new layer (overlay form), so the snapshot costs what changed. With the
+ * vfs driver the rootfs is a copy in `rootfs/` instead and the layer is found by walking it.
  */
 export async function runStep(task: StepTask, signal?: AbortSignal): Promise<StepResult> {
   const dir = path.join(task.tmpRoot, `${process.pid}-step-${crypto.randomBytes(6).toString('hex')}`);
@@ -53,9 +57,15 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
   try {
     await fs.mkdir(upperDir, { recursive: true, mode: 0o755 });
     await fs.mkdir(scratchDir, { recursive: true, mode: 0o700 });
+    let vfs: VfsRootfs | undefined;
+    let rootfs: RootfsSpec = { lowerDirs: task.lowerDirs, upperDir, scratchDir };
+    if (task.driver === 'vfs') {
+      vfs = await createVfsRootfs({ lowerDirs: task.lowerDirs, rootDir: path.join(dir, 'rootfs'), forRun: task.type === 'run' });
+      rootfs = { lowerDirs: [], upperDir, scratchDir, rootDir: vfs.rootDir };
+    }
     if (task.type === 'run') {
       const res = await runInSandbox({
-        lowerDirs: task.lowerDirs, upperDir, scratchDir, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
+        ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
         stdio: 'pipe',
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
@@ -72,9 +82,11 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       }
     } else {
       const op = task.op.from ? { ...task.op, from: { ...task.op.from, scratch: path.join(scratchDir, 'src') } } : task.op;
-      await runInMountedRootfs({ lowerDirs: task.lowerDirs, upperDir, scratchDir, ...(signal ? { signal } : {}) }, COPY_SCRIPT, op);
+      await runInMountedRootfs({ ...rootfs, ...(signal ? { signal } : {}) }, COPY_SCRIPT, op);
     }
+    if (vfs) await writeVfsLayer(vfs, upperDir, scratchDir);
     await fs.rm(scratchDir, { recursive: true, force: true });
+    if (task.clampMtime !== undefined) await clampMtimes(upperDir, task.clampMtime);
     const empty = (await fs.readdir(upperDir)).length === 0;
     if (empty) return { ok: true, layerDir: upperDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
     const { diffId, size: tarSize } = await packLayer(upperDir, null);
@@ -88,4 +100,17 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
   } finally {
     if (task.type === 'run') task.port?.close();
   }
+}
+
+/** Sets every mtime above `epoch` (seconds) to `epoch`, children before their folder. */
+async function clampMtimes(dir: string, epoch: number): Promise<void> {
+  const t = new Date(epoch * 1000);
+  for (const name of await fs.readdir(dir)) {
+    const p = path.join(dir, name);
+    const st = await fs.lstat(p);
+    if (st.isDirectory()) await clampMtimes(p, epoch);
+    if (st.mtimeMs > epoch * 1000) await fs.lutimes(p, t, t);
+  }
+  const st = await fs.lstat(dir);
+  if (st.mtimeMs > epoch * 1000) await fs.lutimes(dir, t, t);
 }

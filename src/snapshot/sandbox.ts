@@ -23,6 +23,12 @@ export interface RootfsSpec {
   upperDir: string;
   /** Private empty dir on the same filesystem as upperDir; the caller deletes it afterwards. */
   scratchDir: string;
+  /**
+   * vfs driver: a plain directory holding the whole rootfs, used (bind-mounted) in place of the
+   * overlay of lowerDirs + upperDir, which are then ignored; changes land in it and the caller
+   * finds them by walking. For runInSandbox it needs the mount points `prepareMountPoints` makes.
+   */
+  rootDir?: string;
 }
 
 /** One command to run in the sandbox. */
@@ -54,11 +60,11 @@ const ERROR_CODES: Record<ErrorCode, true> = {
   ERR_BAD_SUBSTITUTION: true, ERR_CONTEXT_PATH: true, ERR_FILE_NOT_FOUND: true, ERR_COPY_DEST: true,
   ERR_NO_SUCH_USER: true, ERR_STEP_FAILED: true, ERR_IMAGE_NOT_FOUND: true,
   ERR_AMBIGUOUS_REFERENCE: true, ERR_INVALID_REFERENCE: true, ERR_IMAGE_CONFLICT: true,
-  ERR_BAD_ARCHIVE: true, ERR_USAGE: true, ERR_SANDBOX: true, ERR_CANCELLED: true, ERR_INTERNAL: true,
+  ERR_BAD_ARCHIVE: true, ERR_REGISTRY: true, ERR_UNAUTHORIZED: true, ERR_USAGE: true, ERR_SANDBOX: true, ERR_CANCELLED: true, ERR_INTERNAL: true,
 };
 
 /**
- * Runs `argv` chrooted into the overlay of `lowerDirs` + `upperDir`, as uid/gid in cwd with
+ * Runs `argv` chrooted into the overlay of `lowerDirs` + `upperDir` (or into `rootDir`), as uid/gid in cwd with
  * exactly `env`. Resolves with the command's status (a command killed by a signal reports
  * 128+n). A command that cannot be found exits 127 with Docker's message on stderr. Rejects with
  * ERR_SANDBOX when the sandbox cannot be set up, ERR_CANCELLED on abort and ERR_STEP_FAILED on
@@ -129,6 +135,7 @@ function absoluteRootfs(spec: RootfsSpec): RootfsSpec {
     lowerDirs: spec.lowerDirs.map((d) => path.resolve(d)),
     upperDir: path.resolve(spec.upperDir),
     scratchDir: path.resolve(spec.scratchDir),
+    ...(spec.rootDir !== undefined ? { rootDir: path.resolve(spec.rootDir) } : {}),
   };
 }
 
