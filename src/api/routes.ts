@@ -1,0 +1,105 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { StoreLayout } from '../store/layout.js';
+import type { WorkerPool } from '../scheduler/pool.js';
+import type { ApiLimits } from './body.js';
+import type { KeyedQueue } from './keyed-queue.js';
+import { ApiError } from './http-errors.js';
+import { sendJson } from './body.js';
+import { info, ping, version } from './system-routes.js';
+import { buildRoute } from './build-route.js';
+import {
+  deleteImageRoute, historyRoute, inspectImageRoute, listImagesRoute, loadRoute, missingObject, saveRoute, tagRoute,
+} from './image-routes.js';
+
+/** What every handler shares: one store, one worker pool, one set of limits per server. */
+export interface ApiContext {
+  layout: StoreLayout;
+  pool: WorkerPool;
+  limits: ApiLimits;
+  /** Builds with the same context bytes and options run one after another (see KeyedQueue). */
+  identicalBuilds: KeyedQueue;
+  /** Registers a running build so that shutdown can cancel it; returns the unregister function. */
+  trackBuild: (abort: AbortController) => () => void;
+}
+
+/** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */
+export interface ApiRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  path: string;
+  query: URLSearchParams;
+  /** The path's `{name}` (image, container, ...), or '' for routes without one. */
+  name: string;
+}
+
+export type Handler = (r: ApiRequest, ctx: ApiContext) => Promise<void>;
+
+/**
+ * One endpoint: methods, a path pattern whose first group (if any) is `{name}`, a handler, and
+ * whether the handler streams the request body itself (the others get it read and size-checked).
+ */
+interface Route {
+  methods: readonly string[];
+  pattern: RegExp;
+  handler: Handler;
+  streamsBody?: true;
+}
+
+const notImplemented = (what: string): Handler => async () => {
+  throw new ApiError(501, `${what} is not implemented by slipway`);
+};
+
+/**
+ * The Engine API subset, in match order. Image names contain `/` and `:` unencoded, so `{name}`
+ * is matched greedily (`(.+)`) up to the fixed suffix, as moby's `{name:.*}` routes do; fixed
+ * paths such as `/images/json` come first.
+ */
+const ROUTES: readonly Route[] = [
+  { methods: ['GET', 'HEAD'], pattern: /^\/_ping$/, handler: ping },
+  { methods: ['GET'], pattern: /^\/version$/, handler: version },
+  { methods: ['GET'], pattern: /^\/info$/, handler: info },
+  { methods: ['POST'], pattern: /^\/build$/, handler: buildRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/images\/json$/, handler: listImagesRoute },
+  { methods: ['GET'], pattern: /^\/images\/get$/, handler: saveRoute },
+  { methods: ['POST'], pattern: /^\/images\/load$/, handler: loadRoute, streamsBody: true },
+  { methods: ['POST'], pattern: /^\/images\/create$/, handler: notImplemented('pulling images (POST /images/create)') },
+  { methods: ['GET'], pattern: /^\/images\/search$/, handler: notImplemented('searching a registry') },
+  { methods: ['GET'], pattern: /^\/images\/(.+)\/json$/, handler: inspectImageRoute },
+  { methods: ['GET'], pattern: /^\/images\/(.+)\/history$/, handler: historyRoute },
+  { methods: ['GET'], pattern: /^\/images\/(.+)\/get$/, handler: saveRoute },
+  { methods: ['POST'], pattern: /^\/images\/(.+)\/tag$/, handler: tagRoute },
+  { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: notImplemented('pushing images (POST /images/{name}/push)') },
+  { methods: ['DELETE'], pattern: /^\/images\/(.+)$/, handler: deleteImageRoute },
+  // What `docker inspect NAME` probes besides images, and `docker ps`: Slipway has no containers.
+  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: async ({ res }) => sendJson(res, 200, []) },
+  { methods: ['GET'], pattern: /^\/containers\/(.+)\/json$/, handler: missingObject.container },
+  { methods: ['GET'], pattern: /^\/networks\/(.+)$/, handler: missingObject.network },
+  { methods: ['GET'], pattern: /^\/volumes\/(.+)$/, handler: missingObject.volume },
+  { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
+];
+
+/**
+ * Finds the handler for `method path`. A path no route knows is moby's 404 `page not found`;
+ * a known path with another method is a 405.
+ */
+export function matchRoute(method: string, path: string): { handler: Handler; name: string; streamsBody: boolean } {
+  let pathKnown = false;
+  for (const r of ROUTES) {
+    const m = r.pattern.exec(path);
+    if (!m) continue;
+    pathKnown = true;
+    if (!r.methods.includes(method)) continue;
+    let name = '';
+    if (m[1] !== undefined) {
+      try {
+        name = decodeURIComponent(m[1]);
+      } catch {
+        throw new ApiError(400, `invalid escape in path: ${path}`);
+      }
+    }
+    return { handler: r.handler, name, streamsBody: r.streamsBody === true };
+  }
+  if (pathKnown) throw new ApiError(405, `method ${method} is not allowed on ${path}`);
+  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, 'slipway builds images and runs no containers (try "slipway run")');
+  throw new ApiError(404, 'page not found');
+}

@@ -1,0 +1,81 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { SlipwayError } from '../errors.js';
+import { ensureStore, sweepTmp } from '../store/graph.js';
+import { WorkerPool } from '../scheduler/pool.js';
+import { EngineServer, parseEndpoint, type Endpoint } from '../api/server.js';
+import { ApiError } from '../api/http-errors.js';
+import { API_VERSION } from '../api/system-routes.js';
+import type { CommandEnv } from './commands.js';
+
+const MIN_TOKEN_LENGTH = 16;
+
+async function readToken(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return process.env['SLIPWAY_TOKEN'] || undefined;
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    throw new SlipwayError('ERR_USAGE', `cannot read --token-file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const st = await fs.stat(file);
+  if ((st.mode & 0o077) !== 0) process.stderr.write(`warning: ${file} is readable by other users (chmod 600 it)\n`);
+  return text.trim() || undefined;
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/**
+ * `slipway serve`: the Docker Engine API on unix sockets and token-protected TCP ports, one
+ * worker pool for every request. Runs until SIGINT or SIGTERM, then cancels running builds
+ * and removes its sockets. Over TCP the docker CLI sends the token from its config.json:
+ * `{"HttpHeaders": {"Authorization": "Bearer <token>"}}`.
+ */
+export async function serveCommand(args: string[], { layout }: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { host: { type: 'string', short: 'H', multiple: true }, 'token-file': { type: 'string' }, workers: { type: 'string' } },
+    allowPositionals: true,
+  });
+  if (positionals.length > 0) throw new SlipwayError('ERR_USAGE', '"slipway serve" accepts no arguments');
+  let endpoints: Endpoint[];
+  try {
+    endpoints = (values.host ?? [`unix://${path.join(path.resolve(layout.root), 'slipway.sock')}`]).map(parseEndpoint);
+  } catch (e) {
+    throw new SlipwayError('ERR_USAGE', (e as Error).message);
+  }
+  const token = await readToken(values['token-file']);
+  const tcp = endpoints.filter((e): e is Extract<Endpoint, { kind: 'tcp' }> => e.kind === 'tcp');
+  if (tcp.length > 0 && token === undefined) throw new SlipwayError('ERR_USAGE', 'a TCP listener needs a token: --token-file FILE or SLIPWAY_TOKEN');
+  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) throw new SlipwayError('ERR_USAGE', `the token must have at least ${MIN_TOKEN_LENGTH} characters`);
+  for (const e of tcp) if (!isLoopback(e.host)) process.stderr.write(`warning: tcp://${e.host}:${e.port} is plain HTTP: the token travels unencrypted\n`);
+  const workers = values.workers !== undefined ? Number(values.workers) : undefined;
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+
+  await ensureStore(layout);
+  await sweepTmp(layout);
+  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  // One request's forgotten promise is a bug to log, not a reason to drop every other client.
+  process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
+  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
+  let server: EngineServer;
+  try {
+    server = await EngineServer.start({
+      layout, pool, endpoints, ...(token !== undefined ? { token } : {}),
+      log,
+    });
+  } catch (e) {
+    await pool.close();
+    if (e instanceof ApiError || (e as NodeJS.ErrnoException).code !== undefined) throw new SlipwayError('ERR_USAGE', `cannot listen: ${(e as Error).message}`);
+    throw e;
+  }
+  for (const a of server.addresses) process.stdout.write(`Slipway Engine API ${API_VERSION} listening on ${a}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await server.close();
+  await pool.close();
+  return 0;
+}
