@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Slipway and its tests need on Debian 12 (run as root): the busybox base,
 # xattr tools (overlay opaque directories), archive tools, skopeo/umoci (image format checks),
-# the CNCF registry and Redis (registry and farm tests), then the npm dependencies.
+# the CNCF registry, htpasswd (apache2-utils) and Redis (registry and farm tests), then the npm dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry redis-server)
+pkgs=(busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -6,15 +6,15 @@ import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { SlipwayError } from '../errors.js';
 import { emptyContainerConfig, DOCKER_VERSION, type ContainerConfigJson, type ImageJson } from '../image-config.js';
-import { StoreLayout, EMPTY_LAYER_DIFF_ID, type ImageId } from '../store/layout.js';
+import { StoreLayout, type ImageId } from '../store/layout.js';
 import { ensureStore, imageChain, makeTmpDir, registerImage, resolveImage, readLayerSize } from '../store/graph.js';
 import { updateRepositories, listTags, readRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
-import { imageConfigDoc, type ImageConfigDocJson } from '../store/inspect.js';
-import { packLayer, layerSize } from '../snapshot/pack.js';
-import { unpackLayer, decompressStream } from '../snapshot/unpack.js';
-import { sha256Hex } from '../fs.js';
+import { layerSize } from '../snapshot/pack.js';
+import { sha256Hex, exists } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
+import { checkConfigDoc, imageConfigBytes, missingEntries, planChain, registerChain, unpackKeepingTar, writeLayerTar, type PreparedLayer } from './chain.js';
+import { loadOciLayout } from './oci-layout.js';
 
 /**
  * `import`: a root filesystem tarball (plain or compressed) becomes a one-layer image; its id is
@@ -52,6 +52,7 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
 export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
   const done = pipeline(pack, out as NodeJS.WritableStream & import('node:stream').Writable);
+  done.catch(() => undefined); // awaited at the end; a reader gone early must not be an unhandled rejection
   const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }> = [];
   const repositories: Record<string, Record<string, string>> = {};
   const written = new Set<string>();
@@ -63,8 +64,7 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
   try {
     for (const ref of refs) {
       const id = await resolveImage(layout, ref);
-      const doc = await imageConfigDoc(layout, id);
-      const configText = JSON.stringify(doc);
+      const configText = await imageConfigBytes(layout, id);
       const configName = `${sha256Hex(configText)}.json`;
       if (!written.has(configName)) {
         await add(configName, configText);
@@ -79,16 +79,17 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
         written.add(name);
         await add(`${c.id}/VERSION`, '1.0');
         await add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
-        // tar-stream needs the size up front: pack the layer to a temp file first, unless the
+        // tar-stream needs the size up front: write the layer to a temp file first, unless the
         // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
         const kept = layout.layerTar(c.id);
-        const hasKept = await fs.stat(kept).then(() => true, () => false);
+        const hasKept = await exists(kept);
         const file = hasKept ? kept : path.join(tmp, `${c.id}.tar`);
-        if (!hasKept) await packLayer(layout.layerDir(c.id), createWriteStream(file));
+        if (!hasKept) await writeLayerTar(layout, c.id, createWriteStream(file));
         const st = await fs.stat(file);
         await new Promise<void>((res, rej) => {
           const entry = pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
-          createReadStream(file).pipe(entry);
+          // pipeline, not pipe: an entry destroyed with the pack (reader gone) must not emit an unhandled 'error'.
+          pipeline(createReadStream(file), entry).catch(rej);
         });
         if (!hasKept) await fs.rm(file);
       }
@@ -116,19 +117,10 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
 }
 
 /**
- * Decompresses a layer into `<dir>/layer.tar` (kept: its bytes are what the diff id names), then
- * unpacks that file with the safe applier.
+ * Extracts an outer archive (`docker save` or OCI layout tar: regular files only, names checked)
+ * into `dir`; returns its symlinks (name -> target), which older `docker save` uses for shared layers.
  */
-async function unpackKeepingTar(input: NodeJS.ReadableStream, layerDir: string, dir: string): Promise<{ diffId: string; tarFile: string }> {
-  const tarFile = path.join(dir, `layer-${path.basename(path.dirname(layerDir))}.tar`);
-  const { stream } = await decompressStream(input);
-  await pipeline(stream as Readable, createWriteStream(tarFile));
-  const { diffId } = await unpackLayer(createReadStream(tarFile), layerDir);
-  return { diffId, tarFile };
-}
-
-/** Extracts the outer `docker save` archive (regular files only, names checked) into `dir`. */
-async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<Map<string, string>> {
+export async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<Map<string, string>> {
   const links = new Map<string, string>();
   const extract = tarStream.extract();
   const work = (async () => {
@@ -137,7 +129,10 @@ async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<
       const name = path.posix.normalize(h.name.replace(/^\.?\/+/, ''));
       if (name.startsWith('..') || path.posix.isAbsolute(name)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name}`);
       if (h.type === 'symlink' && h.linkname) {
-        links.set(name, path.posix.normalize(path.posix.join(path.posix.dirname(name), h.linkname)));
+        const target = path.posix.normalize(path.posix.join(path.posix.dirname(name), h.linkname));
+        // A link may only name another entry of the archive, never a file outside it.
+        if (target.startsWith('..') || path.posix.isAbsolute(target)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name} links outside the archive`);
+        links.set(name, target);
       } else if (h.type === 'file') {
         const target = path.join(dir, ...name.split('/'));
         await fs.mkdir(path.dirname(target), { recursive: true });
@@ -147,67 +142,57 @@ async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<
       entry.resume();
     }
   })();
+  work.catch(() => undefined); // awaited below; a pipeline error first must not leave it unhandled
   await pipeline(input as Readable, extract).catch((e) => { throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid tar archive: ${(e as Error).message}`); });
   await work;
   return links;
 }
 
 /**
- * `load`: reads a `docker save` archive, unpacks each layer with the safe applier, verifies
- * every diff id against the config, and registers the chain (one image per history entry).
+ * `load`: reads a `docker save` archive (or, without `manifest.json`, an OCI image layout),
+ * unpacks each missing layer with the safe applier, verifies every diff id against the config,
+ * and registers the chain (one image per history entry).
  */
 export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStream): Promise<Array<{ id: ImageId; tags: string[] }>> {
   await ensureStore(layout);
   const tmp = await makeTmpDir(layout, 'load');
   try {
-    const links = await extractOuter(input, path.join(tmp, 'x'));
-    const file = (name: string) => path.join(tmp, 'x', ...(links.get(name) ?? name).split('/'));
+    const root = path.join(tmp, 'x');
+    const links = await extractOuter(input, root);
+    const file = (name: string) => path.join(root, ...(links.get(name) ?? name).split('/'));
+    if (!(await exists(file('manifest.json'))) && (await exists(file('oci-layout')))) return await loadOciLayout(layout, root);
     let manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }>;
     try {
       manifest = JSON.parse(await fs.readFile(file('manifest.json'), 'utf8'));
+      if (!Array.isArray(manifest)) throw new Error('not a list');
     } catch {
-      throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: no manifest.json (only the docker save format is supported)');
+      throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: no manifest.json or oci-layout (neither the docker save format nor an OCI image layout)');
     }
     const results: Array<{ id: ImageId; tags: string[] }> = [];
     for (const m of manifest) {
-      const doc = JSON.parse(await fs.readFile(file(m.Config), 'utf8')) as ImageConfigDocJson;
-      const history: ImageConfigDocJson['history'] = doc.history?.length ? doc.history : m.Layers.map(() => ({ created: doc.created }));
-      let parent: ImageId | undefined;
-      let li = 0;
-      for (let i = 0; i < history.length; i++) {
-        const h = history[i]!;
-        const last = i === history.length - 1;
+      const configBytes = await fs.readFile(file(m.Config));
+      const doc = checkConfigDoc(JSON.parse(configBytes.toString('utf8')));
+      if (!Array.isArray(m.Layers) || m.Layers.length !== doc.rootfs.diff_ids.length) {
+        throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${m.Config} names ${doc.rootfs.diff_ids.length} layers, manifest.json ${m.Layers?.length ?? 0}`);
+      }
+      const plan = planChain(doc);
+      const layers = new Map<number, PreparedLayer>();
+      for (const e of await missingEntries(layout, plan)) {
+        if (e.layerIndex === undefined) continue;
         const layerDir = path.join(await makeTmpDir(layout, 'layer'), 'layer');
         await fs.mkdir(layerDir, { mode: 0o755 });
-        let diffId = EMPTY_LAYER_DIFF_ID;
-        let tarFile: string | undefined;
-        if (!h.empty_layer) {
-          const name = m.Layers[li];
-          if (!name) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: fewer layers than history entries');
-          ({ diffId, tarFile } = await unpackKeepingTar(createReadStream(file(name)), layerDir, path.dirname(layerDir)));
-          const want = doc.rootfs.diff_ids[li];
-          if (want !== diffId) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: layer ${name} has diff id ${diffId}, the config says ${want}`);
-          li++;
-        }
-        const config = last ? doc.config : { ...doc.config };
-        const id = sha256Hex(canonicalJson({ parent: parent ?? '', history: h, diffId, config: last ? doc.config : null })) as ImageId;
-        const size = await layerSize(layerDir);
-        const json: ImageJson = {
-          id, ...(parent ? { parent } : {}), created: h.created, ...(h.comment ? { comment: h.comment } : {}),
-          container_config: { ...emptyContainerConfig(), Cmd: h.created_by ? [h.created_by] : null },
-          docker_version: doc.docker_version ?? DOCKER_VERSION, config, architecture: doc.architecture, os: doc.os, Size: size,
-          ...(h.empty_layer ? { throwaway: true } : {}),
-        };
-        await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, ...(tarFile ? { originalTar: tarFile } : {}) });
-        await fs.rm(path.dirname(layerDir), { recursive: true, force: true });
-        parent = id;
+        const { diffId, tarFile } = await unpackKeepingTar(createReadStream(file(m.Layers[e.layerIndex]!)), layerDir, path.dirname(layerDir));
+        if (diffId !== e.diffId) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: layer ${m.Layers[e.layerIndex]} has diff id ${diffId}, the config says ${e.diffId}`);
+        layers.set(e.layerIndex, { layerDir, diffId, tarFile });
       }
-      if (!parent) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: image without layers');
-      const top = parent;
-      const tags = m.RepoTags ?? [];
-      const refs = tags.map(parseReference);
-      if (refs.length) await updateRepositories(layout, (r) => { for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = top; });
-      results.push({ id: top, tags: refs.map(formatReference) });
+      try {
+        const { top } = await registerChain(layout, doc, plan, { layers, configBytes });
+        const refs = (m.RepoTags ?? []).map(parseReference);
+        if (refs.length) await updateRepositories(layout, (r) => { for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = top; });
+        results.push({ id: top, tags: refs.map(formatReference) });
+      } finally {
+        for (const l of layers.values()) await fs.rm(path.dirname(l.layerDir), { recursive: true, force: true });
+      }
     }
     return results;
   } finally {

@@ -60,6 +60,8 @@ export interface NewImage {
   layerSize: number;
   /** The layer's original tar (import/load/pull), moved in as `layer.tar`. */
   originalTar?: string;
+  /** The config document's exact bytes (pull/load), written as `config.json`. */
+  configJson?: string | Uint8Array;
 }
 
 /**
@@ -79,6 +81,7 @@ export async function registerImage(layout: StoreLayout, img: NewImage): Promise
   await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
   await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
   if (img.originalTar) await fs.rename(img.originalTar, path.join(staging, 'layer.tar'));
+  if (img.configJson !== undefined) await fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
   // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
   try {
     await fs.rename(staging, final);
