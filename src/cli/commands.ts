@@ -16,6 +16,7 @@ import { configFromChanges } from './changes.js';
 import { REGISTRY_COMMANDS, saveWriter } from './registry-cmds.js';
 import { statsCommand } from './stats-cmd.js';
 import { pruneCommand } from './prune-cmd.js';
+import { farmCommand, submitCommand, workerCommand } from './farm-cmds.js';
 
 /** What a command gets besides its arguments. */
 export interface CommandEnv { layout: StoreLayout }
@@ -184,6 +185,27 @@ export const COMMANDS: Record<string, Command> = {
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
   prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first', help: 'Options:\n      --keep-storage size    Stop once the store is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
+  submit: { usage: '[OPTIONS] CONTEXT', summary: 'Queue a build on the farm (bullmq on Redis)', help: `Options:
+  -t, --tag list          Name and optionally a tag
+  -f, --file string       Name of the Dockerfile
+      --build-arg list    Set build-time variables
+      --target string     Set the target build stage
+      --push              Push the result to the farm's registry
+      --wait              Stream the build's progress and exit with its status
+      --no-cache          Do not use the cache
+      --tenant string     Cache namespace (default "default")
+      --redis URL         Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
+      --registry HOST     The farm's registry (default $SLIPWAY_REGISTRY)`, run: submitCommand },
+  worker: { usage: '[OPTIONS]', summary: 'Run a farm worker: take builds from the queue, share the cache through Redis and the registry', help: `Options:
+      --redis URL              Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
+      --registry HOST          The farm's registry (default $SLIPWAY_REGISTRY)
+      --concurrency int        Builds at once (default 1)
+      --threads int            Worker threads for steps (default: cores)
+      --metrics-port int       Serve Prometheus metrics on 127.0.0.1:PORT
+      --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
+      --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
+      --name string            Worker name`, run: workerCommand },
+  farm: { usage: 'status [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open

@@ -17,6 +17,7 @@ import { explainMiss, type Preimage } from '../cache/explain.js';
 import { newBuildId, readStepHistory, writeBuildRecord, writeStepHistory, type StepRecord } from '../cache/history.js';
 import { packLayer } from '../snapshot/pack.js';
 import { clearRunning, markRunning } from '../cache/prune.js';
+import type { RemoteCache } from './remote-cache.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
 import type { WorkerPool } from './pool.js';
@@ -43,6 +44,12 @@ export interface BuildOptions {
   plan?: boolean;
   /** False for a throwaway context folder (an uploaded tar), whose stat cache could never hit again. */
   persistStatCache?: boolean;
+  /** The farm's shared cache, consulted on a local miss. */
+  remote?: RemoteCache;
+  /** Called for a FROM image the store lacks (the farm pulls it); true when it is there now. */
+  fetchBase?: (ref: string) => Promise<boolean>;
+  /** Clamp layer mtimes to this (seconds since the epoch), so layers are reproducible anywhere. */
+  sourceDateEpoch?: number;
 }
 
 /** One stage's result. */
@@ -209,7 +216,12 @@ async function baseOf(run: BuildRun, stage: PlannedStage): Promise<StageResult> 
   if (stage.base === 'scratch') return { id: null, config: emptyContainerConfig() };
   let id: ImageId;
   try {
-    id = await resolveImage(run.opts.layout, stage.base);
+    id = await resolveImage(run.opts.layout, stage.base).catch(async (e: unknown) => {
+      if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND' && run.opts.fetchBase && (await run.opts.fetchBase(stage.base))) {
+        return resolveImage(run.opts.layout, stage.base);
+      }
+      throw e;
+    });
   } catch (e) {
     if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND') {
       throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `${run.plan.file}:${stage.from.line}: pull access denied for ${stage.base}, repository does not exist or may require 'docker login' (no such image in this store; import or pull it first)`, { line: stage.from.line });
@@ -325,7 +337,48 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
     run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, hit.imageId).catch(() => 0), savedMs: hit.durationMs, imageId: hit.imageId });
     return hit.imageId;
   }
-  opts.onEvent({ type: 'cache-miss', reason: reason! });
+  let lease: { release(): Promise<void> } | undefined;
+  if (opts.remote && !opts.noCache) {
+    // The farm: a step another worker built is fetched; one being built elsewhere is waited for.
+    for (;;) {
+      const remote = await opts.remote.fetch(text, parent, key);
+      if (remote) {
+        state.config = newConfig;
+        await useImage(run, remote.id);
+        await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: remote.id, created: new Date().toISOString(), durationMs: remote.durationMs });
+        opts.onEvent({ type: 'cache-hit', n: pos.n, source: 'remote' });
+        run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'remote', durationMs: 0, bytes: await readLayerSize(opts.layout, remote.id).catch(() => 0), savedMs: remote.durationMs, imageId: remote.id });
+        return remote.id;
+      }
+      const l = await opts.remote.lease(text);
+      if ('release' in l) {
+        lease = l;
+        break;
+      }
+    }
+  }
+  try {
+    return await runAndCommit(run, state, track, parent, step, pos, { work, newConfig, containerConfig, key, text, identities, reason: reason! });
+  } finally {
+    await lease?.release();
+  }
+}
+
+interface Prepared {
+  work: LayerWork | undefined;
+  newConfig: ContainerConfigJson;
+  containerConfig: ContainerConfigJson;
+  key: string;
+  text: string;
+  identities: string[];
+  reason: string;
+}
+
+/** Executes a missed step and commits its image (and publishes it to the farm's cache). */
+async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<ImageId> {
+  const { opts } = run;
+  const { work, newConfig, containerConfig, key, text, identities, reason } = p;
+  opts.onEvent({ type: 'cache-miss', reason });
   const container = crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
   const started = Date.now();
@@ -370,8 +423,9 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
   await useImage(run, id);
   await fs.rm(path.dirname(layerDir), { recursive: true, force: true });
   await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: id, created, durationMs, diffId });
+  if (opts.remote) await opts.remote.publish(text, { id, json, diffId, size, durationMs, layerDir: opts.layout.layerDir(id) });
   await writeStepHistory(opts.layout, identities, { preimage: text, key, imageId: id, diffId, durationMs, at: created });
-  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason: reason!, source: 'local', durationMs, bytes: size, savedMs: 0, imageId: id });
+  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason, source: 'local', durationMs, bytes: size, savedMs: 0, imageId: id });
   track.lastMiss = pos.n;
   state.config = newConfig;
   opts.onEvent({ type: 'removed', container });

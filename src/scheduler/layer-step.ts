@@ -81,6 +81,7 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
       type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
       cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
       driver: run.opts.storageDriver ?? 'overlay',
+      ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}),
     }, onOutput, run.opts.signal),
   };
 }
@@ -95,7 +96,7 @@ async function prepareWorkdir(run: BuildRun, state: StageState, step: WorkdirSte
     cmd: [...shellOf(config), `#(nop) WORKDIR ${dir}`],
     keyExtra: null,
     displayCmd: `WORKDIR ${dir}`,
-    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay' }),
+    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}) }),
   };
 }
 
@@ -181,7 +182,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
       cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${summary} in ${shownDest} `],
       keyExtra: { from: from.id, paths: rawSources, chmod },
       displayCmd: step.text,
-      execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay' }),
+      execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}) }),
     };
   }
 
@@ -227,7 +228,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
     displayCmd: step.text,
     execute: async () => {
       try {
-        return await run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay' });
+        return await run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}) });
       } finally {
         if (heredocDir) await fs.rm(heredocDir, { recursive: true, force: true });
         if (downloads) await fs.rm(downloads, { recursive: true, force: true });

@@ -4,7 +4,7 @@ export type BuildEvent =
   | { type: 'step'; n: number; total: number; text: string }
   | { type: 'base'; id: string }
   | { type: 'triggers'; count: number }
-  | { type: 'cache-hit'; n: number }
+  | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' }
   | { type: 'running'; container: string }
   | { type: 'output'; text: string }
   | { type: 'removed'; container: string }
@@ -22,7 +22,7 @@ export function renderLegacy(e: BuildEvent): string {
     case 'step': return `Step ${e.n}/${e.total} : ${e.text}\n`;
     case 'base': return ` ---> ${e.id.slice(0, 12)}\n`;
     case 'triggers': return `# Executing ${e.count} build trigger${e.count === 1 ? '' : 's'}\n`;
-    case 'cache-hit': return ' ---> Using cache\n';
+    case 'cache-hit': return e.source === 'remote' ? ' ---> Using cache\n ---> (from the farm\'s cache)\n' : ' ---> Using cache\n';
     case 'running': return ` ---> Running in ${e.container.slice(0, 12)}\n`;
     case 'output': return e.text;
     case 'removed': return `Removing intermediate container ${e.container.slice(0, 12)}\n`;

@@ -1,0 +1,112 @@
+import { parseArgs } from 'node:util';
+import { SlipwayError } from '../errors.js';
+import { redisUrl, registryHost } from '../farm/connection.js';
+import { farmStatus, followBuild, submitBuild } from '../farm/submit.js';
+import { startFarmWorker } from '../farm/worker.js';
+import { table } from './format.js';
+import type { CommandEnv } from './commands.js';
+
+function needRegistry(flag: string | undefined): string {
+  const r = registryHost(flag);
+  if (!r) throw new SlipwayError('ERR_USAGE', 'the farm needs a registry: --registry HOST[:PORT] or $SLIPWAY_REGISTRY');
+  return r;
+}
+
+function buildArgsOf(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq < 0) {
+      const v = process.env[kv];
+      if (v !== undefined) out[kv] = v;
+    } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
+/** `slipway submit`: queue a build on the farm; `--wait` follows it and exits with its status. */
+export async function submitCommand(args: string[], _env: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      tag: { type: 'string', short: 't', multiple: true }, file: { type: 'string', short: 'f' }, 'build-arg': { type: 'string', multiple: true },
+      target: { type: 'string' }, push: { type: 'boolean' }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' },
+      redis: { type: 'string' }, registry: { type: 'string' }, tenant: { type: 'string' },
+    },
+    allowPositionals: true,
+  });
+  if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway submit" requires exactly 1 argument: CONTEXT');
+  const redis = redisUrl(values.redis);
+  const sub = await submitBuild({
+    redisUrl: redis, registry: needRegistry(values.registry), contextDir: positionals[0]!, ...(values.file ? { dockerfile: values.file } : {}),
+    tags: values.tag ?? [], buildArgs: buildArgsOf(values['build-arg'] ?? []), ...(values.target ? { target: values.target } : {}),
+    noCache: values['no-cache'] ?? false, push: values.push ?? false, ...(values.tenant ? { tenant: values.tenant } : {}),
+  });
+  process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}\n`);
+  if (!values.wait) return 0;
+  const result = await followBuild(redis, sub.jobId, (t) => process.stdout.write(t));
+  if (result.ok) {
+    process.stdout.write(`Build ${sub.jobId} succeeded on ${result.worker}: sha256:${result.imageId}\n`);
+    for (const p of result.pushed) process.stdout.write(`Pushed ${p.tag} ${p.digest}\n`);
+    return 0;
+  }
+  process.stderr.write(`Error: ${result.error.message}\n`);
+  return result.error.exitCode ?? 1;
+}
+
+/** `slipway worker`: a farm worker process. */
+export async function workerCommand(args: string[], { layout }: CommandEnv): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      redis: { type: 'string' }, registry: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' },
+      'metrics-port': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
+    },
+  });
+  const num = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new SlipwayError('ERR_USAGE', `--${name} must be a number`);
+    return n;
+  };
+  const w = await startFarmWorker({
+    redisUrl: redisUrl(values.redis), registry: needRegistry(values.registry), root: layout.root,
+    concurrency: num(values.concurrency, 'concurrency') ?? 1,
+    ...(values.threads !== undefined ? { threads: num(values.threads, 'threads')! } : {}),
+    ...(values['metrics-port'] !== undefined ? { metricsPort: num(values['metrics-port'], 'metrics-port')! } : {}),
+    ...(values['lock-duration'] !== undefined ? { lockDurationMs: num(values['lock-duration'], 'lock-duration')! * 1000 } : {}),
+    ...(values['shutdown-timeout'] !== undefined ? { shutdownTimeoutMs: num(values['shutdown-timeout'], 'shutdown-timeout')! * 1000 } : {}),
+    ...(values.name ? { name: values.name } : {}),
+  });
+  if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://127.0.0.1:${w.metricsPort}/metrics\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      process.stderr.write(`worker ${w.name}: stopping\n`);
+      w.close().then(resolve, resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  return 0;
+}
+
+/** `slipway farm status`. */
+export async function farmCommand(args: string[], _env: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: { redis: { type: 'string' }, format: { type: 'string' } }, allowPositionals: true });
+  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [--redis URL] [--format json]');
+  const st = await farmStatus(redisUrl(values.redis));
+  if (values.format === 'json') {
+    process.stdout.write(`${JSON.stringify(st)}\n`);
+    return 0;
+  }
+  process.stdout.write(`Queue: ${st.counts['waiting'] ?? 0} waiting, ${st.counts['active'] ?? 0} running, ${st.counts['delayed'] ?? 0} delayed, ${st.counts['completed'] ?? 0} completed, ${st.counts['failed'] ?? 0} failed\n`);
+  process.stdout.write(`Workers: ${st.workers.length}\n`);
+  if (st.workers.length) process.stdout.write(table([['NAME', 'ADDRESS'], ...st.workers.map((w) => [w.name, w.addr])]));
+  if (st.running.length) {
+    process.stdout.write('Running builds:\n');
+    process.stdout.write(table([['BUILD', 'TAGS', 'STARTED'], ...st.running.map((r) => [r.id, r.tags.join(',') || '<none>', r.startedAt ? new Date(r.startedAt).toISOString() : ''])]));
+  }
+  return 0;
+}

@@ -1,0 +1,25 @@
+import { Redis, type RedisOptions } from 'ioredis';
+
+/** The queue every producer and worker of one farm shares. */
+export const QUEUE_NAME = 'slipway-builds';
+
+/** `--redis URL` > `$REDIS_URL` > `redis://127.0.0.1:6379`. */
+export function redisUrl(flag: string | undefined): string {
+  return flag ?? process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+}
+
+/** `--registry HOST[:PORT]` > `$SLIPWAY_REGISTRY`. */
+export function registryHost(flag: string | undefined): string | undefined {
+  return flag ?? process.env['SLIPWAY_REGISTRY'] ?? undefined;
+}
+
+/**
+ * An ioredis connection. Workers block on Redis and must wait through outages
+ * (`maxRetriesPerRequest: null`, as bullmq requires); producers fail fast instead.
+ */
+export function connect(url: string, role: 'worker' | 'producer'): Redis {
+  const opts: RedisOptions = role === 'worker'
+    ? { maxRetriesPerRequest: null, enableReadyCheck: false, retryStrategy: (n) => Math.min(n * 200, 2000) }
+    : { maxRetriesPerRequest: 1, retryStrategy: (n) => (n > 3 ? null : n * 200) };
+  return new Redis(url, { ...opts, lazyConnect: false });
+}

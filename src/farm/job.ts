@@ -1,0 +1,39 @@
+import type { SlipwayErrorData } from '../errors.js';
+
+/** What a queued build carries (small: the context lives in the registry, by digest). */
+export interface BuildJobData {
+  /** `sha256:…` of the context tar, a blob in `contextRepo` of the farm's registry. */
+  contextDigest: string;
+  contextSize: number;
+  contextRepo: string;
+  dockerfile?: string;
+  tags: string[];
+  buildArgs: Record<string, string>;
+  target?: string;
+  noCache?: boolean;
+  /** Push the result to the registry (tags must name it, or they are pushed under `<registry>/`). */
+  push: boolean;
+  /** Cache namespace: steps are shared only within a tenant. */
+  tenant: string;
+}
+
+/** One step of a farm build, as the job result reports it. */
+export interface FarmStep {
+  n: number;
+  text: string;
+  hit: boolean;
+  source: 'local' | 'remote' | 'in-flight';
+  reason?: string;
+  durationMs: number;
+}
+
+/** The job's return value. A user error is a completed job with `ok: false` (never retried). */
+export type BuildJobResult =
+  | { ok: true; imageId: string; pushed: Array<{ tag: string; digest: string }>; steps: FarmStep[]; worker: string; durationMs: number }
+  | { ok: false; error: SlipwayErrorData; steps: FarmStep[]; worker: string; durationMs: number };
+
+/** Progress the worker reports while building: rendered output lines. */
+export interface BuildJobProgress {
+  seq: number;
+  text: string;
+}

@@ -1,0 +1,40 @@
+import http from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The Prometheus metrics of one process (a worker, or `serve`). */
+export class FarmMetrics {
+  readonly registry = new Registry();
+  readonly builds = new Counter({ name: 'slipway_builds_total', help: 'Builds by result', labelNames: ['result'], registers: [this.registry] });
+  readonly steps = new Counter({ name: 'slipway_steps_total', help: 'Build steps by cache outcome and source', labelNames: ['outcome', 'source'], registers: [this.registry] });
+  readonly stepSeconds = new Histogram({ name: 'slipway_step_duration_seconds', help: 'Duration of executed (missed) steps', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
+  readonly buildSeconds = new Histogram({ name: 'slipway_build_duration_seconds', help: 'Duration of builds', buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900], registers: [this.registry] });
+  readonly queueDepth = new Gauge({ name: 'slipway_queue_depth', help: 'Jobs waiting in the build queue', registers: [this.registry] });
+  readonly activeWorkers = new Gauge({ name: 'slipway_active_workers', help: 'Worker processes connected to the queue', registers: [this.registry] });
+  readonly running = new Gauge({ name: 'slipway_running_builds', help: 'Builds running in this process', registers: [this.registry] });
+  readonly cacheSavedSeconds = new Counter({ name: 'slipway_cache_saved_seconds_total', help: 'Build time saved by cache hits (the producing build\'s duration)', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Serves `GET /metrics` on 127.0.0.1:port (0 picks a port); resolves with the port. */
+  async serve(port: number, host = '127.0.0.1'): Promise<{ port: number; close: () => Promise<void> }> {
+    const server = http.createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/metrics') {
+        this.registry.metrics().then((text) => {
+          res.writeHead(200, { 'content-type': this.registry.contentType });
+          res.end(text);
+        }, () => {
+          res.writeHead(500);
+          res.end();
+        });
+      } else {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"message":"page not found"}');
+      }
+    });
+    await new Promise<void>((r) => server.listen(port, host, r));
+    const addr = server.address();
+    return { port: typeof addr === 'object' && addr ? addr.port : port, close: () => new Promise((r) => server.close(() => r())) };
+  }
+}

@@ -1,0 +1,128 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { createGzip, createGunzip } from 'node:zlib';
+import type { Redis } from 'ioredis';
+import type { RemoteCache } from '../scheduler/remote-cache.js';
+import type { ImageJson } from '../image-config.js';
+import { StoreLayout, type ImageId } from '../store/layout.js';
+import { hasImage, makeTmpDir, registerImage } from '../store/graph.js';
+import { packLayer, layerSize } from '../snapshot/pack.js';
+import { unpackLayer } from '../snapshot/unpack.js';
+import { sha256Hex } from '../fs.js';
+import { SlipwayError } from '../errors.js';
+import { BlobStore, LAYER_REPO } from './blobs.js';
+
+/** One small record per step key in Redis. */
+export interface RemoteRecord {
+  /** gzip blob of the layer tar in the farm registry's LAYER_REPO (absent for an empty layer). */
+  layerDigest?: string;
+  layerSize?: number;
+  diffId: string;
+  imageJson: ImageJson;
+  size: number;
+  build: string;
+  worker: string;
+  durationMs: number;
+}
+
+const LEASE_MS = 15_000;
+
+/** What a worker counts about its use of the farm's cache (for tests and metrics). */
+export interface RemoteCacheCounters { fetched: number; published: number; waitedForLease: number }
+
+/**
+ * The farm's shared cache: Redis holds one record per step key (key -> layer digest, diff id,
+ * image JSON, size, producing build, duration), written when a step commits and read lazily
+ * per step; the registry holds the layers. Keys are sha256 of the tenant and the step's
+ * preimage, so tenants never share entries and xxh64 collisions cannot cross machines.
+ * A per-key lease (renewed while building, expiring if its holder dies) makes identical steps
+ * reached by two workers at once build once.
+ */
+export class RedisCacheIndex implements RemoteCache {
+  readonly counters: RemoteCacheCounters = { fetched: 0, published: 0, waitedForLease: 0 };
+
+  constructor(private readonly opts: { redis: Redis; blobs: BlobStore; layout: StoreLayout; tenant: string; worker: string; build: string; prefix?: string }) {}
+
+  private key(kind: 'cache' | 'lease', preimage: string): string {
+    return `${this.opts.prefix ?? 'slipway'}:${kind}:${sha256Hex(`${this.opts.tenant}\n${preimage}`)}`;
+  }
+
+  async fetch(preimage: string, parent: ImageId | null, key: string): Promise<{ id: ImageId; durationMs: number } | undefined> {
+    const raw = await this.opts.redis.get(this.key('cache', preimage));
+    if (!raw) return undefined;
+    const rec = JSON.parse(raw) as RemoteRecord;
+    // The id is a function of content: the same on the machine that built it.
+    const id = sha256Hex(`${parent ?? ''}\n${key}\n${rec.diffId}`) as ImageId;
+    if (await hasImage(this.opts.layout, id)) return { id, durationMs: rec.durationMs };
+    const tmp = await makeTmpDir(this.opts.layout, 'remote');
+    try {
+      const layerDir = path.join(tmp, 'layer');
+      await fs.mkdir(layerDir, { mode: 0o755 });
+      if (rec.layerDigest && rec.layerSize !== undefined) {
+        const gz = path.join(tmp, 'layer.tar.gz');
+        await this.opts.blobs.get(LAYER_REPO, rec.layerDigest, rec.layerSize, gz);
+        const { diffId } = await unpackLayer(createReadStream(gz).pipe(createGunzip()), layerDir);
+        if (diffId !== rec.diffId) throw new SlipwayError('ERR_REGISTRY', `farm cache: layer ${rec.layerDigest} has diff id ${diffId}, the index says ${rec.diffId}`);
+      }
+      const json: ImageJson = { ...rec.imageJson, id, ...(parent ? { parent } : {}) };
+      await registerImage(this.opts.layout, { id, json, layerDir, diffId: rec.diffId, layerSize: await layerSize(layerDir) });
+      this.counters.fetched++;
+      return { id, durationMs: rec.durationMs };
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async lease(preimage: string): Promise<{ release(): Promise<void> } | { built: true }> {
+    const k = this.key('lease', preimage);
+    const token = `${this.opts.worker}:${crypto.randomBytes(6).toString('hex')}`;
+    let waited = false;
+    for (;;) {
+      const ok = await this.opts.redis.set(k, token, 'PX', LEASE_MS, 'NX');
+      if (ok === 'OK') break;
+      if (!waited) {
+        waited = true;
+        this.counters.waitedForLease++;
+      }
+      // Someone else is building this step: wait for its record, or for the lease to lapse.
+      await new Promise((r) => setTimeout(r, 250));
+      if (await this.opts.redis.exists(this.key('cache', preimage))) return { built: true };
+    }
+    const redis = this.opts.redis;
+    const renew = setInterval(() => {
+      // Extend only our own lease (compare-and-set in one script).
+      void redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end", 1, k, token, String(LEASE_MS)).catch(() => undefined);
+    }, LEASE_MS / 3);
+    renew.unref();
+    return {
+      release: async () => {
+        clearInterval(renew);
+        await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, k, token).catch(() => undefined);
+      },
+    };
+  }
+
+  async publish(preimage: string, image: { id: ImageId; json: ImageJson; diffId: string; size: number; durationMs: number; layerDir: string }): Promise<void> {
+    const rec: RemoteRecord = { diffId: image.diffId, imageJson: image.json, size: image.size, build: this.opts.build, worker: this.opts.worker, durationMs: image.durationMs };
+    if (!image.json.throwaway) {
+      const tmp = await makeTmpDir(this.opts.layout, 'publish');
+      try {
+        const gz = path.join(tmp, 'layer.tar.gz');
+        const tar = path.join(tmp, 'layer.tar');
+        const { diffId } = await packLayer(image.layerDir, createWriteStream(tar));
+        if (diffId !== image.diffId) throw new SlipwayError('ERR_INTERNAL', `layer of ${image.id} packs to ${diffId}, recorded ${image.diffId}`);
+        await pipeline(createReadStream(tar), createGzip(), createWriteStream(gz));
+        const put = await this.opts.blobs.put(LAYER_REPO, gz);
+        rec.layerDigest = put.digest;
+        rec.layerSize = put.size;
+      } finally {
+        await fs.rm(tmp, { recursive: true, force: true });
+      }
+    }
+    await this.opts.redis.set(this.key('cache', preimage), JSON.stringify(rec));
+    this.counters.published++;
+  }
+}

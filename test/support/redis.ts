@@ -1,0 +1,69 @@
+/** Test helper: a private redis-server (Debian's) on a free loopback port, never the system one. */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { freePort } from './registry.js';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  /** Kills the server (SIGKILL) and keeps its data folder, for a restart. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port (with the data it had saved via AOF). */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+async function waitPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`redis on ${port} did not come up`);
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-redis-'));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const launch = async () => {
+    // AOF with fsync on every write: a SIGKILL loses nothing, as a production farm would configure it.
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no'], { stdio: 'ignore' });
+    children.add(child);
+    const c = child;
+    c.on('exit', () => children.delete(c));
+    await waitPort(port);
+  };
+  const kill = async () => {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await exited;
+  };
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    kill,
+    restart: launch,
+    stop: async () => {
+      await kill();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
