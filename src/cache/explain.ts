@@ -7,7 +7,7 @@ export interface Preimage {
   parent: string;
   config: ContainerConfigJson;
   result: ContainerConfigJson;
-  extra: { entries?: DigestEntry[][]; chmod?: number | null; dest?: string; network?: string; from?: string; paths?: string[] } | null;
+  extra: { entries?: DigestEntry[][]; sources?: string[]; chmod?: number | null; dest?: string; network?: string; from?: string; paths?: string[] } | null;
 }
 
 /** What the explainer knows besides the two preimages. */
@@ -55,15 +55,21 @@ function mapDiff(kind: string, a: Map<string, string>, b: Map<string, string>): 
 const oct = (m: number) => `0${(m & 0o7777).toString(8).padStart(3, '0')}`;
 
 /** What changed among the files a COPY/ADD selected. */
-function entriesDiff(a: DigestEntry[][], b: DigestEntry[][]): string[] {
-  const flat = (lists: DigestEntry[][]) => {
+function entriesDiff(a: DigestEntry[][], b: DigestEntry[][], aSources: string[] | undefined, bSources: string[] | undefined): string[] {
+  // Entries are named by their path in the build context (`src/app.ts`), not in their source.
+  const flat = (lists: DigestEntry[][], sources: string[] | undefined) => {
     const m = new Map<string, DigestEntry>();
-    lists.forEach((list, i) => list.forEach((e) => m.set(lists.length > 1 ? `${i}:${e.path}` : e.path, e)));
+    lists.forEach((list, i) => list.forEach((e) => {
+      const src = sources?.[i]?.replace(/\/+$/, '') || sources?.[i];
+      const inCtx = e.type === 'file' && list.length === 1 && e.path !== '.' ? e.path
+        : src === undefined || src === '.' ? e.path : e.path === '.' ? src : `${src}/${e.path}`;
+      m.set(inCtx, e);
+    }));
     return m;
   };
-  const old = flat(a);
-  const cur = flat(b);
-  const name = (p: string) => p.replace(/^\d+:/, '');
+  const old = flat(a, aSources);
+  const cur = flat(b, bSources);
+  const name = (p: string) => p;
   const out: string[] = [];
   const removed = [...old.keys()].filter((p) => !cur.has(p));
   const added = [...cur.keys()].filter((p) => !old.has(p));
@@ -106,8 +112,18 @@ function configDiff(a: ContainerConfigJson, b: ContainerConfigJson): string[] {
 }
 
 function summarize(reasons: string[]): string {
-  if (reasons.length <= 2) return reasons.join('; ');
-  return `${reasons.slice(0, 2).join('; ')} (+${reasons.length - 2} more)`;
+  // `COPY: a`, `COPY: b` read as `COPY: a; b`.
+  const merged: string[] = [];
+  for (const r of reasons) {
+    const m = /^(COPY|ADD): (.*)$/.exec(r);
+    const last = merged[merged.length - 1];
+    if (m && last?.startsWith(`${m[1]}: `)) merged[merged.length - 1] = `${last}; ${m[2]}`;
+    else merged.push(r);
+  }
+  const parts = merged.join('; ').split('; ');
+  if (parts.length <= 2) return merged.join('; ');
+  const head = parts.slice(0, 2).join('; ');
+  return `${head} (+${parts.length - 2} more)`;
 }
 
 /**
@@ -116,11 +132,17 @@ function summarize(reasons: string[]): string {
  * wins (a rebuilt parent explains everything below it).
  */
 export function explainMiss(prev: Preimage | undefined, cur: Preimage, ctx: ExplainContext): string {
-  if (!prev) return 'no earlier build of this step';
+  return summarize(missReasons(prev, cur, ctx));
+}
+
+/** Every input that differs (most upstream first), one phrase each; `explainMiss` shortens the list. */
+export function missReasons(prev: Preimage | undefined, cur: Preimage, ctx: ExplainContext): string[] {
+  const one = (r: string) => [r];
+  if (!prev) return one('no earlier build of this step');
   if (prev.parent !== cur.parent) {
-    if (ctx.parentRebuiltStep !== undefined) return `parent rebuilt (step ${ctx.parentRebuiltStep})`;
-    if (ctx.firstInStage) return `base image changed (${short(prev.parent)} → ${short(cur.parent)})`;
-    return `parent changed (${short(prev.parent)} → ${short(cur.parent)})`;
+    if (ctx.parentRebuiltStep !== undefined) return one(`parent rebuilt (step ${ctx.parentRebuiltStep})`);
+    if (ctx.firstInStage) return one(`base image changed (${short(prev.parent)} → ${short(cur.parent)})`);
+    return one(`parent changed (${short(prev.parent)} → ${short(cur.parent)})`);
   }
   const reasons: string[] = [];
   const pa = splitArgs(prev.config.Cmd);
@@ -129,9 +151,16 @@ export function explainMiss(prev: Preimage | undefined, cur: Preimage, ctx: Expl
   const instrChanged = JSON.stringify(pa.rest) !== JSON.stringify(ca.rest);
   const isCopy = cur.extra?.entries !== undefined || prev.extra?.entries !== undefined;
   if (isCopy && prev.extra?.entries && cur.extra?.entries) {
-    const files = entriesDiff(prev.extra.entries, cur.extra.entries);
     const kind = /#\(nop\) (COPY|ADD) /.exec(ca.rest.join(' '))?.[1] ?? 'COPY';
-    if (files.length) reasons.push(`${kind}: ${summarize(files)}`);
+    const ps = prev.extra.sources;
+    const cs = cur.extra.sources;
+    if (ps && cs && ps.join('\0') !== cs.join('\0')) {
+      // Other sources named: comparing their files would only list every file as changed.
+      reasons.push(`${kind} sources changed (${ps.join(' ')} → ${cs.join(' ')})`);
+    } else {
+      const files = entriesDiff(prev.extra.entries, cur.extra.entries, ps, cs);
+      if (files.length) reasons.push(...files.map((f) => `${kind}: ${f}`));
+    }
     const chown = (c: string[]) => /--chown=(\S*?)(?:file|dir|multi):/.exec(c.join(' '))?.[1] ?? '';
     if (chown(pa.rest) !== chown(ca.rest)) reasons.push(`${kind} --chown changed (${chown(pa.rest) || 'none'} → ${chown(ca.rest) || 'none'})`);
     if ((prev.extra.chmod ?? null) !== (cur.extra.chmod ?? null)) reasons.push(`${kind} --chmod changed`);
@@ -146,7 +175,7 @@ export function explainMiss(prev: Preimage | undefined, cur: Preimage, ctx: Expl
   if (reasons.length === 0) {
     // Something else of the run config changed (labels, exposed ports, volumes ...).
     const keys = (Object.keys(cur.config) as Array<keyof ContainerConfigJson>).filter((k) => JSON.stringify(prev.config[k] ?? null) !== JSON.stringify(cur.config[k] ?? null));
-    return keys.length ? `${keys.join(', ')} changed` : 'cache key inputs changed';
+    return one(keys.length ? `${keys.join(', ')} changed` : 'cache key inputs changed');
   }
-  return summarize(reasons);
+  return reasons;
 }

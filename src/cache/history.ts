@@ -22,6 +22,8 @@ export interface StepRecord {
   text: string;
   hit: boolean;
   reason?: string;
+  /** Every differing input (the printed `reason` is shortened). */
+  reasons?: string[];
   source: 'local' | 'remote' | 'in-flight';
   durationMs: number;
   bytes: number;

@@ -43,7 +43,13 @@ export function computeStats(records: BuildRecord[]): CacheStats {
     }
   }
   const counts = new Map<string, number>();
-  for (const b of records) for (const s of b.steps) if (!s.hit && s.reason) for (const k of breakerOf(s.reason)) counts.set(k, (counts.get(k) ?? 0) + 1);
+  for (const b of records) {
+    for (const s of b.steps) {
+      if (s.hit) continue;
+      const keys = new Set((s.reasons ?? (s.reason ? [s.reason] : [])).flatMap(breakerOf));
+      for (const k of keys) counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+  }
   const hits = builds.reduce((a, b) => a + b.hits, 0);
   const steps = builds.reduce((a, b) => a + b.steps, 0);
   return {

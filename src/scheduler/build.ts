@@ -13,7 +13,7 @@ import { updateRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
 import { cacheKeyOf } from '../cache/key.js';
 import { lookupCache, recordCache, cacheRecords } from '../cache/cache-index.js';
-import { explainMiss, type Preimage } from '../cache/explain.js';
+import { explainMiss, missReasons, type Preimage } from '../cache/explain.js';
 import { newBuildId, readStepHistory, writeBuildRecord, writeStepHistory, type StepRecord } from '../cache/history.js';
 import { packLayer } from '../snapshot/pack.js';
 import { clearRunning, markRunning } from '../cache/prune.js';
@@ -314,12 +314,13 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
   identities.push(`${parent ?? ''}|${cmd.join(' ')}`);
   const hit = opts.noCache ? undefined : await lookupCache(opts.layout, key, text);
   let reason: string | undefined;
+  let reasons: string[] = [];
   if (!hit) {
     const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
-    reason = opts.noCache ? 'no-cache requested'
-      : explainMiss(prev ? (JSON.parse(prev.preimage) as Preimage) : undefined, preimage, {
-        firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}),
-      });
+    const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}) };
+    const prevPre = prev ? (JSON.parse(prev.preimage) as Preimage) : undefined;
+    reason = opts.noCache ? 'no-cache requested' : explainMiss(prevPre, preimage, ctx);
+    reasons = opts.noCache ? [reason] : missReasons(prevPre, preimage, ctx);
   }
   if (opts.plan) {
     const hist = await readStepHistory(opts.layout, identities[0]!);
@@ -358,7 +359,7 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
     }
   }
   try {
-    return await runAndCommit(run, state, track, parent, step, pos, { work, newConfig, containerConfig, key, text, identities, reason: reason! });
+    return await runAndCommit(run, state, track, parent, step, pos, { work, newConfig, containerConfig, key, text, identities, reason: reason!, reasons });
   } finally {
     await lease?.release();
   }
@@ -372,12 +373,13 @@ interface Prepared {
   text: string;
   identities: string[];
   reason: string;
+  reasons: string[];
 }
 
 /** Executes a missed step and commits its image (and publishes it to the farm's cache). */
 async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<ImageId> {
   const { opts } = run;
-  const { work, newConfig, containerConfig, key, text, identities, reason } = p;
+  const { work, newConfig, containerConfig, key, text, identities, reason, reasons } = p;
   opts.onEvent({ type: 'cache-miss', reason });
   const container = crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
@@ -425,7 +427,7 @@ async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack,
   await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: id, created, durationMs, diffId });
   if (opts.remote) await opts.remote.publish(text, { id, json, diffId, size, durationMs, layerDir: opts.layout.layerDir(id) });
   await writeStepHistory(opts.layout, identities, { preimage: text, key, imageId: id, diffId, durationMs, at: created });
-  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason, source: 'local', durationMs, bytes: size, savedMs: 0, imageId: id });
+  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: false, reason, reasons, source: 'local', durationMs, bytes: size, savedMs: 0, imageId: id });
   track.lastMiss = pos.n;
   state.config = newConfig;
   opts.onEvent({ type: 'removed', container });

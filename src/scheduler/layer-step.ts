@@ -224,7 +224,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   return {
     config,
     cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${digest.legacyHash} in ${shownDest} `],
-    keyExtra: { entries: digest.entries, chmod, dest },
+    keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod, dest },
     displayCmd: step.text,
     execute: async () => {
       try {

@@ -25,12 +25,12 @@ interface Row {
 
 const COPY_DF = 'FROM busybox\nCOPY src/ /app/\nRUN ls /app > /list\n';
 const ROWS: Row[] = [
-  { name: 'content', files: { 'src/app.ts': 'one', 'src/b.ts': 'b' }, dockerfile: COPY_DF, mutate: (c) => fs.writeFile(path.join(c, 'src/app.ts'), 'two'), step: 2, expect: /^COPY: content of app\.ts changed$/ },
-  { name: 'mode', files: { 'src/run.sh': 'x' }, dockerfile: COPY_DF, mutate: (c) => fs.chmod(path.join(c, 'src/run.sh'), 0o755), step: 2, expect: /^COPY: mode of run\.sh changed 0644 → 0755$/ },
+  { name: 'content', files: { 'src/app.ts': 'one', 'src/b.ts': 'b' }, dockerfile: COPY_DF, mutate: (c) => fs.writeFile(path.join(c, 'src/app.ts'), 'two'), step: 2, expect: /^COPY: content of src\/app\.ts changed$/ },
+  { name: 'mode', files: { 'src/run.sh': 'x' }, dockerfile: COPY_DF, mutate: (c) => fs.chmod(path.join(c, 'src/run.sh'), 0o755), step: 2, expect: /^COPY: mode of src\/run\.sh changed 0644 → 0755$/ },
   { name: 'owner (--chown)', files: { 'a.txt': 'a' }, dockerfile: 'FROM busybox\nCOPY --chown=1:1 a.txt /a\n', mutate: (c) => fs.writeFile(path.join(c, 'Dockerfile'), 'FROM busybox\nCOPY --chown=2:2 a.txt /a\n'), step: 2, expect: /^COPY --chown changed \(1:1 → 2:2\)$/ },
-  { name: 'rename', files: { 'src/old.ts': 'same' }, dockerfile: COPY_DF, mutate: (c) => fs.rename(path.join(c, 'src/old.ts'), path.join(c, 'src/new.ts')), step: 2, expect: /^COPY: old\.ts renamed to new\.ts$/ },
-  { name: 'added file', files: { 'src/a.ts': 'a' }, dockerfile: COPY_DF, mutate: (c) => fs.writeFile(path.join(c, 'src/extra.ts'), 'e'), step: 2, expect: /^COPY: file extra\.ts added$/ },
-  { name: 'removed file', files: { 'src/a.ts': 'a', 'src/gone.ts': 'g' }, dockerfile: COPY_DF, mutate: (c) => fs.rm(path.join(c, 'src/gone.ts')), step: 2, expect: /^COPY: file gone\.ts removed$/ },
+  { name: 'rename', files: { 'src/old.ts': 'same' }, dockerfile: COPY_DF, mutate: (c) => fs.rename(path.join(c, 'src/old.ts'), path.join(c, 'src/new.ts')), step: 2, expect: /^COPY: src\/old\.ts renamed to src\/new\.ts$/ },
+  { name: 'added file', files: { 'src/a.ts': 'a' }, dockerfile: COPY_DF, mutate: (c) => fs.writeFile(path.join(c, 'src/extra.ts'), 'e'), step: 2, expect: /^COPY: file src\/extra\.ts added$/ },
+  { name: 'removed file', files: { 'src/a.ts': 'a', 'src/gone.ts': 'g' }, dockerfile: COPY_DF, mutate: (c) => fs.rm(path.join(c, 'src/gone.ts')), step: 2, expect: /^COPY: file src\/gone\.ts removed$/ },
   { name: 'ignored-file change (no miss)', files: { 'src/a.ts': 'a', 'src/debug.log': '1', '.dockerignore': '**/*.log\n' }, dockerfile: COPY_DF, mutate: (c) => fs.writeFile(path.join(c, 'src/debug.log'), '2'), step: 2, expect: undefined },
   { name: 'ARG', files: {}, dockerfile: 'FROM busybox\nARG VERSION=1.2\nRUN echo $VERSION > /v\n', mutate: async () => undefined, argsAfter: ['--build-arg', 'VERSION=1.3'], step: 3, expect: /^ARG VERSION changed \(1\.2 → 1\.3\)$/ },
   { name: 'ENV', files: {}, dockerfile: 'FROM busybox\nENV MODE=dev\nRUN echo $MODE\n', mutate: (c) => fs.writeFile(path.join(c, 'Dockerfile'), 'FROM busybox\nENV MODE=prod\nRUN echo $MODE\n'), step: 2, expect: /^ENV MODE changed \(dev → prod\)$/ },
@@ -59,6 +59,20 @@ for (const row of ROWS) {
     else assert.match(line ?? '<hit>', row.expect);
   });
 }
+
+test('cache miss explanation: other COPY sources, several files at once', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nCOPY . /app/\n', 'package.json': '{}', 'lock.json': '1', 'src/a.ts': 'a', 'src/b.ts': 'b', 'src/c.ts': 'c' });
+  assert.equal((await slipway(root, ['build', '-t', 'multi', ctx])).code, 0);
+  for (const f of ['src/a.ts', 'src/b.ts', 'src/c.ts']) await fs.writeFile(path.join(ctx, f), 'changed');
+  const r = await slipway(root, ['build', '-t', 'multi', ctx]);
+  assert.equal(missLine(r.stdout, 2), 'COPY: content of src/a.ts changed; content of src/b.ts changed (+1 more)');
+  const stats = JSON.parse((await slipway(root, ['stats', '--format', 'json', '--tag', 'multi'])).stdout);
+  assert.deepEqual(stats.breakers.map((b: { input: string }) => b.input).sort(), ['content of src/a.ts', 'content of src/b.ts', 'content of src/c.ts']);
+  await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nCOPY package.json lock.json /app/\n');
+  const r2 = await slipway(root, ['build', '-t', 'multi', ctx]);
+  assert.equal(missLine(r2.stdout, 2), 'COPY sources changed (. → package.json lock.json)');
+});
 
 test('cache miss explanation: base image changed', async () => {
   const root = await storeWithBusybox();
