@@ -7,13 +7,15 @@ import crypto from 'node:crypto';
  * Writes a file atomically: a temp file in the same folder, fsync, rename. A reader sees the
  * old content or the new, never a torn write, even after kill -9.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644, opts: { fsync?: boolean } = {}): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const fh = await fs.open(tmp, 'w', mode);
   try {
     await fh.writeFile(data);
-    await fh.sync();
+    // fsync guards against power loss; rename alone already guards against kill -9. Derived,
+    // rebuildable files (records, markers, stat cache) skip it.
+    if (opts.fsync !== false) await fh.sync();
   } finally {
     await fh.close();
   }

@@ -52,5 +52,5 @@ export async function recordCache(layout: StoreLayout, rec: CacheRecord): Promis
   // Keep the newest record per preimage; a preimage executed again replaces the older one.
   records = records.filter((r) => r.preimage !== rec.preimage);
   records.push(rec);
-  await writeFileAtomic(file, JSON.stringify(records));
+  await writeFileAtomic(file, JSON.stringify(records), 0o644, { fsync: false });
 }

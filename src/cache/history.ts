@@ -59,12 +59,12 @@ export async function readStepHistory(layout: StoreLayout, identity: string): Pr
 }
 
 export async function writeStepHistory(layout: StoreLayout, identities: string[], rec: StepHistory): Promise<void> {
-  for (const id of identities) await writeFileAtomic(await historyFile(layout, id), JSON.stringify(rec));
+  for (const id of identities) await writeFileAtomic(await historyFile(layout, id), JSON.stringify(rec), 0o644, { fsync: false });
 }
 
 /** Writes a build's record (atomically; one file per build). */
 export async function writeBuildRecord(layout: StoreLayout, rec: BuildRecord): Promise<void> {
-  await writeFileAtomic(path.join(layout.buildsDir, `${rec.started.replace(/[:.]/g, '-')}-${rec.id}.json`), JSON.stringify(rec));
+  await writeFileAtomic(path.join(layout.buildsDir, `${rec.started.replace(/[:.]/g, '-')}-${rec.id}.json`), JSON.stringify(rec), 0o644, { fsync: false });
 }
 
 /** Every build record, oldest first. */

@@ -36,7 +36,7 @@ function pidAlive(pid: number): boolean {
 
 /** Marks the images a running build uses, so `prune` keeps them (and their parents). */
 export async function markRunning(layout: StoreLayout, buildId: string, ids: string[]): Promise<void> {
-  await writeFileAtomic(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), JSON.stringify(ids));
+  await writeFileAtomic(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), JSON.stringify(ids), 0o644, { fsync: false });
 }
 
 export async function clearRunning(layout: StoreLayout, buildId: string): Promise<void> {

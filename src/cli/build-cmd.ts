@@ -12,6 +12,8 @@ import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { DEFAULT_PATH, envGet } from '../image-config.js';
+import os from 'node:os';
+import { writeFileAtomic } from '../fs.js';
 import type { CommandEnv } from './commands.js';
 
 function parseBuildArgs(list: string[]): Record<string, string> {
@@ -30,7 +32,16 @@ function parseBuildArgs(list: string[]): Record<string, string> {
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
   await ensureStore(layout);
+  // The probe mounts a throwaway overlay: remember its answer per kernel and filesystem.
+  const memo = path.join(layout.root, 'storage-driver.json');
+  const dev = (await fs.stat(layout.graph)).dev;
+  const known = await fs.readFile(memo, 'utf8').then((t) => JSON.parse(t) as { kernel: string; dev: number; driver: 'overlay' | 'vfs'; reason?: string }, () => undefined);
+  if (known && known.kernel === os.release() && known.dev === dev) {
+    if (known.driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${known.reason ?? 'unknown'}); using --storage-driver vfs\n`);
+    return known.driver;
+  }
   const { driver, reason } = await detectStorageDriver(layout.tmp);
+  await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
   if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
   return driver;
 }

@@ -1,27 +1,10 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { SlipwayError } from '../errors.js';
 import type { StoreLayout } from '../store/layout.js';
-import { shortId, type ImageId } from '../store/layout.js';
-import { ensureStore, readImage, resolveImage } from '../store/graph.js';
-import { updateRepositories } from '../store/repositories.js';
-import { parseReference, formatReference } from '../store/reference.js';
-import { listImages, imageHistory, inspectImage } from '../store/inspect.js';
-import { removeImage } from '../store/remove.js';
-import { importImage, loadImages, saveImages } from '../registry/archive.js';
-import { humanAgo, humanSize, table } from './format.js';
-import { buildCommand, runCommand } from './build-cmd.js';
-import { configFromChanges } from './changes.js';
-import { REGISTRY_COMMANDS, saveWriter } from './registry-cmds.js';
-import { statsCommand } from './stats-cmd.js';
-import { pruneCommand } from './prune-cmd.js';
-import { farmCommand, submitCommand, workerCommand } from './farm-cmds.js';
+import { REGISTRY_COMMANDS } from './registry-verbs.js';
 
 /** What a command gets besides its arguments. */
 export interface CommandEnv { layout: StoreLayout }
 
-/** One CLI verb. */
+/** One CLI verb. Its code is imported only when it runs: `images` must not pay for bullmq or the registry client. */
 export interface Command {
   usage: string;
   summary: string;
@@ -29,133 +12,27 @@ export interface Command {
   run: (args: string[], env: CommandEnv) => Promise<number>;
 }
 
-function out(s: string): void {
-  process.stdout.write(s);
-}
+type Runner = (args: string[], env: CommandEnv) => Promise<number>;
 
-async function images(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { all: { type: 'boolean', short: 'a' }, quiet: { type: 'boolean', short: 'q' }, format: { type: 'string' } }, allowPositionals: true });
-  let rows = await listImages(layout, values.all ?? false);
-  if (positionals[0]) {
-    const want = positionals[0];
-    rows = rows.filter((r) => r.repository === want || `${r.repository}:${r.tag}` === want);
-  }
-  if (values.quiet) {
-    out([...new Set(rows.map((r) => shortId(r.id)))].map((s) => `${s}\n`).join(''));
-  } else if (values.format === 'json') {
-    for (const r of rows) out(`${JSON.stringify({ Repository: r.repository, Tag: r.tag, ID: shortId(r.id), CreatedAt: r.created, Size: r.size, VirtualSize: r.virtualSize })}\n`);
-  } else if (values.format !== undefined) {
-    throw new SlipwayError('ERR_USAGE', `unsupported --format ${values.format} (use json)`);
-  } else {
-    out(table([['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE'], ...rows.map((r) => [r.repository, r.tag, shortId(r.id), humanAgo(r.created), `${humanSize(r.size)} (virtual ${humanSize(r.virtualSize)})`])]));
-  }
-  return 0;
+/** A command body from a module loaded on first use. */
+function lazy<M>(load: () => Promise<M>, pick: (m: M) => Runner): Runner {
+  return async (args, env) => pick(await load())(args, env);
 }
-
-async function tag(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { positionals } = parseArgs({ args, options: {}, allowPositionals: true });
-  if (positionals.length !== 2) throw new SlipwayError('ERR_USAGE', '"slipway tag" requires exactly 2 arguments: SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]');
-  const id = await resolveImage(layout, positionals[0]!);
-  const ref = parseReference(positionals[1]!);
-  await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
-  return 0;
-}
-
-async function rmi(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { force: { type: 'boolean', short: 'f' } }, allowPositionals: true });
-  if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway rmi" requires at least 1 argument');
-  let status = 0;
-  for (const ref of positionals) {
-    try {
-      for (const e of await removeImage(layout, ref, values.force ?? false)) {
-        out('Untagged' in e ? `Untagged: ${e.Untagged}\n` : `Deleted: ${e.Deleted}\n`);
-      }
-    } catch (e) {
-      if (!(e instanceof SlipwayError)) throw e;
-      process.stderr.write(`Error response from daemon: ${e.message}\n`);
-      status = 1;
-    }
-  }
-  return status;
-}
-
-async function history(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { 'no-trunc': { type: 'boolean' }, quiet: { type: 'boolean', short: 'q' }, format: { type: 'string' } }, allowPositionals: true });
-  if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway history" requires exactly 1 argument');
-  const rows = await imageHistory(layout, await resolveImage(layout, positionals[0]!));
-  if (values.format === 'json') {
-    for (const r of rows) out(`${JSON.stringify(r)}\n`);
-    return 0;
-  }
-  if (values.quiet) {
-    out(rows.map((r) => `${values['no-trunc'] ? r.id : shortId(r.id)}\n`).join(''));
-    return 0;
-  }
-  const trunc = (s: string) => (values['no-trunc'] || s.length <= 45 ? s : `${s.slice(0, 44)}…`);
-  out(table([['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'], ...rows.map((r) => [values['no-trunc'] ? r.id : shortId(r.id), humanAgo(r.created), trunc(r.createdBy), humanSize(r.size), r.comment])]));
-  return 0;
-}
-
-async function inspect(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { positionals } = parseArgs({ args, options: { format: { type: 'string', short: 'f' } }, allowPositionals: true });
-  if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway inspect" requires at least 1 argument');
-  const docs: unknown[] = [];
-  let status = 0;
-  for (const ref of positionals) {
-    try {
-      docs.push(await inspectImage(layout, await resolveImage(layout, ref)));
-    } catch (e) {
-      if (!(e instanceof SlipwayError)) throw e;
-      process.stderr.write(`Error: No such image: ${ref}\n`);
-      status = 1;
-    }
-  }
-  out(`${JSON.stringify(docs, null, 4)}\n`);
-  return status;
-}
-
-async function importCmd(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { change: { type: 'string', short: 'c', multiple: true }, message: { type: 'string', short: 'm' } }, allowPositionals: true });
-  if (positionals.length < 1 || positionals.length > 2) throw new SlipwayError('ERR_USAGE', '"slipway import" requires 1 or 2 arguments: file|- [REPOSITORY[:TAG]]');
-  const file = positionals[0]!;
-  const config = configFromChanges(values.change ?? []);
-  const input = file === '-' ? process.stdin : fs.createReadStream(file);
-  if (file !== '-' && !fs.existsSync(file)) throw new SlipwayError('ERR_USAGE', `open ${file}: no such file or directory`);
-  const id = await importImage(layout, input, { config, ...(positionals[1] ? { tag: positionals[1] } : {}), comment: values.message ?? 'Imported from -' });
-  out(`sha256:${id}\n`);
-  return 0;
-}
-
-async function save(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } }, allowPositionals: true });
-  if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway save" requires at least 1 argument');
-  const saveImages = saveWriter(values.format);
-  if (!values.output && process.stdout.isTTY) throw new SlipwayError('ERR_USAGE', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
-  for (const r of positionals) await resolveImage(layout, r);
-  if (values.output) {
-    const tmp = `${values.output}.tmp-${process.pid}`;
-    try {
-      await saveImages(layout, positionals, fs.createWriteStream(tmp));
-      fs.renameSync(tmp, values.output);
-    } finally {
-      fs.rmSync(tmp, { force: true });
-    }
-  } else {
-    await saveImages(layout, positionals, process.stdout);
-  }
-  return 0;
-}
-
-async function load(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values } = parseArgs({ args, options: { input: { type: 'string', short: 'i' }, quiet: { type: 'boolean', short: 'q' } } });
-  const input = values.input ? fs.createReadStream(values.input) : process.stdin;
-  if (values.input && !fs.existsSync(values.input)) throw new SlipwayError('ERR_USAGE', `open ${values.input}: no such file or directory`);
-  for (const r of await loadImages(layout, input)) {
-    if (r.tags.length === 0) out(`Loaded image ID: sha256:${r.id}\n`);
-    for (const t of r.tags) out(`Loaded image: ${t}\n`);
-  }
-  return 0;
-}
+const images = lazy(() => import('./image-cmds.js'), (m) => m.images);
+const tag = lazy(() => import('./image-cmds.js'), (m) => m.tag);
+const rmi = lazy(() => import('./image-cmds.js'), (m) => m.rmi);
+const history = lazy(() => import('./image-cmds.js'), (m) => m.history);
+const inspect = lazy(() => import('./image-cmds.js'), (m) => m.inspect);
+const importCmd = lazy(() => import('./image-cmds.js'), (m) => m.importCmd);
+const save = lazy(() => import('./image-cmds.js'), (m) => m.save);
+const load = lazy(() => import('./image-cmds.js'), (m) => m.load);
+const buildCommand = lazy(() => import('./build-cmd.js'), (m) => m.buildCommand);
+const runCommand = lazy(() => import('./build-cmd.js'), (m) => m.runCommand);
+const statsCommand = lazy(() => import('./stats-cmd.js'), (m) => m.statsCommand);
+const pruneCommand = lazy(() => import('./prune-cmd.js'), (m) => m.pruneCommand);
+const submitCommand = lazy(() => import('./farm-cmds.js'), (m) => m.submitCommand);
+const workerCommand = lazy(() => import('./farm-cmds.js'), (m) => m.workerCommand);
+const farmCommand = lazy(() => import('./farm-cmds.js'), (m) => m.farmCommand);
 
 /** Every verb, in help order. */
 export const COMMANDS: Record<string, Command> = {
@@ -205,7 +82,7 @@ export const COMMANDS: Record<string, Command> = {
       --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
       --name string            Worker name`, run: workerCommand },
-  farm: { usage: 'status [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds', run: farmCommand },
+  farm: { usage: 'status [BUILD...] [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds (or the state of some builds)', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open
@@ -216,5 +93,3 @@ export const COMMANDS: Record<string, Command> = {
   -w, --workdir string  Working directory inside the container`, run: runCommand },
 };
 
-export { path, readImage, ensureStore, formatReference };
-export type { ImageId };

@@ -45,7 +45,7 @@ function printer(quiet: boolean): (e: RegistryProgress) => void {
   };
 }
 
-async function push(args: string[], { layout }: Env): Promise<number> {
+export async function push(args: string[], { layout }: Env): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { 'all-tags': { type: 'boolean', short: 'a' }, format: { type: 'string' }, quiet: { type: 'boolean', short: 'q' }, 'chunk-size': { type: 'string' }, ...INSECURE }, allowPositionals: true });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway push" requires exactly 1 argument: NAME[:TAG]');
   const format = values.format ?? 'docker';
@@ -70,7 +70,7 @@ function parsePlatform(s: string | undefined): Platform | undefined {
   return { os, architecture, ...(variant ? { variant } : {}) };
 }
 
-async function pull(args: string[], { layout }: Env): Promise<number> {
+export async function pull(args: string[], { layout }: Env): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { quiet: { type: 'boolean', short: 'q' }, platform: { type: 'string' }, ...INSECURE }, allowPositionals: true });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway pull" requires exactly 1 argument: NAME[:TAG|@DIGEST]');
   const remote = parseRemoteReference(positionals[0]!);
@@ -119,7 +119,7 @@ function promptLine(question: string, hidden: boolean): Promise<string> {
   });
 }
 
-async function login(args: string[]): Promise<number> {
+export async function login(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { username: { type: 'string', short: 'u' }, password: { type: 'string', short: 'p' }, 'password-stdin': { type: 'boolean' }, ...INSECURE }, allowPositionals: true });
   if (positionals.length > 1) throw new SlipwayError('ERR_USAGE', '"slipway login" requires at most 1 argument: [SERVER]');
   const registry = normalizeRegistry(positionals[0]);
@@ -140,7 +140,7 @@ async function login(args: string[]): Promise<number> {
   return 0;
 }
 
-async function logout(args: string[]): Promise<number> {
+export async function logout(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, options: {}, allowPositionals: true });
   if (positionals.length > 1) throw new SlipwayError('ERR_USAGE', '"slipway logout" requires at most 1 argument: [SERVER]');
   const registry = normalizeRegistry(positionals[0]);
@@ -149,7 +149,7 @@ async function logout(args: string[]): Promise<number> {
   return 0;
 }
 
-async function search(args: string[]): Promise<number> {
+export async function search(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { limit: { type: 'string' }, 'no-trunc': { type: 'boolean' }, ...INSECURE }, allowPositionals: true });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway search" requires exactly 1 argument: TERM');
   const term = positionals[0]!;
@@ -163,7 +163,7 @@ async function search(args: string[]): Promise<number> {
   return 0;
 }
 
-async function exportOci(args: string[], { layout }: Env): Promise<number> {
+export async function exportOci(args: string[], { layout }: Env): Promise<number> {
   const { positionals } = parseArgs({ args, options: {}, allowPositionals: true });
   if (positionals.length < 2) throw new SlipwayError('ERR_USAGE', '"slipway export-oci" requires at least 2 arguments: IMAGE [IMAGE...] DIR');
   const dir = positionals[positionals.length - 1]!;
@@ -180,31 +180,5 @@ export function saveWriter(format: string | undefined): (layout: StoreLayout, re
   throw new SlipwayError('ERR_USAGE', `unsupported --format ${format} (use docker or oci)`);
 }
 
-const INSECURE_HELP = '      --insecure-registry HOST   Allow plain HTTP to HOST (also SLIPWAY_INSECURE_REGISTRIES=h1,h2)';
 
 /** The registry verbs, merged into the CLI's COMMANDS. */
-export const REGISTRY_COMMANDS = {
-  push: { usage: '[OPTIONS] NAME[:TAG]', summary: 'Upload an image to a registry', help: `Options:
-  -a, --all-tags         Push all tags of the repository
-      --format string    docker (schema 2 manifest, default) or oci
-      --chunk-size int   Upload blobs larger than this in PATCH chunks of this size (default 16 MiB)
-  -q, --quiet            Suppress verbose output
-${INSECURE_HELP}`, run: push },
-  pull: { usage: '[OPTIONS] NAME[:TAG|@DIGEST]', summary: 'Download an image from a registry', help: `Options:
-      --platform string  os/arch[/variant] to pick from a manifest list (default linux/amd64)
-  -q, --quiet            Suppress verbose output
-${INSECURE_HELP}`, run: pull },
-  login: { usage: '[OPTIONS] [SERVER]', summary: 'Log in to a registry', help: `Options:
-  -p, --password string   Password
-      --password-stdin    Take the password from stdin
-  -u, --username string   Username
-${INSECURE_HELP}
-
-Credentials are kept in $SLIPWAY_CONFIG/auth.json (default ~/.config/slipway/auth.json, mode 0600).`, run: (args: string[]) => login(args) },
-  logout: { usage: '[SERVER]', summary: 'Log out from a registry', run: (args: string[]) => logout(args) },
-  search: { usage: '[OPTIONS] TERM', summary: 'Search a registry for images ([HOST/]TERM)', help: `Options:
-      --limit int   Max number of search results (default 25)
-      --no-trunc    Don't truncate output
-${INSECURE_HELP}`, run: (args: string[]) => search(args) },
-  'export-oci': { usage: 'IMAGE [IMAGE...] DIR', summary: 'Write images into an OCI image layout folder', run: exportOci },
-};

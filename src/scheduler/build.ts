@@ -15,7 +15,6 @@ import { cacheKeyOf } from '../cache/key.js';
 import { lookupCache, recordCache, cacheRecords } from '../cache/cache-index.js';
 import { explainMiss, missReasons, type Preimage } from '../cache/explain.js';
 import { newBuildId, readStepHistory, writeBuildRecord, writeStepHistory, type StepRecord } from '../cache/history.js';
-import { packLayer } from '../snapshot/pack.js';
 import { clearRunning, markRunning } from '../cache/prune.js';
 import type { RemoteCache } from './remote-cache.js';
 import { loadContext, type BuildContext } from './context.js';
@@ -392,7 +391,8 @@ async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack,
     const res = await work.execute((t) => opts.onEvent({ type: 'output', text: t }));
     if (!res.ok) {
       if (res.error.code === 'ERR_STEP_FAILED' && res.exitCode !== undefined) {
-        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}`, { exitCode: res.exitCode });
+        // Docker's message, unchanged; the line travels as data (the farm's result names it).
+        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}`, { exitCode: res.exitCode, line: step.line, file: run.plan.file });
       }
       throw SlipwayError.fromData(res.error);
     }
@@ -451,6 +451,7 @@ async function warnIfNotReproducible(run: BuildRun, key: string, preimage: strin
   if (!earlier) return;
   const oldDir = run.opts.layout.layerDir(earlier.imageId);
   if (!(await hasImage(run.opts.layout, earlier.imageId))) return;
+  const { packLayer } = await import('../snapshot/pack.js');
   const [a, b] = await Promise.all([packLayer(oldDir, null, { clampMtime: 0 }), packLayer(layerDir, null, { clampMtime: 0 })]);
   if (a.diffId !== b.diffId) run.opts.onEvent({ type: 'warning', text: `step ${n} is not reproducible (${text})` });
 }

@@ -34,7 +34,7 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
     dir: abs,
     isIgnored: (rel) => matcher.isExcluded(rel),
     statCache,
-    saveStatCache: async () => writeFileAtomic(cacheFile, JSON.stringify(ctx.statCache)),
+    saveStatCache: async () => writeFileAtomic(cacheFile, JSON.stringify(ctx.statCache), 0o644, { fsync: false }),
   };
   return ctx;
 }

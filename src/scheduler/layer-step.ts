@@ -6,7 +6,8 @@ import { cloneConfig, type ContainerConfigJson } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
-import { resolveChown, resolveUser, statInLayers } from '../snapshot/rootfs.js';
+import { mkdirInUpper, resolveChown, resolveUser, statInLayers } from '../snapshot/rootfs.js';
+import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
 import { makeTmpDir } from '../store/graph.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
 import type { CopyOp } from '../snapshot/copy-in-root.js';
@@ -96,8 +97,41 @@ async function prepareWorkdir(run: BuildRun, state: StageState, step: WorkdirSte
     cmd: [...shellOf(config), `#(nop) WORKDIR ${dir}`],
     keyExtra: null,
     displayCmd: `WORKDIR ${dir}`,
-    execute: () => run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}) }),
+    execute: async () => (await workdirWithoutSandbox(run, lowerDirs, dir)) ?? run.opts.pool.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}) }),
   };
+}
+
+/**
+ * WORKDIR only creates folders: done directly in a fresh upper folder (no mount, no sandbox)
+ * unless a component is a symlink or file in the image. Undefined means: use the sandbox.
+ */
+async function workdirWithoutSandbox(run: BuildRun, lowerDirs: string[], dir: string): Promise<StepResult | undefined> {
+  if (run.opts.storageDriver === 'vfs') return undefined;
+  const tmp = await makeTmpDir(run.opts.layout, 'workdir');
+  const upper = path.join(tmp, 'layer');
+  await fs.mkdir(upper, { mode: 0o755 });
+  try {
+    if (!(await mkdirInUpper(lowerDirs, upper, dir))) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      return undefined;
+    }
+    if (run.opts.sourceDateEpoch !== undefined) {
+      const t = new Date(run.opts.sourceDateEpoch * 1000);
+      const clamp = async (d: string): Promise<void> => {
+        for (const n of await fs.readdir(d)) await clamp(path.join(d, n));
+        if (d !== upper) await fs.utimes(d, t, t);
+      };
+      await clamp(upper);
+    }
+    const empty = (await fs.readdir(upper)).length === 0;
+    if (empty) return { ok: true, layerDir: upper, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
+    const { packLayer, layerSize } = await import('../snapshot/pack.js');
+    const { diffId, size: tarSize } = await packLayer(upper, null);
+    return { ok: true, layerDir: upper, diffId, size: await layerSize(upper), tarSize, empty };
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 /** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */

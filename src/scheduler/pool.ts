@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import type { StepResult, StepTask } from '../snapshot/run-step.js';
 
 const STEP_WORKER = new URL('../../workers/step.js', import.meta.url).href;
@@ -11,13 +11,22 @@ const DIGEST_WORKER = new URL('../../workers/digest.js', import.meta.url).href;
  * a crashed worker fails its task (as data), never the process.
  */
 export class WorkerPool {
-  private readonly pool: Piscina;
+  private piscina: Promise<Piscina> | undefined;
+  private readonly threads: number;
 
   constructor(opts: { workers?: number } = {}) {
-    const n = Math.max(1, opts.workers ?? os.availableParallelism());
-    this.pool = new Piscina({ filename: STEP_WORKER, minThreads: 1, maxThreads: n, idleTimeout: 30_000, atomics: 'disabled' });
-    // An error outside any task must not crash the process.
-    this.pool.on('error', () => undefined);
+    this.threads = Math.max(1, opts.workers ?? os.availableParallelism());
+  }
+
+  /** The threads start on first use: a build served wholly from the cache never starts one. */
+  private get pool(): Promise<Piscina> {
+    this.piscina ??= import('piscina').then(({ Piscina: P }) => {
+      const p = new P({ filename: STEP_WORKER, minThreads: 1, maxThreads: this.threads, idleTimeout: 30_000, atomics: 'disabled' });
+      // An error outside any task must not crash the process.
+      p.on('error', () => undefined);
+      return p;
+    });
+    return this.piscina;
   }
 
   /** Runs a step; `onOutput` receives RUN output as it is produced. */
@@ -30,7 +39,7 @@ export class WorkerPool {
     }
     try {
       const opts = { ...(port ? { transferList: [port.port2] as never } : {}), ...(signal ? { signal } : {}) };
-      return (await this.pool.run(task, opts)) as StepResult;
+      return (await (await this.pool).run(task, opts)) as StepResult;
     } catch (e) {
       const aborted = signal?.aborted;
       return {
@@ -45,10 +54,10 @@ export class WorkerPool {
 
   /** Digests COPY/ADD sources in a worker thread. */
   async digest<T>(task: unknown): Promise<T> {
-    return (await this.pool.run(task, { filename: DIGEST_WORKER })) as T;
+    return (await (await this.pool).run(task, { filename: DIGEST_WORKER })) as T;
   }
 
   async close(): Promise<void> {
-    await this.pool.destroy();
+    if (this.piscina) await (await this.piscina).destroy();
   }
 }

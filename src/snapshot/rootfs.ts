@@ -117,3 +117,51 @@ export async function statInLayers(lowerDirs: string[], rel: string): Promise<'d
   }
   return undefined;
 }
+
+/** lstat of a path in an image (top-most layer wins); 'whiteout' when deleted, undefined when absent. */
+export async function lstatInLayers(lowerDirs: string[], rel: string): Promise<import('node:fs').Stats | 'whiteout' | undefined> {
+  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
+  for (const layer of lowerDirs) {
+    for (let i = 1; i <= parts.length; i++) {
+      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
+      if (!st) break;
+      if (st.isCharacterDevice() && st.rdev === 0) return 'whiteout';
+      if (i === parts.length) return st;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * WORKDIR without a sandbox: creates the folder's missing components in `upperDir` as overlay
+ * would (existing parents copied up with their mode, owner and times; new ones 0755 root).
+ * Returns false when a component is a symlink or a file, which needs the real rootfs.
+ */
+export async function mkdirInUpper(lowerDirs: string[], upperDir: string, dir: string): Promise<boolean> {
+  const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
+  const plan: Array<{ rel: string; st: import('node:fs').Stats | undefined }> = [];
+  for (let i = 1; i <= parts.length; i++) {
+    const rel = parts.slice(0, i).join('/');
+    const st = await lstatInLayers(lowerDirs, rel);
+    if (st === 'whiteout' || st === undefined) {
+      for (let j = i; j <= parts.length; j++) plan.push({ rel: parts.slice(0, j).join('/'), st: undefined });
+      break;
+    }
+    if (!st.isDirectory()) return false;
+    plan.push({ rel, st });
+  }
+  if (plan.every((p) => p.st !== undefined)) return true; // it exists: nothing changes
+  const now = new Date();
+  for (const p of plan) {
+    const host = path.join(upperDir, ...p.rel.split('/'));
+    await fs.mkdir(host);
+    await fs.chmod(host, p.st ? p.st.mode & 0o7777 : 0o755);
+    await fs.lchown(host, p.st?.uid ?? 0, p.st?.gid ?? 0);
+  }
+  // Times last, children first: creating a child bumps its parent's mtime, as in the overlay.
+  for (const p of [...plan].reverse()) {
+    const host = path.join(upperDir, ...p.rel.split('/'));
+    await fs.utimes(host, now, now);
+  }
+  return true;
+}
