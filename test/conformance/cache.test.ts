@@ -29,5 +29,7 @@ for (const dir of folders) {
     const rounds = await runSequence(dir, cli, work, await baseRootfsTar());
     const diffs = compareRounds(expected, rounds);
     assert.ok(diffs.length === 0, `cache/${name} differs from Docker:\n  ${diffs.join('\n  ')}`);
+    // build --plan agrees with the build that follows on every step of every round.
+    rounds.forEach((r, i) => assert.deepEqual(r.planned, r.cached, `cache/${name} round ${i + 1}: --plan predicted ${JSON.stringify(r.planned)}, the build did ${JSON.stringify(r.cached)}`));
   });
 }

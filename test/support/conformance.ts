@@ -135,9 +135,9 @@ export class SlipwayCli {
     if (r.code !== 0) throw new Error(`slipway import failed (${r.code}):\n${r.output}`);
   }
 
-  /** Runs one build the way the corpus's runner does. */
-  async build(log: string, o: BuildOptions): Promise<{ code: number; output: string }> {
-    const args = ['build', '-t', o.tag];
+  /** Runs one build the way the corpus's runner does (`plan`: `build --plan`, which runs nothing). */
+  async build(log: string, o: BuildOptions, plan = false): Promise<{ code: number; output: string }> {
+    const args = ['build', ...(plan ? ['--plan'] : []), '-t', o.tag];
     if (o.dockerfile && o.dockerfile !== 'Dockerfile') args.push('-f', join(o.context, o.dockerfile));
     for (const [k, v] of Object.entries(o.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
     if (o.target) args.push('--target', o.target);
@@ -237,20 +237,33 @@ export async function buildCase(caseDir: string, cli: SlipwayCli, work: string):
  * Runs a cache sequence in its own store root: copies the context once, then per round runs
  * `mutate` there, builds with the round's build args and records the cached steps.
  */
-export async function runSequence(seqDir: string, cli: SlipwayCli, work: string, baseTar: string): Promise<{ exitCode: number; cached: boolean[]; output: string }[]> {
+/** Which steps `build --plan` predicted as cache hits, one boolean per `Step N/M` line. */
+export function plannedHits(output: string): boolean[] {
+  const steps: boolean[] = [];
+  for (const line of output.replace(/\x1b\[[0-9;]*m/g, '').split('\n')) {
+    if (/^Step \d+\/\d+ : /.test(line)) steps.push(false);
+    else if (line.startsWith(' ---> Plan: hit') && steps.length) steps[steps.length - 1] = true;
+  }
+  return steps;
+}
+
+export async function runSequence(seqDir: string, cli: SlipwayCli, work: string, baseTar: string): Promise<{ exitCode: number; cached: boolean[]; planned: boolean[]; output: string }[]> {
   const name = basename(seqDir);
   const rounds = await readJson<RoundJson[]>(join(seqDir, 'sequence.json'));
   await cli.importBase(baseTar, join(work, 'import.out'));
   const ctx = join(work, 'ctx');
   await prepareContext(seqDir, ctx);
-  const out: { exitCode: number; cached: boolean[]; output: string }[] = [];
+  const out: { exitCode: number; cached: boolean[]; planned: boolean[]; output: string }[] = [];
   for (const [i, round] of rounds.entries()) {
     if (round.mutate) {
       const m = await run(join(work, `mutate${i}.out`), 'bash', ['-c', round.mutate], ctx);
       if (m.code !== 0) throw new Error(`round ${i + 1}: mutate failed (${m.code}): ${round.mutate}\n${m.output}`);
     }
-    const r = await cli.build(join(work, `round${i + 1}.out`), { tag: `conf-cache/${name}:latest`, context: ctx, buildArgs: round.buildArgs ?? {} });
-    out.push({ exitCode: r.code, cached: cachedSteps(r.output), output: r.output });
+    const spec = { tag: `conf-cache/${name}:latest`, context: ctx, buildArgs: round.buildArgs ?? {} };
+    // The prediction first (it runs and writes nothing), then the real build.
+    const p = await cli.build(join(work, `plan${i + 1}.out`), spec, true);
+    const r = await cli.build(join(work, `round${i + 1}.out`), spec);
+    out.push({ exitCode: r.code, cached: cachedSteps(r.output), planned: p.code === 0 ? plannedHits(p.output) : [], output: r.output });
   }
   return out;
 }
