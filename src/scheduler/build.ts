@@ -453,7 +453,7 @@ async function warnIfNotReproducible(run: BuildRun, key: string, preimage: strin
   if (!(await hasImage(run.opts.layout, earlier.imageId))) return;
   const { packLayer } = await import('../snapshot/pack.js');
   const [a, b] = await Promise.all([packLayer(oldDir, null, { clampMtime: 0 }), packLayer(layerDir, null, { clampMtime: 0 })]);
-  if (a.diffId !== b.diffId) run.opts.onEvent({ type: 'warning', text: `step ${n} is not reproducible (${text})` });
+  if (a.diffId !== b.diffId) run.opts.onEvent({ type: 'not-reproducible', n, text });
 }
 
 /** The layer folders of an image's chain that hold files, top-most first (overlay lowerdir order). */

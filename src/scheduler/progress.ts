@@ -1,6 +1,7 @@
 /** What a build reports while it runs; cli/ and api/ render these, the scheduler never prints. */
 export type BuildEvent =
   | { type: 'warning'; text: string }
+  | { type: 'not-reproducible'; n: number; text: string }
   | { type: 'step'; n: number; total: number; text: string }
   | { type: 'base'; id: string }
   | { type: 'triggers'; count: number }
@@ -19,6 +20,7 @@ export type BuildEvent =
 export function renderLegacy(e: BuildEvent): string {
   switch (e.type) {
     case 'warning': return `[WARNING]: ${e.text}\n`;
+    case 'not-reproducible': return `warning: step ${e.n} is not reproducible (${e.text})\n`;
     case 'step': return `Step ${e.n}/${e.total} : ${e.text}\n`;
     case 'base': return ` ---> ${e.id.slice(0, 12)}\n`;
     case 'triggers': return `# Executing ${e.count} build trigger${e.count === 1 ? '' : 's'}\n`;

@@ -105,3 +105,13 @@ test('build --plan agrees with the build that follows, and stats count hits and 
   assert.equal(stats.total.hits, 0);
   assert.deepEqual(stats.breakers[0], { input: 'content of a.txt', misses: 1 });
 });
+
+test('a step executed again with different content is reported as not reproducible; mtimes alone are not', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo same > /same\nRUN head -c 16 /dev/urandom > /random\n' });
+  assert.equal((await slipway(root, ['build', ctx])).code, 0);
+  const again = await slipway(root, ['build', '--no-cache', ctx]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /^warning: step 3 is not reproducible \(RUN head -c 16 \/dev\/urandom > \/random\)$/m);
+  assert.doesNotMatch(again.stdout, /step 2 is not reproducible/);
+});
