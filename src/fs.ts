@@ -47,7 +47,8 @@ export async function exists(p: string): Promise<boolean> {
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** True while a process with this pid exists (EPERM means it exists but is not ours). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { withLock, writeFileAtomic } from '../fs.js';
+import { pidAlive, withLock, writeFileAtomic } from '../fs.js';
 import type { StoreLayout, ImageId } from '../store/layout.js';
 import { imageChain, listImageIds, readImage, readLayerSize, removeImageDir } from '../store/graph.js';
 import { listTags, readRepositories } from '../store/repositories.js';
@@ -23,15 +23,6 @@ export interface PruneOptions {
   keepDurationMs?: number;
   dryRun?: boolean;
   now?: number;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Marks the images a running build uses, so `prune` keeps them (and their parents). */

@@ -15,19 +15,7 @@ import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import type { CommandEnv } from './commands.js';
-
-function parseBuildArgs(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const kv of list) {
-    const eq = kv.indexOf('=');
-    if (eq < 0) {
-      // `--build-arg NAME` takes the value from the environment, as docker does
-      const v = process.env[kv];
-      if (v !== undefined) out[kv] = v;
-    } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  return out;
-}
+import { parseBuildArgs } from './args.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {

@@ -1,10 +1,11 @@
 import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { redisUrl, registryHost } from '../farm/connection.js';
-import { farmStatus, followBuild, submitBuild } from '../farm/submit.js';
+import { buildInfo, farmStatus, followBuild, submitBuild, type BuildInfo } from '../farm/submit.js';
 import { startFarmWorker } from '../farm/worker.js';
 import { table } from './format.js';
 import type { CommandEnv } from './commands.js';
+import { parseBuildArgs } from './args.js';
 
 function needRegistry(flag: string | undefined): string {
   const r = registryHost(flag);
@@ -12,17 +13,6 @@ function needRegistry(flag: string | undefined): string {
   return r;
 }
 
-function buildArgsOf(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const kv of list) {
-    const eq = kv.indexOf('=');
-    if (eq < 0) {
-      const v = process.env[kv];
-      if (v !== undefined) out[kv] = v;
-    } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  return out;
-}
 
 /** `slipway submit`: queue a build on the farm; `--wait` follows it and exits with its status. */
 export async function submitCommand(args: string[], _env: CommandEnv): Promise<number> {
@@ -39,7 +29,7 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
   const redis = redisUrl(values.redis);
   const sub = await submitBuild({
     redisUrl: redis, registry: needRegistry(values.registry), contextDir: positionals[0]!, ...(values.file ? { dockerfile: values.file } : {}),
-    tags: values.tag ?? [], buildArgs: buildArgsOf(values['build-arg'] ?? []), ...(values.target ? { target: values.target } : {}),
+    tags: values.tag ?? [], buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target ? { target: values.target } : {}),
     noCache: values['no-cache'] ?? false, push: values.push ?? false, ...(values.tenant ? { tenant: values.tenant } : {}),
   });
   process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}\n`);
@@ -92,10 +82,12 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
   return 0;
 }
 
-/** `slipway farm status`. */
+/** `slipway farm status [BUILD…]`: the queue and its workers, or what the queue knows of some builds. */
 export async function farmCommand(args: string[], _env: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { redis: { type: 'string' }, format: { type: 'string' } }, allowPositionals: true });
-  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [--redis URL] [--format json]');
+  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [BUILD...] [--redis URL] [--format json]');
+  const ids = positionals.slice(1);
+  if (ids.length > 0) return await buildsStatus(redisUrl(values.redis), ids, values.format === 'json');
   const st = await farmStatus(redisUrl(values.redis));
   if (values.format === 'json') {
     process.stdout.write(`${JSON.stringify(st)}\n`);
@@ -109,4 +101,17 @@ export async function farmCommand(args: string[], _env: CommandEnv): Promise<num
     process.stdout.write(table([['BUILD', 'TAGS', 'STARTED'], ...st.running.map((r) => [r.id, r.tags.join(',') || '<none>', r.startedAt ? new Date(r.startedAt).toISOString() : ''])]));
   }
   return 0;
+}
+
+async function buildsStatus(redis: string, ids: string[], json: boolean): Promise<number> {
+  const infos = await buildInfo(redis, ids);
+  if (json) {
+    for (const [i, info] of infos.entries()) process.stdout.write(`${JSON.stringify(info ?? { id: ids[i], state: 'unknown' })}\n`);
+  } else {
+    const outcome = (b: BuildInfo) => (b.result ? (b.result.ok ? 'success' : `failure: ${b.result.error.message}`) : (b.failedReason ?? ''));
+    process.stdout.write(table([['BUILD', 'STATE', 'ATTEMPTS', 'WORKER', 'RESULT'], ...infos.map((b, i) => (b
+      ? [b.id, b.state, String(b.attemptsStarted), b.worker ?? '', outcome(b)]
+      : [ids[i]!, 'unknown', '', '', '']))]));
+  }
+  return infos.every((b) => b !== undefined) ? 0 : 1;
 }

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import { StoreLayout, isImageId, type ImageId } from './layout.js';
 import type { ImageJson } from '../image-config.js';
 import { SlipwayError } from '../errors.js';
-import { exists } from '../fs.js';
+import { exists, pidAlive } from '../fs.js';
 import { parseReference } from './reference.js';
 import { readRepositories } from './repositories.js';
 
@@ -21,15 +21,6 @@ export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<st
   const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
   await fs.mkdir(dir, { mode: 0o700 });
   return dir;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
