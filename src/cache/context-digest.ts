@@ -69,6 +69,13 @@ async function hashFileBoth(file: string, header: string): Promise<{ hash: strin
   return { hash: x.digest().toString(16).padStart(16, '0'), sum: s.digest('hex'), bytes };
 }
 
+/** Thrown by a `cachedOnly` digest that met a file the stat cache cannot vouch for. */
+export class NeedsHashing extends Error {
+  constructor() {
+    super('a file needs hashing');
+  }
+}
+
 function hashStringSlice(prefix: string, list: string[]): string {
   return `${prefix}:${crypto.createHash('sha256').update(list.join(',')).digest('hex')}`;
 }
@@ -78,13 +85,14 @@ function hashStringSlice(prefix: string, list: string[]): string {
  * link target and content hash, and Docker's legacy history hash of the whole set. Content
  * comes from the stat cache when (size, mtime, ctime, inode) are unchanged.
  */
-export async function digestSources(sources: SourceSpec[], isIgnored: (rel: string) => boolean, statCache: StatCache): Promise<SourcesDigest> {
+export async function digestSources(sources: SourceSpec[], isIgnored: (rel: string) => boolean, statCache: StatCache, opts: { cachedOnly?: boolean } = {}): Promise<SourcesDigest> {
   let hashedBytes = 0;
   const fileSums = async (abs: string, ctxRel: string, st: BigIntStats): Promise<{ hash: string; sum: string }> => {
     const header = tarsumHeader(ctxRel, st, '');
     const id = { size: Number(st.size), mtimeNs: st.mtimeNs.toString(), ctimeNs: st.ctimeNs.toString(), ino: st.ino.toString() };
     const c = statCache[abs];
     if (c && c.header === header && c.size === id.size && c.mtimeNs === id.mtimeNs && c.ctimeNs === id.ctimeNs && c.ino === id.ino) return c;
+    if (opts.cachedOnly) throw new NeedsHashing();
     const r = await hashFileBoth(abs, header);
     hashedBytes += r.bytes;
     statCache[abs] = { ...id, hash: r.hash, header, sum: r.sum };

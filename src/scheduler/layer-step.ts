@@ -12,7 +12,7 @@ import { makeTmpDir } from '../store/graph.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
 import type { CopyOp } from '../snapshot/copy-in-root.js';
 import type { StepResult } from '../snapshot/run-step.js';
-import type { SourceSpec, SourcesDigest, StatCache } from '../cache/context-digest.js';
+import { digestSources, NeedsHashing, type SourceSpec, type SourcesDigest, type StatCache } from '../cache/context-digest.js';
 import { expandSourcePattern, hasWildcard } from '../context/glob.js';
 import { resolveImage } from '../store/graph.js';
 import type { ImageId } from '../store/layout.js';
@@ -246,10 +246,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
     }
   }
   if (sources.length > 1 && !dest.endsWith('/')) throw multiError(step);
-  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({
-    sources, ignored: await ignoredList(run, sources), statCache: run.context.statCache,
-  });
-  Object.assign(run.context.statCache, digest.statCache);
+  const digest = await digestInPlaceOrPool(run, sources);
   const op: CopyOp = {
     ...baseOp,
     downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
@@ -313,6 +310,23 @@ async function downloadSource(url: string, dir: string, file: string, line: numb
 
 function multiError(step: CopyStep): SlipwayError {
   return new SlipwayError('ERR_COPY_DEST', `When using ${step.kind} with more than one source file, the destination must be a directory and end with a /`, { line: step.line });
+}
+
+/**
+ * Digests COPY/ADD sources. When the stat cache vouches for every file (a warm build), the
+ * walk in this thread is all there is; otherwise file contents are hashed in the pool.
+ */
+async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promise<SourcesDigest> {
+  const ignored = await ignoredList(run, sources);
+  const ignoredSet = new Set(ignored);
+  try {
+    return await digestSources(sources, (rel) => ignoredSet.has(rel), run.context.statCache, { cachedOnly: true });
+  } catch (e) {
+    if (!(e instanceof NeedsHashing)) throw e;
+  }
+  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({ sources, ignored, statCache: run.context.statCache });
+  Object.assign(run.context.statCache, digest.statCache);
+  return digest;
 }
 
 /** Context-relative paths under the selected folders that .dockerignore excludes. */
