@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { SlipwayError, dockerfileError } from '../errors.js';
@@ -332,15 +333,19 @@ async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promis
 /** Context-relative paths under the selected folders that .dockerignore excludes. */
 async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string[]> {
   const out: string[] = [];
-  const walk = async (abs: string, rel: string): Promise<void> => {
-    const names = await fs.readdir(abs).catch(() => [] as string[]);
-    for (const n of names) {
-      const r = rel === '.' ? n : `${rel}/${n}`;
+  const walk = (abs: string, rel: string): void => {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = readdirSync(abs, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const r = rel === '.' ? e.name : `${rel}/${e.name}`;
       if (run.context.isIgnored(r)) out.push(r);
-      const st = await fs.lstat(path.join(abs, n));
-      if (st.isDirectory()) await walk(path.join(abs, n), r);
+      if (e.isDirectory()) walk(path.join(abs, e.name), r);
     }
   };
-  for (const s of sources) if ((await fs.stat(s.abs)).isDirectory()) await walk(s.abs, s.rel);
+  for (const s of sources) if ((await fs.stat(s.abs)).isDirectory()) walk(s.abs, s.rel);
   return out;
 }

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, type BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+
+
+const SMALL_FILE = 1 << 20;
 import { relative, resolve as resolveHost } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -74,21 +76,23 @@ export async function packLayer(
 export async function layerSize(layerDir: string): Promise<number> {
   const seen = new Set<string>();
   let total = 0;
-  const walk = async (dir: string): Promise<void> => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
+  // Synchronous metadata calls: one thread-pool round trip per file made 10,000-file layers
+  // slow, and each call is a few microseconds against the page cache.
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const p = `${dir}/${entry.name}`;
       if (entry.isDirectory()) {
-        await walk(p);
+        walk(p);
         continue;
       }
-      const st = await lstat(p, { bigint: true });
+      const st = lstatSync(p, { bigint: true });
       const key = `${st.dev}:${st.ino}`;
       if (st.size === 0n || seen.has(key)) continue;
       seen.add(key);
       total += Number(st.size);
     }
   };
-  await walk(resolveHost(layerDir));
+  walk(resolveHost(layerDir));
   return total;
 }
 
@@ -134,13 +138,13 @@ function unescapeGetfattr(s: string): string {
 async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
   const hostDir = relDir === '' ? ctx.root : `${ctx.root}/${relDir}`;
   // Bytewise order, as Go's filepath.Walk sorts names (JS's default sort compares UTF-16 units).
-  const names = (await readdir(hostDir))
+  const names = readdirSync(hostDir)
     .map((n) => ({ n, key: Buffer.from(n) }))
     .sort((a, b) => Buffer.compare(a.key, b.key))
     .map((e) => e.n);
   for (const name of names) {
     const rel = relDir === '' ? name : `${relDir}/${name}`;
-    const st = await lstat(`${ctx.root}/${rel}`, { bigint: true });
+    const st = lstatSync(`${ctx.root}/${rel}`, { bigint: true });
     await writeEntry(ctx, rel, st);
     if (st.isDirectory()) await writeDir(ctx, rel);
   }
@@ -176,11 +180,16 @@ async function writeEntry(ctx: PackContext, rel: string, st: BigIntStats): Promi
     }
     ctx.links.set(key, rel);
   }
-  if (st.isFile()) {
+  if (st.isFile() && st.size <= SMALL_FILE) {
+    // Small files in one read: a stream per file costs more than the file (10,000-file layers).
+    const body = readFileSync(host);
+    if (body.length !== Number(st.size)) throw new Error(`${host} changed while it was packed`);
+    await new Promise<void>((resolve, reject) => ctx.pack.entry({ ...h, type: 'file', size: body.length }, body, (err) => (err ? reject(err) : resolve())));
+  } else if (st.isFile()) {
     const entry = ctx.pack.entry({ ...h, type: 'file', size: Number(st.size) });
     await pipeline(createReadStream(host), entry as unknown as NodeJS.WritableStream);
   } else if (st.isSymbolicLink()) {
-    await addEntry(ctx.pack, { ...h, type: 'symlink', linkname: await readlink(host) });
+    await addEntry(ctx.pack, { ...h, type: 'symlink', linkname: readlinkSync(host) });
   } else if (st.isCharacterDevice() || st.isBlockDevice()) {
     const { major, minor } = splitRdev(st.rdev);
     const type = st.isCharacterDevice() ? 'character-device' : 'block-device';
