@@ -9,6 +9,7 @@ import { ApiError, badParameter, sendError, toApiError } from './http-errors.js'
 import { boolParam, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
 import { dockerfileWithLabels, locateDockerfile, pinDockerignore, receiveContext } from './build-context.js';
+import { outcomeOf, tapBuild } from './metrics-route.js';
 import type { ApiContext, ApiRequest } from './routes.js';
 
 /** What `POST /build`'s query asks for, checked before a byte of the body is read. */
@@ -142,6 +143,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
   res.once('close', onClose);
   const untrack = ctx.trackBuild(abort);
   const out = new BuildStream(res, q.quiet, q.rm);
+  const tap = tapBuild(ctx.metrics);
   try {
     const contextDir = path.join(work, 'context');
     const bodyDigest = await receiveContext(req, contextDir, ctx.limits.maxContextBytes);
@@ -157,13 +159,15 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
       ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
-      onEvent: (e) => out.event(e), signal: abort.signal, persistStatCache: false,
+      onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
     });
     // Tags and output options do not change the image: they stay out of the key.
     const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network]);
     const { id } = q.noCache ? await run() : await ctx.identicalBuilds.run(key, run);
+    tap.done('success');
     out.success(id);
   } catch (e) {
+    tap.done(abort.signal.aborted ? 'cancelled' : outcomeOf(e));
     if (clientGone) return; // nobody left to tell
     if (abort.signal.aborted) out.fail(new ApiError(503, 'build cancelled: the server is shutting down'));
     else out.fail(e);

@@ -3,6 +3,7 @@ import type { StoreLayout } from '../store/layout.js';
 import type { WorkerPool } from '../scheduler/pool.js';
 import type { ApiLimits } from './body.js';
 import type { KeyedQueue } from './keyed-queue.js';
+import type { FarmMetrics } from '../farm/metrics.js';
 import { ApiError } from './http-errors.js';
 import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
@@ -10,6 +11,15 @@ import { buildRoute } from './build-route.js';
 import {
   deleteImageRoute, historyRoute, inspectImageRoute, listImagesRoute, loadRoute, missingObject, saveRoute, tagRoute,
 } from './image-routes.js';
+import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
+import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
+import { metricsRoute } from './metrics-route.js';
+
+/** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
+export interface FarmConfig {
+  redisUrl: string;
+  registry: string;
+}
 
 /** What every handler shares: one store, one worker pool, one set of limits per server. */
 export interface ApiContext {
@@ -20,6 +30,12 @@ export interface ApiContext {
   identicalBuilds: KeyedQueue;
   /** Registers a running build so that shutdown can cancel it; returns the unregister function. */
   trackBuild: (abort: AbortController) => () => void;
+  /** Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`). */
+  insecureRegistries: readonly string[];
+  /** The farm the `/slipway/v1/builds` endpoints submit to; undefined answers them 503. */
+  farm: FarmConfig | undefined;
+  /** What `GET /metrics` shows; the build route counts its builds and steps here. */
+  metrics: FarmMetrics;
 }
 
 /** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */
@@ -58,17 +74,18 @@ const ROUTES: readonly Route[] = [
   { methods: ['GET', 'HEAD'], pattern: /^\/_ping$/, handler: ping },
   { methods: ['GET'], pattern: /^\/version$/, handler: version },
   { methods: ['GET'], pattern: /^\/info$/, handler: info },
+  { methods: ['POST'], pattern: /^\/auth$/, handler: authRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/build$/, handler: buildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/images\/json$/, handler: listImagesRoute },
   { methods: ['GET'], pattern: /^\/images\/get$/, handler: saveRoute },
   { methods: ['POST'], pattern: /^\/images\/load$/, handler: loadRoute, streamsBody: true },
-  { methods: ['POST'], pattern: /^\/images\/create$/, handler: notImplemented('pulling images (POST /images/create)') },
+  { methods: ['POST'], pattern: /^\/images\/create$/, handler: pullRoute },
   { methods: ['GET'], pattern: /^\/images\/search$/, handler: notImplemented('searching a registry') },
   { methods: ['GET'], pattern: /^\/images\/(.+)\/json$/, handler: inspectImageRoute },
   { methods: ['GET'], pattern: /^\/images\/(.+)\/history$/, handler: historyRoute },
   { methods: ['GET'], pattern: /^\/images\/(.+)\/get$/, handler: saveRoute },
   { methods: ['POST'], pattern: /^\/images\/(.+)\/tag$/, handler: tagRoute },
-  { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: notImplemented('pushing images (POST /images/{name}/push)') },
+  { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: pushRoute },
   { methods: ['DELETE'], pattern: /^\/images\/(.+)$/, handler: deleteImageRoute },
   // What `docker inspect NAME` probes besides images, and `docker ps`: Slipway has no containers.
   { methods: ['GET'], pattern: /^\/containers\/json$/, handler: async ({ res }) => sendJson(res, 200, []) },
@@ -76,6 +93,11 @@ const ROUTES: readonly Route[] = [
   { methods: ['GET'], pattern: /^\/networks\/(.+)$/, handler: missingObject.network },
   { methods: ['GET'], pattern: /^\/volumes\/(.+)$/, handler: missingObject.volume },
   { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
+  // Slipway's own: Prometheus metrics and the build farm.
+  { methods: ['GET'], pattern: /^\/metrics$/, handler: metricsRoute },
+  { methods: ['POST'], pattern: /^\/slipway\/v1\/builds$/, handler: submitFarmBuildRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)$/, handler: farmBuildRoute },
+  { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)\/events$/, handler: farmBuildEventsRoute },
 ];
 
 /**

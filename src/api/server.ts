@@ -9,7 +9,8 @@ import type { WorkerPool } from '../scheduler/pool.js';
 import { ApiError, sendError, toApiError } from './http-errors.js';
 import { DEFAULT_LIMITS, readSmallBody, type ApiLimits } from './body.js';
 import { KeyedQueue } from './keyed-queue.js';
-import { matchRoute, type ApiContext } from './routes.js';
+import { FarmMetrics } from '../farm/metrics.js';
+import { matchRoute, type ApiContext, type FarmConfig } from './routes.js';
 import { API_VERSION, MIN_API_VERSION, SERVER_VERSION } from './system-routes.js';
 
 /** Where the server listens: a unix socket (mode 0660) or a TCP port (token required). */
@@ -23,6 +24,12 @@ export interface EngineServerOptions {
   /** Required by TCP listeners, which then demand `Authorization: Bearer <token>` on every request. */
   token?: string;
   limits?: Partial<ApiLimits>;
+  /** Registries pushed to and pulled from over plain HTTP (loopback ones always are). */
+  insecureRegistries?: readonly string[];
+  /** The build farm behind `/slipway/v1/builds`; without it those endpoints answer 503. */
+  farm?: FarmConfig;
+  /** Where `GET /metrics` reads from (a fresh registry by default). */
+  metrics?: FarmMetrics;
   /** Operational messages (listening, internal errors with their stack). */
   log?: (line: string) => void;
 }
@@ -78,7 +85,8 @@ function onClientError(err: Error & { code?: string }, socket: Duplex, limits: A
 
 /**
  * The Docker Engine API server: one store, one worker pool and one cache shared by every
- * request on every listener. Unix sockets are created mode 0660 without a window in which they
+ * request on every listener; plus Slipway's own `/metrics` and, with a farm, `/slipway/v1/builds`.
+ * Unix sockets are created mode 0660 without a window in which they
  * are more open (bound in a private folder, then renamed into place).
  */
 export class EngineServer {
@@ -93,6 +101,7 @@ export class EngineServer {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.ctx = {
       layout: opts.layout, pool: opts.pool, limits: this.limits, identicalBuilds: new KeyedQueue(),
+      insecureRegistries: opts.insecureRegistries ?? [], farm: opts.farm, metrics: opts.metrics ?? new FarmMetrics(),
       trackBuild: (abort) => {
         this.builds.add(abort);
         return () => this.builds.delete(abort);

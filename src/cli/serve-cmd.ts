@@ -7,6 +7,8 @@ import { WorkerPool } from '../scheduler/pool.js';
 import { EngineServer, parseEndpoint, type Endpoint } from '../api/server.js';
 import { ApiError } from '../api/http-errors.js';
 import { API_VERSION } from '../api/system-routes.js';
+import type { FarmConfig } from '../api/routes.js';
+import { normalizeRegistry } from '../registry/remote-reference.js';
 import type { CommandEnv } from './commands.js';
 
 const MIN_TOKEN_LENGTH = 16;
@@ -27,15 +29,43 @@ async function readToken(file: string | undefined): Promise<string | undefined> 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 /**
+ * The farm behind `/slipway/v1/builds`: `--redis URL` > `$REDIS_URL` and `--registry HOST` >
+ * `$SLIPWAY_REGISTRY`, both needed. A flag without its partner is a usage error; environment
+ * variables alone only enable the farm when both are set.
+ */
+function farmConfig(flags: { redis: string | undefined; registry: string | undefined }): FarmConfig | undefined {
+  const redisUrl = flags.redis ?? (process.env['REDIS_URL'] || undefined);
+  const registry = flags.registry ?? (process.env['SLIPWAY_REGISTRY'] || undefined);
+  if (redisUrl && registry) {
+    if (!/^rediss?:\/\//.test(redisUrl)) throw new SlipwayError('ERR_USAGE', `invalid Redis URL ${JSON.stringify(redisUrl)}: use redis://HOST:PORT`);
+    return { redisUrl, registry: normalizeRegistry(registry) };
+  }
+  if (flags.redis !== undefined) throw new SlipwayError('ERR_USAGE', '--redis needs a registry for the farm: --registry HOST[:PORT] or SLIPWAY_REGISTRY');
+  if (flags.registry !== undefined) throw new SlipwayError('ERR_USAGE', '--registry needs the farm\'s Redis: --redis URL or REDIS_URL');
+  return undefined;
+}
+
+/** `--insecure-registry HOST` flags plus `SLIPWAY_INSECURE_REGISTRIES` (comma-separated), as push and pull take them. */
+function insecureRegistries(flags: string[] | undefined): string[] {
+  const env = (process.env['SLIPWAY_INSECURE_REGISTRIES'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return [...(flags ?? []), ...env].map((r) => normalizeRegistry(r));
+}
+
+/**
  * `slipway serve`: the Docker Engine API on unix sockets and token-protected TCP ports, one
  * worker pool for every request. Runs until SIGINT or SIGTERM, then cancels running builds
  * and removes its sockets. Over TCP the docker CLI sends the token from its config.json:
- * `{"HttpHeaders": {"Authorization": "Bearer <token>"}}`.
+ * `{"HttpHeaders": {"Authorization": "Bearer <token>"}}`. `docker push`/`pull` use plain HTTP
+ * for loopback registries and those named by `--insecure-registry`; `--redis` and `--registry`
+ * enable the farm endpoints; `GET /metrics` is always served.
  */
 export async function serveCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { host: { type: 'string', short: 'H', multiple: true }, 'token-file': { type: 'string' }, workers: { type: 'string' } },
+    options: {
+      host: { type: 'string', short: 'H', multiple: true }, 'token-file': { type: 'string' }, workers: { type: 'string' },
+      'insecure-registry': { type: 'string', multiple: true }, redis: { type: 'string' }, registry: { type: 'string' },
+    },
     allowPositionals: true,
   });
   if (positionals.length > 0) throw new SlipwayError('ERR_USAGE', '"slipway serve" accepts no arguments');
@@ -52,6 +82,8 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   for (const e of tcp) if (!isLoopback(e.host)) process.stderr.write(`warning: tcp://${e.host}:${e.port} is plain HTTP: the token travels unencrypted\n`);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+  const farm = farmConfig({ redis: values.redis, registry: values.registry });
+  const insecure = insecureRegistries(values['insecure-registry']);
 
   await ensureStore(layout);
   await sweepTmp(layout);
@@ -63,13 +95,14 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   try {
     server = await EngineServer.start({
       layout, pool, endpoints, ...(token !== undefined ? { token } : {}),
-      log,
+      insecureRegistries: insecure, ...(farm ? { farm } : {}), log,
     });
   } catch (e) {
     await pool.close();
     if (e instanceof ApiError || (e as NodeJS.ErrnoException).code !== undefined) throw new SlipwayError('ERR_USAGE', `cannot listen: ${(e as Error).message}`);
     throw e;
   }
+  if (farm) process.stderr.write(`build farm: queue on ${redactUrl(farm.redisUrl)}, registry ${farm.registry}\n`);
   for (const a of server.addresses) process.stdout.write(`Slipway Engine API ${API_VERSION} listening on ${a}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
@@ -78,4 +111,9 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   await server.close();
   await pool.close();
   return 0;
+}
+
+/** A Redis URL without its password, for logs. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, (_m, auth: string) => `//${auth.includes(':') ? `${auth.slice(0, auth.indexOf(':'))}:***` : auth}@`);
 }
