@@ -15,11 +15,13 @@ export function registryHost(flag: string | undefined): string | undefined {
 
 /**
  * An ioredis connection. Workers block on Redis and must wait through outages
- * (`maxRetriesPerRequest: null`, as bullmq requires); producers fail fast instead.
+ * (`maxRetriesPerRequest: null`, as bullmq requires); producers fail fast instead. The ready
+ * check stays on: a restarted Redis answers LOADING until its AOF is read, and only the ready
+ * check holds commands back until then (without it a build fails over with an error).
  */
 export function connect(url: string, role: 'worker' | 'producer'): Redis {
   const opts: RedisOptions = role === 'worker'
-    ? { maxRetriesPerRequest: null, enableReadyCheck: false, retryStrategy: (n) => Math.min(n * 200, 2000) }
+    ? { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) }
     : { maxRetriesPerRequest: 1, retryStrategy: (n) => (n > 3 ? null : n * 200) };
   return new Redis(url, { ...opts, lazyConnect: false });
 }

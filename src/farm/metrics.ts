@@ -8,13 +8,36 @@ export class FarmMetrics {
   readonly steps = new Counter({ name: 'slipway_steps_total', help: 'Build steps by cache outcome and source', labelNames: ['outcome', 'source'], registers: [this.registry] });
   readonly stepSeconds = new Histogram({ name: 'slipway_step_duration_seconds', help: 'Duration of executed (missed) steps', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers: [this.registry] });
   readonly buildSeconds = new Histogram({ name: 'slipway_build_duration_seconds', help: 'Duration of builds', buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900], registers: [this.registry] });
-  readonly queueDepth = new Gauge({ name: 'slipway_queue_depth', help: 'Jobs waiting in the build queue', registers: [this.registry] });
-  readonly activeWorkers = new Gauge({ name: 'slipway_active_workers', help: 'Worker processes connected to the queue', registers: [this.registry] });
+  /** Reads the farm's queue; the two queue gauges are sampled with it at each scrape. */
+  queueSampler: (() => Promise<{ depth: number; workers: number }>) | undefined;
+  private sampled: { at: number; value: Promise<{ depth: number; workers: number } | undefined> } | undefined;
+  readonly queueDepth = new Gauge({
+    name: 'slipway_queue_depth', help: 'Jobs waiting in the build queue', registers: [this.registry],
+    collect: async () => {
+      const s = await this.sampleQueue();
+      if (s) this.queueDepth.set(s.depth);
+    },
+  });
+  readonly activeWorkers = new Gauge({
+    name: 'slipway_active_workers', help: 'Worker processes connected to the queue', registers: [this.registry],
+    collect: async () => {
+      const s = await this.sampleQueue();
+      if (s) this.activeWorkers.set(s.workers);
+    },
+  });
   readonly running = new Gauge({ name: 'slipway_running_builds', help: 'Builds running in this process', registers: [this.registry] });
   readonly cacheSavedSeconds = new Counter({ name: 'slipway_cache_saved_seconds_total', help: 'Build time saved by cache hits (the producing build\'s duration)', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** One queue read serves both gauges of a scrape (the registry collects metrics concurrently). */
+  private sampleQueue(): Promise<{ depth: number; workers: number } | undefined> {
+    if (!this.sampled || Date.now() - this.sampled.at > 1000) {
+      this.sampled = { at: Date.now(), value: this.queueSampler ? this.queueSampler().catch(() => undefined) : Promise.resolve(undefined) };
+    }
+    return this.sampled.value;
   }
 
   /** Serves `GET /metrics` on 127.0.0.1:port (0 picks a port); resolves with the port. */

@@ -28,7 +28,8 @@ export interface RemoteRecord {
   durationMs: number;
 }
 
-const LEASE_MS = 15_000;
+/** How long a step lease lasts unless renewed (renewed every third of it while its holder builds). */
+const DEFAULT_LEASE_MS = 15_000;
 
 /** What a worker counts about its use of the farm's cache (for tests and metrics). */
 export interface RemoteCacheCounters { fetched: number; published: number; waitedForLease: number }
@@ -44,7 +45,7 @@ export interface RemoteCacheCounters { fetched: number; published: number; waite
 export class RedisCacheIndex implements RemoteCache {
   readonly counters: RemoteCacheCounters = { fetched: 0, published: 0, waitedForLease: 0 };
 
-  constructor(private readonly opts: { redis: Redis; blobs: BlobStore; layout: StoreLayout; tenant: string; worker: string; build: string; prefix?: string }) {}
+  constructor(private readonly opts: { redis: Redis; blobs: BlobStore; layout: StoreLayout; tenant: string; worker: string; build: string; prefix?: string; leaseMs?: number }) {}
 
   private key(kind: 'cache' | 'lease', preimage: string): string {
     return `${this.opts.prefix ?? 'slipway'}:${kind}:${sha256Hex(`${this.opts.tenant}\n${preimage}`)}`;
@@ -79,9 +80,10 @@ export class RedisCacheIndex implements RemoteCache {
   async lease(preimage: string): Promise<{ release(): Promise<void> } | { built: true }> {
     const k = this.key('lease', preimage);
     const token = `${this.opts.worker}:${crypto.randomBytes(6).toString('hex')}`;
+    const leaseMs = this.opts.leaseMs ?? DEFAULT_LEASE_MS;
     let waited = false;
     for (;;) {
-      const ok = await this.opts.redis.set(k, token, 'PX', LEASE_MS, 'NX');
+      const ok = await this.opts.redis.set(k, token, 'PX', leaseMs, 'NX');
       if (ok === 'OK') break;
       if (!waited) {
         waited = true;
@@ -92,10 +94,16 @@ export class RedisCacheIndex implements RemoteCache {
       if (await this.opts.redis.exists(this.key('cache', preimage))) return { built: true };
     }
     const redis = this.opts.redis;
+    // The caller's fetch missed before we asked for the lease; another worker may have
+    // published and released in between. Building now would run the step a second time.
+    if (await redis.exists(this.key('cache', preimage))) {
+      await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, k, token).catch(() => undefined);
+      return { built: true };
+    }
     const renew = setInterval(() => {
       // Extend only our own lease (compare-and-set in one script).
-      void redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end", 1, k, token, String(LEASE_MS)).catch(() => undefined);
-    }, LEASE_MS / 3);
+      void redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end", 1, k, token, String(leaseMs)).catch(() => undefined);
+    }, leaseMs / 3);
     renew.unref();
     return {
       release: async () => {

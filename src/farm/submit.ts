@@ -4,14 +4,14 @@ import os from 'node:os';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import tarFs from 'tar-fs';
-import { Queue, QueueEvents, type Job } from 'bullmq';
+import { Queue } from 'bullmq';
 import { IgnoreMatcher, parseDockerignore } from '../context/dockerignore.js';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
 import { BlobStore, CONTEXT_REPO } from './blobs.js';
 import { connect, QUEUE_NAME } from './connection.js';
-import type { BuildJobData, BuildJobProgress, BuildJobResult } from './job.js';
+import type { BuildJobData, BuildJobResult } from './job.js';
 
 /**
  * Packs a context folder as the docker CLI sends it: `.dockerignore` applied (the Dockerfile
@@ -91,11 +91,14 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       }
       // A finished job of the same inputs: remove it so the id can be used again (a rebuild).
       if (existing) await existing.remove().catch(() => undefined);
-      await queue.add('build', data, {
+      const added = await queue.add('build', data, {
         jobId, attempts: opts.attempts ?? 3, backoff: { type: 'exponential', delay: 1000 },
         removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 },
       });
-      return { jobId, deduplicated: false, data };
+      // Two submits racing past the check above: Redis keeps the first job of an id and
+      // ignores the second add, whose local timestamp then differs from the stored one.
+      const stored = await queue.getJob(jobId);
+      return { jobId, deduplicated: stored !== undefined && stored.timestamp !== added.timestamp, data };
     } finally {
       await queue.close();
       conn.disconnect();
@@ -106,42 +109,40 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
 }
 
 /**
- * Follows a job: prints its progress as the worker reports it, and resolves with its result
- * when it finishes (a job that exhausted its retries resolves as a failed result too).
+ * Follows a job: prints its output as the worker reports it, from the start (the job's log
+ * is replayed, so nothing is lost to a late start, a retake or a Redis restart), and resolves
+ * with its result when it finishes (a job that exhausted its retries resolves as a failed
+ * result too). Polls: one LRANGE of what is new and one state read per tick.
  */
-export async function followBuild(redisUrl: string, jobId: string, onText: (t: string) => void): Promise<BuildJobResult> {
+export async function followBuild(redisUrl: string, jobId: string, onText: (t: string) => void, opts: { pollMs?: number } = {}): Promise<BuildJobResult> {
+  // Waits through Redis outages (retries forever), as a worker does.
   const conn = connect(redisUrl, 'worker');
-  const eventsConn = connect(redisUrl, 'worker');
-  for (const c of [conn, eventsConn]) c.on('error', () => undefined);
+  conn.on('error', () => undefined);
   const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-  const events = new QueueEvents(QUEUE_NAME, { connection: eventsConn });
+  queue.on('error', () => undefined);
+  let printed = 0;
+  const drain = async () => {
+    const { logs } = await queue.getJobLogs(jobId, printed, -1);
+    for (const l of logs) onText(l);
+    printed += logs.length;
+  };
   try {
-    await events.waitUntilReady();
-    let lastSeq = -1;
-    events.on('progress', ({ jobId: id, data }) => {
-      if (id !== jobId) return;
-      const p = data as unknown as BuildJobProgress;
-      if (typeof p === 'object' && p && typeof p.text === 'string' && p.seq > lastSeq) {
-        lastSeq = p.seq;
-        onText(p.text);
-      }
-    });
-    const job: Job<BuildJobData, BuildJobResult> | undefined = await queue.getJob(jobId);
-    if (!job) throw new SlipwayError('ERR_USAGE', `no such build: ${jobId}`);
     for (;;) {
-      const state = await job.getState();
-      if (state === 'completed') return (await queue.getJob(jobId))!.returnvalue;
-      if (state === 'failed') {
-        const j = (await queue.getJob(jobId))!;
-        return { ok: false, error: { code: 'ERR_INTERNAL', message: `build failed after ${j.attemptsMade} attempts: ${j.failedReason}` }, steps: [], worker: '', durationMs: 0 };
+      // State first, then the job: a job read before it finished has no result yet.
+      const state = await queue.getJobState(jobId);
+      if (state === 'unknown') throw new SlipwayError('ERR_USAGE', printed ? `build ${jobId} was removed` : `no such build: ${jobId}`);
+      // The worker writes its last log lines before it finishes the job (same connection, in order).
+      await drain();
+      const job = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
+      if (state === 'completed' && job) return job.returnvalue;
+      if (state === 'failed' && job) {
+        return { ok: false, error: { code: 'ERR_INTERNAL', message: `build failed after ${job.attemptsMade} attempts: ${job.failedReason}` }, steps: [], worker: job.processedBy ?? '', durationMs: 0 };
       }
-      await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 150));
     }
   } finally {
-    await events.close();
     await queue.close();
     conn.disconnect();
-    eventsConn.disconnect();
   }
 }
 
@@ -152,9 +153,57 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
   const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
   try {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
-    const workers = (await queue.getWorkers()).map((w) => ({ name: String(w['name'] ?? w['id'] ?? ''), addr: String(w['addr'] ?? '') }));
+    // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
+    const workers = (await queue.getWorkers()).map((w) => {
+      const raw = String(w['rawname'] ?? '');
+      const at = raw.indexOf(':w:');
+      return { name: at >= 0 ? raw.slice(at + 3) : raw, addr: String(w['addr'] ?? '') };
+    });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
     return { counts, workers, running };
+  } finally {
+    await queue.close();
+    conn.disconnect();
+  }
+}
+
+/** One build as the queue knows it: state, attempts, the worker that took it last, and its result. */
+export interface BuildInfo {
+  id: string;
+  state: string;
+  /** Finished runs (a completed user error counts 1); a retried fault adds one each time. */
+  attemptsMade: number;
+  /** Times a worker took it (a retake after a worker died counts too). */
+  attemptsStarted: number;
+  /** Times it was found without a live lock (its worker died) and put back in the queue. */
+  stalledCounter: number;
+  worker?: string;
+  /** Milliseconds since the epoch: queued, last taken, finished. */
+  enqueuedAt: number;
+  processedOn?: number;
+  finishedOn?: number;
+  failedReason?: string;
+  result?: BuildJobResult;
+}
+
+/** `farm status ID…`: what the queue knows of these builds (undefined for an unknown id). */
+export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<BuildInfo | undefined>> {
+  const conn = connect(redisUrl, 'producer');
+  conn.on('error', () => undefined);
+  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
+  try {
+    return await Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+      // State first, then the job: a job read before it finished has no result yet.
+      const state = await queue.getJobState(id);
+      const job = state === 'unknown' ? undefined : await queue.getJob(id);
+      if (!job) return undefined;
+      return {
+        id, state, enqueuedAt: job.timestamp, attemptsMade: job.attemptsMade, attemptsStarted: job.attemptsStarted, stalledCounter: job.stalledCounter,
+        ...(job.processedBy ? { worker: job.processedBy } : {}), ...(job.processedOn ? { processedOn: job.processedOn } : {}),
+        ...(job.finishedOn ? { finishedOn: job.finishedOn } : {}), ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+        ...(state === 'completed' && job.returnvalue ? { result: job.returnvalue } : {}),
+      };
+    }));
   } finally {
     await queue.close();
     conn.disconnect();

@@ -1,13 +1,12 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { Worker, type Job } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { SlipwayError, errorToData, type ErrorCode } from '../errors.js';
+import { SlipwayError, errorToData, type ErrorCode, type SlipwayErrorData } from '../errors.js';
 import { StoreLayout } from '../store/layout.js';
-import { ensureStore, makeTmpDir, sweepTmp } from '../store/graph.js';
+import { ensureStore, makeTmpDir, resolveImage, sweepTmp } from '../store/graph.js';
 import { updateRepositories } from '../store/repositories.js';
 import { parseReference } from '../store/reference.js';
 import { build } from '../scheduler/build.js';
@@ -60,6 +59,67 @@ function pushName(registry: string, tag: string): string {
 }
 
 /**
+ * A FROM image this worker lacks: the farm's registry has it (pushed there once, as
+ * `<registry>/<name>`). Pulled, then tagged under the name the Dockerfile uses. False only when
+ * the registry says it has no such image (the user's error); an unreachable registry throws,
+ * so the job is retried rather than failed as the user's fault.
+ */
+async function fetchBase(layout: StoreLayout, registry: string, ref: string): Promise<boolean> {
+  const qualified = pushName(registry, ref);
+  try {
+    await pullImage({ layout, ref: qualified, insecureRegistries: [registry] });
+  } catch (e) {
+    if (e instanceof SlipwayError && (e.code === 'ERR_IMAGE_NOT_FOUND' || e.code === 'ERR_INVALID_REFERENCE')) return false;
+    throw e instanceof SlipwayError && USER_ERRORS.has(e.code) ? new SlipwayError('ERR_REGISTRY', `pulling ${qualified}: ${e.message}`) : e;
+  }
+  const r = parseReference(ref);
+  const q = parseReference(qualified);
+  const pulled = await resolveImage(layout, `${q.repository}:${q.tag}`);
+  await updateRepositories(layout, (repos) => { (repos.Repositories[r.repository] ??= {})[r.tag] = pulled; });
+  return true;
+}
+
+/** A user error's message names its Dockerfile line (a failing RUN's message, Docker's own, does not). */
+function withLine(d: SlipwayErrorData): SlipwayErrorData {
+  if (d.line === undefined) return d;
+  const prefix = `${d.file ?? 'Dockerfile'}:${d.line}: `;
+  return d.message.includes(`:${d.line}: `) ? d : { ...d, message: `${prefix}${d.message}` };
+}
+
+/**
+ * Turns a build's events into the job's output (rendered as `docker build` prints them), the
+ * result's step list (hit or miss, where from, how long a miss ran) and the step metrics.
+ */
+function stepRecorder(metrics: FarmMetrics, progress: (text: string) => void): { steps: FarmStep[]; onEvent: (e: BuildEvent) => void; finishStep: () => void } {
+  const steps: FarmStep[] = [];
+  let current: { step: FarmStep; startedAt: number } | undefined;
+  let lastStep: { n: number; text: string } | undefined;
+  const finishStep = () => {
+    if (current && !current.step.hit) {
+      current.step.durationMs = Date.now() - current.startedAt;
+      metrics.stepSeconds.observe(current.step.durationMs / 1000);
+    }
+    current = undefined;
+  };
+  const onEvent = (e: BuildEvent) => {
+    if (e.type === 'step') {
+      finishStep();
+      lastStep = { n: e.n, text: e.text };
+    } else if (e.type === 'cache-hit' || e.type === 'cache-miss') {
+      const hit = e.type === 'cache-hit';
+      const source = e.type === 'cache-hit' ? e.source ?? 'local' : 'local';
+      const step: FarmStep = { n: lastStep?.n ?? -1, text: lastStep?.text ?? '', hit, source, durationMs: 0, ...(e.type === 'cache-miss' ? { reason: e.reason } : {}) };
+      steps.push(step);
+      current = { step, startedAt: Date.now() };
+      metrics.steps.inc({ outcome: hit ? 'hit' : 'miss', source });
+    } else if (e.type === 'image') finishStep();
+    else if (e.type === 'summary') metrics.cacheSavedSeconds.inc(e.savedMs / 1000);
+    progress(renderLegacy(e));
+  };
+  return { steps, onEvent, finishStep };
+}
+
+/**
  * `slipway worker`: takes build jobs from the queue, builds each in its own --root with the
  * farm's shared cache, pushes the result, and reports per-step progress and results. A user's
  * error completes the job with a failed result; an infrastructure fault throws, so bullmq
@@ -78,18 +138,25 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   cacheRedis.on('error', () => undefined);
   const metrics = new FarmMetrics();
   const sde = Number(process.env['SOURCE_DATE_EPOCH'] ?? 0);
+  const lockDurationMs = opts.lockDurationMs ?? 30_000;
 
   const processor = async (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => {
     const data = job.data;
     const started = Date.now();
     const tmp = await makeTmpDir(layout, 'job');
-    const steps: FarmStep[] = [];
     let seq = 0;
     const progress = (text: string) => {
+      if (!text) return;
+      // Fire and forget, but in order: both go out on the worker's one connection. The log is
+      // the durable copy a follower replays from the start (events published before it
+      // subscribed are gone); the progress event is for live listeners.
       void job.updateProgress({ seq: seq++, text }).catch(() => undefined);
-      void job.log(text.replace(/\n$/, '')).catch(() => undefined);
+      void job.log(text).catch(() => undefined);
     };
+    // A job taken again (its worker died, or a retried fault) says so in the shared log.
+    if (job.attemptsStarted > 1 || job.stalledCounter > 0) progress(`Taken again by ${name} (attempt ${job.attemptsStarted})\n`);
     metrics.running.inc();
+    const { steps, onEvent, finishStep } = stepRecorder(metrics, progress);
     try {
       const tarFile = path.join(tmp, 'context.tar');
       await blobs.get(data.contextRepo, data.contextDigest, data.contextSize, tarFile);
@@ -97,56 +164,15 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
       await fs.mkdir(ctx, { mode: 0o755 });
       const { stream } = await decompressStream(createReadStream(tarFile));
       await applyTarToRoot(stream, ctx, '/');
-      const cache = new RedisCacheIndex({ redis: cacheRedis, blobs, layout, tenant: data.tenant, worker: name, build: String(job.id) });
-      let current: FarmStep | undefined;
-      const onEvent = (e: BuildEvent) => {
-        if (e.type === 'step') current = undefined;
-        if (e.type === 'cache-hit') {
-          current = { n: e.n, text: '', hit: true, source: e.source ?? 'local', durationMs: 0 };
-          steps.push(current);
-          metrics.steps.inc({ outcome: 'hit', source: e.source ?? 'local' });
-        }
-        if (e.type === 'cache-miss') {
-          current = { n: -1, text: '', hit: false, source: 'local', reason: e.reason, durationMs: Date.now() };
-          steps.push(current);
-          metrics.steps.inc({ outcome: 'miss', source: 'local' });
-        }
-        if (e.type === 'image' && current && !current.hit && current.durationMs > 1e12) {
-          current.durationMs = Date.now() - current.durationMs;
-          metrics.stepSeconds.observe(current.durationMs / 1000);
-        }
-        progress(renderLegacy(e));
-      };
-      const stepTexts: string[] = [];
-      const tracking = (e: BuildEvent) => {
-        if (e.type === 'step') stepTexts[e.n] = e.text;
-        onEvent(e);
-        if ((e.type === 'cache-hit' || e.type === 'cache-miss') && current) {
-          const n = stepTexts.length - 1;
-          current.n = n;
-          current.text = stepTexts[n] ?? '';
-        }
-        if (e.type === 'summary') metrics.cacheSavedSeconds.inc(e.savedMs / 1000);
-      };
+      // The step lease lasts as long as the job lock: a dead worker's step is free again as
+      // soon as its job is.
+      const cache = new RedisCacheIndex({ redis: cacheRedis, blobs, layout, tenant: data.tenant, worker: name, build: String(job.id), leaseMs: lockDurationMs });
       const localTags = data.tags.map((t) => pushName(opts.registry, t));
       const { id } = await build({
         layout, contextDir: ctx, ...(data.dockerfile ? { dockerfile: data.dockerfile } : {}), tags: localTags,
         buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
-        pool, onEvent: tracking, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
-        fetchBase: async (ref) => {
-          // FROM an image this worker lacks: the farm's registry has it (pushed there once).
-          try {
-            await pullImage({ layout, ref: pushName(opts.registry, ref), insecureRegistries: [opts.registry] });
-            const r = parseReference(ref);
-            const q = parseReference(pushName(opts.registry, ref));
-            const { resolveImage } = await import('../store/graph.js');
-            const pulled = await resolveImage(layout, `${q.repository}:${q.tag}`);
-            await updateRepositories(layout, (repos) => { (repos.Repositories[r.repository] ??= {})[r.tag] = pulled; });
-            return true;
-          } catch {
-            return false;
-          }
-        },
+        pool, onEvent, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
+        fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
       });
       const pushed: Array<{ tag: string; digest: string }> = [];
       if (data.push) {
@@ -160,12 +186,14 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
       metrics.buildSeconds.observe((Date.now() - started) / 1000);
       return { ok: true, imageId: id, pushed, steps, worker: name, durationMs: Date.now() - started };
     } catch (e) {
-      const data2 = errorToData(e);
+      finishStep();
       if (e instanceof SlipwayError && USER_ERRORS.has(e.code)) {
-        progress(`error: ${e.message}\n`);
+        const error = withLine(e.toData());
+        progress(`error: ${error.message}\n`);
         metrics.builds.inc({ result: 'failure' });
-        return { ok: false, error: data2, steps, worker: name, durationMs: Date.now() - started };
+        return { ok: false, error, steps, worker: name, durationMs: Date.now() - started };
       }
+      const data2 = errorToData(e);
       metrics.builds.inc({ result: 'error' });
       log(`job ${job.id}: infrastructure fault, will be retried: ${data2.message}`);
       throw e instanceof Error ? e : new Error(String(e));
@@ -180,29 +208,22 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   const worker = new Worker<BuildJobData, BuildJobResult>(QUEUE_NAME, processor, {
     connection: workerConn,
     concurrency: opts.concurrency,
-    lockDuration: opts.lockDurationMs ?? 30_000,
-    stalledInterval: Math.max(1000, Math.floor((opts.lockDurationMs ?? 30_000) / 2)),
+    lockDuration: lockDurationMs,
+    stalledInterval: Math.max(1000, Math.floor(lockDurationMs / 2)),
     maxStalledCount: 3,
     name,
   });
   worker.on('error', (e) => log(`worker: ${e.message}`));
   const served = opts.metricsPort !== undefined ? await metrics.serve(opts.metricsPort) : undefined;
-  const gauges = setInterval(() => {
-    void (async () => {
-      const { Queue } = await import('bullmq');
-      const q = new Queue(QUEUE_NAME, { connection: cacheRedis });
-      metrics.queueDepth.set(await q.count());
-      metrics.activeWorkers.set((await q.getWorkers()).length);
-      await q.close();
-    })().catch(() => undefined);
-  }, 5000);
-  gauges.unref();
+  // Queue-wide gauges are sampled when scraped, on the cache connection.
+  const statsQueue = new Queue(QUEUE_NAME, { connection: cacheRedis });
+  statsQueue.on('error', () => undefined);
+  metrics.queueSampler = async () => ({ depth: await statsQueue.count(), workers: (await statsQueue.getWorkers()).length });
   log(`worker ${name}: waiting for builds on ${QUEUE_NAME}`);
   return {
     name,
     metricsPort: served?.port,
     close: async () => {
-      clearInterval(gauges);
       const timeout = opts.shutdownTimeoutMs ?? 60_000;
       const graceful = worker.close();
       const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeout).unref());
@@ -212,10 +233,10 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
       }
       await served?.close();
       await pool.close();
+      await statsQueue.close().catch(() => undefined);
       cacheRedis.disconnect();
       workerConn.disconnect();
     },
   };
 }
 
-export { crypto };
