@@ -9,7 +9,7 @@ import { parseReference } from '../store/reference.js';
 import { ApiError, badParameter, notFound, toApiError } from './http-errors.js';
 import { boolParam, byteLimit, requestBody, sendJson, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
-import { followFarmBuild, readFarmBuild } from './farm-jobs.js';
+import { followFarmBuild, readFarmBuild } from '../farm/build-jobs.js';
 import type { ApiContext, ApiRequest, FarmConfig } from './routes.js';
 
 /** The farm's endpoints answer 503 until `serve` is told where the farm is. */

@@ -1,14 +1,11 @@
 /**
- * Reading farm jobs for the API: a build's state, result and log, and following it to the end.
- *
- * This is the only bullmq importer outside src/farm/ (DESIGN §7 confines bullmq there). It
- * belongs in src/farm/submit.ts: `followBuild` there replays the log too, but cannot be
- * stopped when the HTTP client goes away, and `buildInfo` has neither the log nor the job's
- * tags. Once those take an AbortSignal and return both, this file should go.
+ * Reading farm jobs for the API: a build's state, result and log, and following it to the end
+ * (stoppable when the HTTP client goes away). It overlaps `followBuild`/`buildInfo` in
+ * submit.ts, which the CLI uses; merging them is left to do.
  */
 import { Queue, type Job } from 'bullmq';
-import { connect, QUEUE_NAME } from '../farm/connection.js';
-import type { BuildJobData, BuildJobResult } from '../farm/job.js';
+import { connect, QUEUE_NAME } from './connection.js';
+import type { BuildJobData, BuildJobResult } from './job.js';
 
 /** A farm build's state, in the API's words. */
 export type FarmBuildStatus = 'queued' | 'running' | 'succeeded' | 'failed';
