@@ -1,43 +1,15 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { createWriteStream } from 'node:fs';
-import { pipeline } from 'node:stream/promises';
-import tarFs from 'tar-fs';
 import { Queue } from 'bullmq';
-import { IgnoreMatcher, parseDockerignore } from '../context/dockerignore.js';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
 import { BlobStore, CONTEXT_REPO } from './blobs.js';
+import { packContext } from '../snapshot/context-tar.js';
 import { connect, QUEUE_NAME } from './connection.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 
-/**
- * Packs a context folder as the docker CLI sends it: `.dockerignore` applied (the Dockerfile
- * and `.dockerignore` always included), names sorted, modes kept (umask 0), owners 0:0.
- */
-export async function packContext(dir: string, out: string, dockerfile = 'Dockerfile'): Promise<void> {
-  const ignoreText = await fs.readFile(path.join(dir, '.dockerignore'), 'utf8').catch(() => '');
-  const matcher = new IgnoreMatcher(parseDockerignore(ignoreText));
-  const always = new Set([dockerfile, '.dockerignore']);
-  const pack = tarFs.pack(dir, {
-    sort: true,
-    umask: 0,
-    ignore: (name: string) => {
-      const rel = path.relative(dir, name).split(path.sep).join('/');
-      return rel !== '' && !always.has(rel) && matcher.isExcluded(rel);
-    },
-    map: (h: { uid: number; gid: number; uname?: string; gname?: string }) => {
-      h.uid = 0;
-      h.gid = 0;
-      h.uname = '';
-      h.gname = '';
-      return h;
-    },
-  });
-  await pipeline(pack, createWriteStream(out));
-}
 
 export interface SubmitOptions {
   redisUrl: string;
