@@ -121,7 +121,7 @@ async function readOpaqueDirs(root: string): Promise<Set<string>> {
 }
 
 /** getfattr prints names byte-wise with `\ooo` escapes for backslash and unprintable bytes. */
-function unescapeGetfattr(s: string): string {
+export function unescapeGetfattr(s: string): string {
   const raw = Buffer.from(s, 'latin1'); // run() decodes stdout as latin1: one char per byte
   const bytes: number[] = [];
   for (let i = 0; i < raw.length; i++) {

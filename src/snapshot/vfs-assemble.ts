@@ -10,6 +10,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { run } from './unpack.js';
+import { unescapeGetfattr } from './pack.js';
 
 /** One layer folder and what overlay reads from its xattrs. */
 export interface VfsLayer {
@@ -125,21 +126,6 @@ export async function readOverlayXattrs(root: string): Promise<{ opaque: Set<str
     names.set(name, [...(names.get(name) ?? []), rel === '' ? '.' : rel]);
   }
   return { opaque, names };
-}
-
-/** getfattr prints names byte-wise with `\ooo` escapes for backslash and unprintable bytes. */
-function unescapeGetfattr(s: string): string {
-  const raw = Buffer.from(s, 'latin1'); // run() decodes stdout as latin1: one char per byte
-  const bytes: number[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i] as number;
-    const oct = raw.subarray(i + 1, i + 4).toString('latin1');
-    if (c === 0x5c && /^[0-7]{3}$/.test(oct)) {
-      bytes.push(parseInt(oct, 8));
-      i += 3;
-    } else bytes.push(c);
-  }
-  return Buffer.from(bytes).toString('utf8');
 }
 
 /**
