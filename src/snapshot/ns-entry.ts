@@ -133,6 +133,9 @@ function runTool(cmd: string, args: string[], cwd?: string): void {
   if (r.status !== 0) throw new SetupError(`${cmd} ${args[0] ?? ''} failed: ${(r.stderr || r.stdout).trim()}`);
 }
 
+/** What a step's processes may keep (the bounding set): Docker's defaults without mknod. */
+const STEP_CAPABILITIES = ['chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap', 'net_bind_service', 'net_raw', 'sys_chroot', 'audit_write', 'setfcap'];
+
 function hostBinary(name: string): string {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
     const p = path.join(dir || '.', name);
@@ -306,7 +309,10 @@ async function runCommand(layout: Layout, req: NsRunRequest, reply: (r: NsReply)
   process.setgroups?.(req.groups);
   process.setgid?.(req.gid);
   const args = ['--root', layout.merged, '--wd', req.cwd, '--setuid', String(req.uid), '--', ...req.argv];
-  command = spawn(unshare, args, { env: envObject(req.env), stdio: 'inherit' });
+  // Docker's default capabilities minus MKNOD (there is no device cgroup here to make device
+  // nodes harmless): without CAP_SYS_ADMIN a RUN cannot mount, and so cannot leave its chroot.
+  const bounding = ['-all', ...STEP_CAPABILITIES.map((c) => `+${c}`)].join(',');
+  command = spawn(hostBinary('setpriv'), ['--bounding-set', bounding, '--', unshare, ...args], { env: envObject(req.env), stdio: 'inherit' });
   command.on('error', (e) => reply({ type: 'error', error: { message: `cannot start command: ${e.message}`, code: 'ERR_SANDBOX' } }));
   command.on('exit', (code, signal) => {
     const signo = signal === null ? 0 : (osConstants.signals[signal] ?? 0);

@@ -229,3 +229,13 @@ test('unknown flags and missing arguments are errors, --help works on every verb
   }
   assert.notEqual((await slipway(root, ['tag', 'busybox'])).code, 0);
 });
+
+test('a RUN cannot mount or make device nodes (no CAP_SYS_ADMIN, no CAP_MKNOD), but root keeps chown', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN mkdir /m && if mount -t tmpfs none /m; then echo MOUNTED; fi; if mknod /sda b 8 0; then echo MKNOD; fi; chown 1:1 /m && echo chown-ok\n' });
+  const r = await slipway(root, ['build', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /chown-ok/);
+  assert.doesNotMatch(r.stdout, /^(MOUNTED|MKNOD)$/m);
+  assert.match(r.stdout, /^mknod: \/sda: Operation not permitted$/m);
+});

@@ -164,9 +164,11 @@ test('hard-linked lower files: unlinking or linking one does not record its sibl
   assert.deepEqual(entries.map((e) => `${e.path}${e.sameInodeAs ? `=${e.sameInodeAs}` : ''}`), ['h1', 'h3=h1']);
 });
 
-test('fifo, device, setuid and sticky survive', { skip }, async () => {
-  const { entries } = await both('mkfifo /d/p && mknod /d/zero c 1 5 && chmod 4711 /d/f && mkdir -m 1777 /st');
-  assert.deepEqual(entries.map((e) => `${e.path}:${e.type}:${e.mode}`), ['d:dir:755', 'd/f:file:4711', 'd/p:fifo:644', 'd/zero:char:644', 'st:dir:1777']);
+// Device nodes cannot be made in a step (no CAP_MKNOD: without a device cgroup a node could
+// reach the host's disks); layers still carry them from imported and pulled images.
+test('fifo, setuid and sticky survive', { skip }, async () => {
+  const { entries } = await both('mkfifo /d/p && chmod 4711 /d/f && mkdir -m 1777 /st');
+  assert.deepEqual(entries.map((e) => `${e.path}:${e.type}:${e.mode}`), ['d:dir:755', 'd/f:file:4711', 'd/p:fifo:644', 'st:dir:1777']);
 });
 
 test('a RUN that changes nothing gives an empty layer; mount points stay out', { skip }, async () => {
