@@ -188,16 +188,7 @@ export function request(socket: string, opts: http.RequestOptions, body?: Buffer
   });
 }
 
-/** Processes whose command line mentions `needle`. */
-export async function processesMentioning(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(needle)) found.push(`${pid}: ${cmd.replace(/\0/g, ' ')}`);
-  }
-  return found;
-}
+export { processesMentioning } from './cli.js';
 
 /** Polls `fn` until it returns true or `ms` pass. */
 export async function waitFor(fn: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {

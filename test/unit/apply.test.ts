@@ -6,33 +6,14 @@ import { chmod, lstat, lutimes, mkdir, mkdtemp, readdir, readFile, readlink, rm,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pack, type Header } from 'tar-stream';
+import { makeTar as makeTarBuffer, type Spec } from '../support/tar.js';
 import { SlipwayError } from '../../src/errors.js';
 import { applyTarToRoot } from '../../src/snapshot/apply.js';
 import { resolveInRoot } from '../../src/snapshot/resolve-in-root.js';
 
-type Spec = Partial<Header> & { name: string; body?: string };
-
-/** Builds a tar in memory; every field is explicit so tar-stream fills in nothing. */
+/** The crafted tar as the stream the applier reads. */
 async function makeTar(entries: Spec[]): Promise<Readable> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const { body, ...h } = e;
-    const header = { mode: 0o100644, mtime: new Date(1_000_000_000_000), uid: 0, gid: 0, type: 'file' as const, ...h };
-    await new Promise<void>((res, rej) => {
-      const cb = (err?: Error | null): void => (err ? rej(err) : res());
-      // a 'file' sink waits for a body, even an empty one
-      if (body !== undefined || header.type === 'file') p.entry(header, body ?? '', cb);
-      else p.entry(header, cb);
-    });
-  }
-  p.finalize();
-  await done;
-  return Readable.from([Buffer.concat(chunks)]);
+  return Readable.from([await makeTarBuffer(entries)]);
 }
 
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {

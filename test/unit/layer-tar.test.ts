@@ -8,34 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { extract, pack, type Header } from 'tar-stream';
+import { extract, type Header } from 'tar-stream';
+import { makeTar, type Spec } from '../support/tar.js';
 import { SlipwayError } from '../../src/errors.js';
 import { layerSize, packLayer } from '../../src/snapshot/pack.js';
 import { decompressStream, unpackLayer } from '../../src/snapshot/unpack.js';
-
-type Spec = Partial<Header> & { name: string; body?: string };
-
-/** Builds a tar in memory; every field is explicit so tar-stream fills in nothing. */
-async function makeTar(entries: Spec[]): Promise<Buffer> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const { body, ...h } = e;
-    const header = { mode: 0o100644, mtime: new Date(1_000_000_000_000), uid: 0, gid: 0, type: 'file' as const, ...h };
-    await new Promise<void>((res, rej) => {
-      const cb = (err?: Error | null): void => (err ? rej(err) : res());
-      // a 'file' sink waits for a body, even an empty one
-      if (body !== undefined || header.type === 'file') p.entry(header, body ?? '', cb);
-      else p.entry(header, cb);
-    });
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 async function listTar(buf: Buffer): Promise<Header[]> {
   const out: Header[] = [];
