@@ -10,6 +10,8 @@ import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
+import { SANDBOX_FLAGS, limitMessage, sandboxFromFlags } from '../sandbox/limits.js';
+import type { NetworkMode } from '../sandbox/oci-spec.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
@@ -34,6 +36,13 @@ async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' |
   return driver;
 }
 
+/** `--network default|none|host` (Docker's `bridge` is the default mode's other name). */
+export function networkFlag(v: string | undefined): NetworkMode {
+  if (v === undefined || v === 'default' || v === 'bridge') return 'default';
+  if (v === 'none' || v === 'host') return v;
+  throw new SlipwayError('ERR_USAGE', `unsupported --network ${v}: default, none or host`);
+}
+
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
 export async function buildCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -51,13 +60,14 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       plan: { type: 'boolean' },
       rm: { type: 'boolean' },
       'force-rm': { type: 'boolean' },
+      ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
   const contextDir = positionals[0]!;
-  const network = values.network === undefined || values.network === 'default' || values.network === 'host' ? 'host' : values.network;
-  if (network !== 'host' && network !== 'none') throw new SlipwayError('ERR_USAGE', `unsupported --network ${values.network}: host or none`);
+  const network = networkFlag(values.network);
+  const sandbox = sandboxFromFlags(values);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
@@ -79,6 +89,9 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
       noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
+      sandbox,
+      // A local build is run by root on root's own machine: asking for the host network is allowed.
+      allowHostNetwork: true,
     });
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;
@@ -92,7 +105,8 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
 /** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
 export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   // Options end at the image name: what follows is the command, flags included.
-  const withValue = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network']);
+  const withValue = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network', '-m', '-c',
+    ...Object.entries(SANDBOX_FLAGS).map(([k]) => `--${k}`)]);
   let split = args.length;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -105,10 +119,13 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
       rm: { type: 'boolean' }, interactive: { type: 'boolean', short: 'i' }, tty: { type: 'boolean', short: 't' },
       env: { type: 'string', short: 'e', multiple: true }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
       network: { type: 'string' },
+      ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
     strict: true,
   });
+  const sandbox = sandboxFromFlags(values);
+  const network = networkFlag(values.network);
   const positionals = [...head, ...args.slice(split + 1)];
   if (positionals.length < 1) throw new SlipwayError('ERR_USAGE', '"slipway run" requires at least 1 argument');
   await ensureStore(layout);
@@ -132,9 +149,11 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
     const res = await runInSandbox({
       lowerDirs, upperDir: path.join(dir, 'upper'), scratchDir: path.join(dir, 'scratch'), argv, env,
       uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
-      hostname: crypto.randomBytes(6).toString('hex'), network: values.network === 'none' ? 'none' : 'host',
-      volumes: Object.keys(config.Volumes ?? {}), stdio: 'inherit',
+      hostname: crypto.randomBytes(6).toString('hex'), network, sandbox,
+      volumes: Object.keys(config.Volumes ?? {}),
+      interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false },
     });
+    if (res.killedBy) process.stderr.write(`slipway: the container was ${limitMessage(res.killedBy, sandbox)}\n`);
     return res.exitCode;
   } finally {
     await fs.rm(dir, { recursive: true, force: true });

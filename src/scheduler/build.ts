@@ -1,3 +1,5 @@
+import type { NetworkMode } from '../sandbox/oci-spec.js';
+import type { SandboxOptions } from '../sandbox/container.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -33,7 +35,11 @@ export interface BuildOptions {
   buildArgs?: Record<string, string>;
   target?: string;
   noCache?: boolean;
-  network?: 'host' | 'none';
+  network?: NetworkMode;
+  /** The host network may be asked for (`--network host`, `RUN --network=host`): an operator's entitlement. */
+  allowHostNetwork?: boolean;
+  /** How RUN steps are confined: runtime, user namespace, limits, timeout. */
+  sandbox?: SandboxOptions;
   /** Rootfs assembly for RUN/COPY/ADD steps (default overlay). */
   storageDriver?: 'overlay' | 'vfs';
   pool: WorkerPool;
@@ -392,7 +398,8 @@ async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack,
     if (!res.ok) {
       if (res.error.code === 'ERR_STEP_FAILED' && res.exitCode !== undefined) {
         // Docker's message, unchanged; the line travels as data (the farm's result names it).
-        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}`, { exitCode: res.exitCode, line: step.line, file: run.plan.file });
+        const why = res.error.message.replace(/^returned a non-zero code: \d+/, '');
+        throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}${why}`, { exitCode: res.exitCode, line: step.line, file: run.plan.file });
       }
       throw SlipwayError.fromData(res.error);
     }

@@ -1,3 +1,4 @@
+import type { NetworkMode } from '../sandbox/oci-spec.js';
 import fs from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -55,16 +56,28 @@ function runArgv(step: RunStep, config: ContainerConfigJson): string[] {
   return [...shell, step.shell];
 }
 
+/**
+ * The network a RUN gets: its own `--network=`, else the build's. The host's network is an
+ * entitlement (`--allow network.host` on serve and worker; a local build as root may ask).
+ */
+function runNetwork(run: BuildRun, step: RunStep): NetworkMode {
+  const asked = step.network ?? run.opts.network ?? 'default';
+  if (asked !== 'host' && asked !== 'none' && asked !== 'default') {
+    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', run.plan.file, step.line, `unsupported network mode: ${asked} (default, none or host)`);
+  }
+  if (asked === 'host' && !run.opts.allowHostNetwork) {
+    const how = step.network === 'host' ? 'RUN --network=host' : '--network host';
+    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', run.plan.file, step.line, `${how} is not allowed: the host network needs the network.host entitlement (--allow network.host)`);
+  }
+  return asked;
+}
+
 async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lowerDirs: string[]): Promise<LayerWork> {
   const config = cloneConfig(state.config);
   const argv = runArgv(step, config);
   const args = runBuildArgs(state);
   const cmd = args.length > 0 ? [`|${args.length}`, ...args, ...argv] : argv;
-  const network = step.network ?? run.opts.network ?? 'host';
-  if (network !== 'host' && network !== 'none' && network !== 'default') {
-    throw dockerfileError('ERR_DOCKERFILE_SYNTAX', run.plan.file, step.line, `unsupported network mode: ${network}`);
-  }
-  const mode = network === 'none' ? 'none' : 'host';
+  const mode = runNetwork(run, step);
   let ident;
   try {
     ident = await resolveUser(lowerDirs, config.User);
@@ -82,7 +95,7 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
     execute: (onOutput) => run.opts.pool.runStep({
       type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
       cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
-      driver: run.opts.storageDriver ?? 'overlay',
+      driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sandbox ? { sandbox: run.opts.sandbox } : {}),
       ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}),
     }, onOutput, run.opts.signal),
   };

@@ -4,6 +4,9 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
+import type { ContainerResult, SandboxOptions } from '../sandbox/container.js';
+import { limitMessage } from '../sandbox/limits.js';
+import type { NetworkMode } from '../sandbox/oci-spec.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
 import { packLayer, layerSize } from './pack.js';
 import type { CopyOp } from './copy-in-root.js';
@@ -22,12 +25,13 @@ export type StepTask =
       gid: number;
       groups: number[];
       cwd: string;
-      network: 'host' | 'none';
+      network: NetworkMode;
       volumes: string[];
       hostname: string;
       /** Output chunks are posted here as they are produced. */
       port?: MessagePort;
-      timeoutMs?: number;
+      /** Runtime, user namespace, limits and timeout. */
+      sandbox?: SandboxOptions;
       /** How the rootfs is assembled: overlayfs (default) or copies (`vfs`). */
       driver?: StorageDriver;
       /** SOURCE_DATE_EPOCH: mtimes in the new layer above it are set to it (reproducible layers). */
@@ -41,7 +45,7 @@ export type StorageDriver = 'overlay' | 'vfs';
 /** A step's outcome, as plain data (errors do not survive the thread boundary). */
 export type StepResult =
   | { ok: true; layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean }
-  | { ok: false; error: SlipwayErrorData; exitCode?: number };
+  | { ok: false; error: SlipwayErrorData; exitCode?: number; killedBy?: ContainerResult['killedBy'] };
 
 const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url));
 
@@ -67,17 +71,18 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       const res = await runInSandbox({
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
-        stdio: 'pipe',
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
         ...(signal ? { signal } : {}),
-        ...(task.timeoutMs ? { timeoutMs: task.timeoutMs } : {}),
+        ...(task.sandbox ? { sandbox: task.sandbox } : {}),
       });
       if (res.exitCode !== 0) {
         await fs.rm(dir, { recursive: true, force: true });
+        const why = res.killedBy ? `: ${limitMessage(res.killedBy, task.sandbox)}` : '';
         return {
           ok: false,
           exitCode: res.exitCode,
-          error: { code: 'ERR_STEP_FAILED', message: `returned a non-zero code: ${res.exitCode}`, exitCode: res.exitCode },
+          ...(res.killedBy ? { killedBy: res.killedBy } : {}),
+          error: { code: 'ERR_STEP_FAILED', message: `returned a non-zero code: ${res.exitCode}${why}`, exitCode: res.exitCode },
         };
       }
     } else {

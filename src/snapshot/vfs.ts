@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { HOST_FILES, INIT_DIRS } from './ns-entry.js';
+import { HOST_FILES, INIT_DIRS } from '../sandbox/init-layer.js';
 import { run } from './unpack.js';
 import { assembleRootfs, type VfsLayer } from './vfs-assemble.js';
 import { diffRootfs, snapshotTree, type TreeSnapshot } from './vfs-diff.js';

@@ -1,0 +1,594 @@
+/*
+ * slipway-shim: the host side of one sandboxed step. It is what Node cannot do without a
+ * native addon: join cgroups, make namespaces, idmapped mounts and the overlay, and be pid 1
+ * of a pid namespace so that everything it starts dies with it.
+ *
+ *   slipway-shim [OPTIONS] -- COMMAND [ARG]...
+ *
+ * The process tree, and why:
+ *   outer shim (host pid ns)    joins the step's cgroups, forwards signals, reports the pid of
+ *    |                          pid 1 on the status fd, exits with COMMAND's status
+ *    +- shim, pid 1 of a new pid ns and mount ns: private mounts, its own /proc, the user and
+ *       |                       network namespaces of the step, the rootfs; reaps orphans
+ *       +- slirp4netns          (--netns slirp) outbound network for the step
+ *       +- COMMAND              the OCI runtime (crun/runc run ...) or a helper
+ * Both shims die with their parent (PR_SET_PDEATHSIG). When pid 1 exits, the kernel kills
+ * every process left in its pid namespace, the runtime's container included, and the mount
+ * namespace with the overlay goes away with the last of them: nothing is left running or
+ * mounted, even after kill -9 of the Node process.
+ *
+ * Options:
+ *   --cgroup DIR      join the cgroup DIR (repeatable: one per v1 hierarchy, or the v2 dir)
+ *   --idmap H:N       make a user namespace mapping ids 0..N-1 to host ids H..H+N-1, and mount
+ *                     the rootfs layers idmapped through it (files keep their on-disk owners)
+ *   --gidmap G        gids map to G..G+N-1 instead (default: as uids)
+ *   --netns MODE      none: a new network namespace with loopback only; slirp: plus
+ *                     slirp4netns (outbound only, no host loopback); absent: host network
+ *   --slirp PATH      the slirp4netns binary
+ *   --nsdir DIR       the new user/network namespaces are bind-mounted at DIR/user, DIR/net
+ *   --lower DIR       an overlay lower dir, top-most first (repeatable)
+ *   --upper DIR       the overlay upper dir (not idmapped: the caller shifts owners back)
+ *   --work DIR        the overlay work dir
+ *   --links DIR       an empty dir for short layer names (the option string fits one page)
+ *   --rootdir DIR     instead of an overlay, this dir is the rootfs (bind, idmapped with --idmap)
+ *   --merged DIR      where the rootfs is mounted
+ *   --stage DIR       instead of --merged: mount a private tmpfs on DIR (made 0711 if missing)
+ *                     and the rootfs at DIR/rootfs. A runtime that has joined the user
+ *                     namespace opens the rootfs and bind sources by path as an unprivileged
+ *                     uid, so every directory above them must be searchable by it, which the
+ *                     store's 0700 folders are not; DIR's are.
+ *   --stage-files DIR bind DIR at STAGE/files (the container's /etc files)
+ *   --hide-cgroup2    mount an empty tmpfs over /sys/fs/cgroup/unified (crun refuses hybrid hosts)
+ *   --volume PATH     a VOLUME: an overlay over PATH whose writes are discarded (repeatable)
+ *   --volume-dir DIR  the i-th volume's upper and work dirs are DIR/i/u and DIR/i/w
+ *   --mkdir PATH      mkdir -p PATH inside the rootfs (the working directory)
+ *   --exec NAME       check that NAME can be executed (--exec-path PATH, --exec-cwd DIR) as the
+ *                     runtime would look it up; if not, exit 127 (126) with Docker's message
+ *   --status-fd N     the outer shim writes "pid P\n" (pid 1 in the host's pid ns); a setup
+ *                     failure writes "error MESSAGE\n" and exits 125
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_LIST 4096
+#define FD_PATH_LEN 32
+
+struct options {
+  const char *cgroups[64];
+  int ncgroups;
+  long idmap_host, idmap_count, gidmap_host;
+  const char *netns;
+  const char *slirp;
+  const char *nsdir;
+  const char *lowers[MAX_LIST];
+  int nlowers;
+  const char *upper, *work, *links, *rootdir, *merged;
+  int hide_cgroup2;
+  int status_fd;
+  const char *volumes[256];
+  int nvolumes;
+  const char *volume_dir;
+  const char *mkdirs[16];
+  int nmkdirs;
+  const char *exec_name, *exec_path, *exec_cwd;
+  const char *stage, *stage_files;
+  char stage_rootfs[4096];
+  char **command;
+};
+
+static int status_fd = -1;
+static volatile pid_t forward_to = 0;
+
+/* Reports a setup failure on the status fd (and stderr without one) and exits 125. */
+static void fail(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (status_fd >= 0) dprintf(status_fd, "error %s\n", msg);
+  else fprintf(stderr, "slipway-shim: %s\n", msg);
+  _exit(125);
+}
+
+static void die_with_parent(void) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("prctl: %s", strerror(errno));
+}
+
+static long parse_long(const char *s, const char *what) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end) fail("bad %s: %s", what, s);
+  return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o) {
+  memset(o, 0, sizeof *o);
+  o->status_fd = -1;
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { i++; break; }
+    if (strcmp(a, "--hide-cgroup2") == 0) { o->hide_cgroup2 = 1; continue; }
+    if (i + 1 >= argc) fail("option %s needs a value", a);
+    const char *v = argv[++i];
+    if (strcmp(a, "--cgroup") == 0) {
+      if (o->ncgroups == 64) fail("too many cgroups");
+      o->cgroups[o->ncgroups++] = v;
+    } else if (strcmp(a, "--idmap") == 0) {
+      const char *colon = strchr(v, ':');
+      if (!colon) fail("bad --idmap: %s", v);
+      char host[32];
+      snprintf(host, sizeof host, "%.*s", (int)(colon - v), v);
+      o->idmap_host = parse_long(host, "--idmap host id");
+      o->idmap_count = parse_long(colon + 1, "--idmap count");
+      if (!o->gidmap_host) o->gidmap_host = o->idmap_host;
+    } else if (strcmp(a, "--gidmap") == 0) o->gidmap_host = parse_long(v, "--gidmap"); else if (strcmp(a, "--netns") == 0) o->netns = v;
+    else if (strcmp(a, "--slirp") == 0) o->slirp = v;
+    else if (strcmp(a, "--nsdir") == 0) o->nsdir = v;
+    else if (strcmp(a, "--lower") == 0) {
+      if (o->nlowers == MAX_LIST) fail("too many layers");
+      o->lowers[o->nlowers++] = v;
+    } else if (strcmp(a, "--upper") == 0) o->upper = v;
+    else if (strcmp(a, "--work") == 0) o->work = v;
+    else if (strcmp(a, "--links") == 0) o->links = v;
+    else if (strcmp(a, "--rootdir") == 0) o->rootdir = v;
+    else if (strcmp(a, "--merged") == 0) o->merged = v;
+    else if (strcmp(a, "--stage") == 0) o->stage = v;
+    else if (strcmp(a, "--stage-files") == 0) o->stage_files = v;
+    else if (strcmp(a, "--status-fd") == 0) o->status_fd = (int)parse_long(v, "--status-fd");
+    else if (strcmp(a, "--volume") == 0) {
+      if (o->nvolumes == 256) fail("too many volumes");
+      o->volumes[o->nvolumes++] = v;
+    } else if (strcmp(a, "--volume-dir") == 0) o->volume_dir = v;
+    else if (strcmp(a, "--mkdir") == 0) {
+      if (o->nmkdirs == 16) fail("too many --mkdir");
+      o->mkdirs[o->nmkdirs++] = v;
+    } else if (strcmp(a, "--exec") == 0) o->exec_name = v;
+    else if (strcmp(a, "--exec-path") == 0) o->exec_path = v;
+    else if (strcmp(a, "--exec-cwd") == 0) o->exec_cwd = v;
+    else fail("unknown option %s", a);
+  }
+  if (i >= argc) fail("no command");
+  if (o->stage) {
+    if (o->merged) fail("--stage and --merged exclude each other");
+    snprintf(o->stage_rootfs, sizeof o->stage_rootfs, "%s/rootfs", o->stage);
+    o->merged = o->stage_rootfs;
+  }
+  if (o->stage_files && !o->stage) fail("--stage-files needs --stage");
+  o->command = argv + i;
+  if ((o->idmap_host || o->netns) && !o->nsdir) fail("--idmap and --netns need --nsdir");
+  if (o->netns && strcmp(o->netns, "none") && strcmp(o->netns, "slirp")) fail("bad --netns: %s", o->netns);
+  if (o->netns && !strcmp(o->netns, "slirp") && !o->slirp) fail("--netns slirp needs --slirp");
+  if (o->nlowers && (!o->upper || !o->work || !o->links || !o->merged)) fail("an overlay needs --upper, --work, --links and --merged");
+  if (o->rootdir && !o->merged) fail("--rootdir needs --merged");
+  if ((o->nvolumes || o->nmkdirs || o->exec_name) && !o->merged) fail("--volume, --mkdir and --exec need --merged");
+  if (o->nvolumes && !o->volume_dir) fail("--volume needs --volume-dir");
+}
+
+static void write_file(const char *path, const char *data) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail("open %s: %s", path, strerror(errno));
+  size_t n = strlen(data);
+  if (write(fd, data, n) != (ssize_t)n) fail("write %s: %s", path, strerror(errno));
+  close(fd);
+}
+
+static void join_cgroups(const struct options *o) {
+  char path[4096];
+  for (int i = 0; i < o->ncgroups; i++) {
+    snprintf(path, sizeof path, "%s/cgroup.procs", o->cgroups[i]);
+    write_file(path, "0\n");
+  }
+}
+
+static void forward_signal(int sig) {
+  if (forward_to > 0) kill(forward_to, sig);
+}
+
+static const int FORWARDED[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+
+static void forward_signals_to(pid_t pid) {
+  forward_to = pid;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward_signal;
+  sa.sa_flags = SA_RESTART;
+  for (size_t i = 0; i < sizeof FORWARDED / sizeof FORWARDED[0]; i++) sigaction(FORWARDED[i], &sa, NULL);
+}
+
+static int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 125;
+}
+
+/* Brings `lo` up in the current network namespace. */
+static int loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (r == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    r = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+  return r;
+}
+
+static void bind_ns(pid_t pid, const char *nsdir, const char *name) {
+  char src[64], dst[4096];
+  snprintf(src, sizeof src, "/proc/%d/ns/%s", (int)pid, name);
+  snprintf(dst, sizeof dst, "%s/%s", nsdir, name);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) fail("create %s: %s", dst, strerror(errno));
+  close(fd);
+  if (mount(src, dst, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", src, strerror(errno));
+}
+
+/*
+ * Makes the step's user namespace (with the mapping) and network namespace in a short-lived
+ * child, binds them into nsdir, and returns an fd of the user namespace (or -1 without one).
+ */
+static int make_namespaces(const struct options *o) {
+  int userns = o->idmap_count > 0;
+  int netns = o->netns != NULL;
+  if (!userns && !netns) return -1;
+  int ready[2], done[2];
+  if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+  pid_t child = fork();
+  if (child < 0) fail("fork: %s", strerror(errno));
+  if (child == 0) {
+    close(ready[0]);
+    close(done[1]);
+    int flags = (userns ? CLONE_NEWUSER : 0) | (netns ? CLONE_NEWNET : 0);
+    char r = 'r';
+    if (unshare(flags) < 0) r = 'u';
+    else if (netns && loopback_up() < 0) r = 'l';
+    if (write(ready[1], &r, 1) != 1) _exit(1);
+    char c;
+    while (read(done[0], &c, 1) < 0 && errno == EINTR) {}
+    _exit(0);
+  }
+  close(ready[1]);
+  close(done[0]);
+  char r = 0;
+  if (read(ready[0], &r, 1) != 1) fail("namespace helper died");
+  if (r == 'u') fail("cannot create namespaces (unshare): is this kernel built with user namespaces?");
+  if (r == 'l') fail("cannot bring up loopback in the step's network namespace");
+  int fd = -1;
+  if (userns) {
+    char path[64], map[128];
+    snprintf(map, sizeof map, "0 %ld %ld\n", o->idmap_host, o->idmap_count);
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)child);
+    write_file(path, map);
+    snprintf(map, sizeof map, "0 %ld %ld\n", o->gidmap_host, o->idmap_count);
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)child);
+    write_file(path, map);
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)child);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail("open %s: %s", path, strerror(errno));
+    bind_ns(child, o->nsdir, "user");
+  }
+  if (netns) bind_ns(child, o->nsdir, "net");
+  close(done[1]);
+  close(ready[0]);
+  waitpid(child, NULL, 0);
+  return fd;
+}
+
+/* Starts slirp4netns on the step's network namespace and waits until it has configured tap0. */
+static void start_slirp(const struct options *o) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+  char fdarg[32], netpath[4096];
+  snprintf(fdarg, sizeof fdarg, "--ready-fd=%d", ready[1]);
+  snprintf(netpath, sizeof netpath, "%s/net", o->nsdir);
+  pid_t pid = fork();
+  if (pid < 0) fail("fork: %s", strerror(errno));
+  if (pid == 0) {
+    fcntl(ready[1], F_SETFD, 0); /* the only fd slirp4netns inherits besides 0-2 */
+    /* Not the step's stdout/stderr: its messages go to a log the caller reads on failure. */
+    char log[4096];
+    snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
+    int devnull = open("/dev/null", O_RDWR);
+    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (devnull >= 0) dup2(devnull, 0);
+    if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
+    execl(o->slirp, o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+          "--netns-type=path", fdarg, netpath, "tap0", (char *)NULL);
+    fprintf(stderr, "slipway-shim: exec %s: %s\n", o->slirp, strerror(errno));
+    _exit(127);
+  }
+  close(ready[1]);
+  char c;
+  ssize_t n;
+  while ((n = read(ready[0], &c, 1)) < 0 && errno == EINTR) {}
+  close(ready[0]);
+  if (n != 1) fail("slirp4netns did not start (see %s/slirp.log)", o->nsdir);
+}
+
+/* A clone of the mount at `src`, idmapped through userns_fd, attached at `dst`. */
+static void idmapped_bind(const char *src, const char *dst, int userns_fd, int readonly) {
+  int fd = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (fd < 0) fail("open_tree %s: %s", src, strerror(errno));
+  struct mount_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.attr_set = MOUNT_ATTR_IDMAP | (readonly ? MOUNT_ATTR_RDONLY : 0);
+  attr.userns_fd = (unsigned long long)userns_fd;
+  if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+    fail("cannot make an idmapped mount of %s (%s): this kernel or filesystem does not support "
+         "idmapped mounts; use --userns=host to run steps without a user namespace", src, strerror(errno));
+  }
+  if (syscall(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) fail("move_mount %s: %s", dst, strerror(errno));
+  close(fd);
+}
+
+static void mount_overlay(const struct options *o, int userns_fd) {
+  if (chdir(o->links) < 0) fail("chdir %s: %s", o->links, strerror(errno));
+  /* "lowerdir=" + up to 5 digits and a colon per layer, plus the rest */
+  static char opts[MAX_LIST * 6 + 256];
+  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
+  for (int i = 0; i < o->nlowers; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "%d", i);
+    if (userns_fd >= 0) {
+      if (mkdir(name, 0700) < 0 && errno != EEXIST) fail("mkdir %s: %s", name, strerror(errno));
+      idmapped_bind(o->lowers[i], name, userns_fd, 1);
+    } else if (symlink(o->lowers[i], name) < 0) fail("symlink %s: %s", o->lowers[i], strerror(errno));
+    len += (size_t)snprintf(opts + len, sizeof opts - len, "%s%s", i ? ":" : "", name);
+  }
+  if (symlink(o->upper, "u") < 0 || symlink(o->work, "w") < 0) fail("symlink: %s", strerror(errno));
+  snprintf(opts + len, sizeof opts - len, ",upperdir=u,workdir=w");
+  /* index/redirect_dir/metacopy would make the upper dir depend on the lower dirs; a layer
+     must stand alone. Older kernels reject unknown options, so fall back to the defaults. */
+  const char *extra[] = {",index=off,redirect_dir=off,metacopy=off", ",index=off", ""};
+  char full[sizeof opts + 64];
+  int err = 0;
+  for (size_t i = 0; i < 3; i++) {
+    snprintf(full, sizeof full, "%s%s", opts, extra[i]);
+    if (mount("overlay", o->merged, "overlay", 0, full) == 0) { err = 0; break; }
+    err = errno;
+  }
+  if (err) fail("mount overlay on %s: %s", o->merged, strerror(err));
+  if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+}
+
+static void mount_rootfs(const struct options *o, int userns_fd) {
+  if (o->nlowers > 0) mount_overlay(o, userns_fd);
+  else if (o->rootdir && userns_fd >= 0) idmapped_bind(o->rootdir, o->merged, userns_fd, 0);
+  else if (o->rootdir && mount(o->rootdir, o->merged, NULL, MS_BIND | MS_REC, NULL) < 0) {
+    fail("bind %s: %s", o->rootdir, strerror(errno));
+  }
+}
+
+/* A private tmpfs at the stage dir, with the rootfs mount point (and the /etc files) in it. */
+static void mount_stage(const struct options *o) {
+  if (mkdir(o->stage, 0711) < 0 && errno != EEXIST) fail("mkdir %s: %s", o->stage, strerror(errno));
+  if (mount("tmpfs", o->stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=64k") < 0) {
+    fail("mount tmpfs on %s: %s", o->stage, strerror(errno));
+  }
+  if (mkdir(o->merged, 0755) < 0) fail("mkdir %s: %s", o->merged, strerror(errno));
+  if (o->stage_files) {
+    char files[4096];
+    snprintf(files, sizeof files, "%s/files", o->stage);
+    if (mkdir(files, 0755) < 0) fail("mkdir %s: %s", files, strerror(errno));
+    if (mount(o->stage_files, files, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", o->stage_files, strerror(errno));
+  }
+}
+
+/* Every fd above 2 is closed on exec: the command sees only stdin, stdout and stderr. */
+static void cloexec_all(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) fail("opendir /proc/self/fd: %s", strerror(errno));
+  int self = dirfd(d);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    int fd = atoi(e->d_name);
+    if (fd > 2 && fd != self) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  closedir(d);
+}
+
+/* Opens `path` inside the rootfs `root` as if it were `/` (symlinks and `..` stay inside). */
+static int open_in_root(int root, const char *path, int flags) {
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = (unsigned long long)(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+}
+
+/*
+ * mkdir -p of `path` inside the rootfs: missing components are made 0755 and owned by the
+ * step's root (on-disk `owner`, which the caller maps back to 0 in the layer). Returns an
+ * O_PATH fd of the directory.
+ */
+static int mkdir_in_root(int root, const char *path, uid_t owner, gid_t group) {
+  char prefix[4096];
+  size_t len = strlen(path);
+  if (len >= sizeof prefix) fail("path too long: %s", path);
+  int fd = open_in_root(root, "/", O_PATH | O_DIRECTORY);
+  for (size_t i = 0; i <= len; i++) {
+    if (i < len && path[i] != '/') continue;
+    if (i == 0 || path[i - 1] == '/') continue;
+    memcpy(prefix, path, i);
+    prefix[i] = 0;
+    int next = open_in_root(root, prefix, O_PATH | O_DIRECTORY);
+    if (next < 0 && errno == ENOENT) {
+      const char *name = strrchr(prefix, '/');
+      name = name ? name + 1 : prefix;
+      if (strcmp(name, "..") == 0 || strcmp(name, ".") == 0) fail("cannot create %s", path);
+      if (mkdirat(fd, name, 0755) < 0 && errno != EEXIST) fail("cannot create %s: %s", path, strerror(errno));
+      if (fchownat(fd, name, owner, group, AT_SYMLINK_NOFOLLOW) < 0) fail("chown %s: %s", prefix, strerror(errno));
+      if (fchmodat(fd, name, 0755, 0) < 0) fail("chmod %s: %s", prefix, strerror(errno));
+      next = open_in_root(root, prefix, O_PATH | O_DIRECTORY);
+    }
+    if (next < 0) fail("cannot create %s: %s is %s", path, prefix, errno == ENOTDIR ? "not a directory" : strerror(errno));
+    close(fd);
+    fd = next;
+  }
+  return fd;
+}
+
+/*
+ * VOLUME paths: like Docker, a RUN sees the image's content there, and what it writes there is
+ * discarded. An overlay with the image's directory as its only lower dir and a throwaway upper
+ * dir is mounted over the path; the mount point itself lands in the layer.
+ */
+static void mount_volumes(const struct options *o, int root, uid_t owner, gid_t group) {
+  for (int i = 0; i < o->nvolumes; i++) {
+    int dir = mkdir_in_root(root, o->volumes[i], owner, group);
+    char fdpath[FD_PATH_LEN], opts[8192];
+    snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", dir);
+    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s/%d/u,workdir=%s/%d/w", fdpath, o->volume_dir, i, o->volume_dir, i);
+    if (mount("overlay", fdpath, "overlay", 0, opts) < 0) fail("mount volume %s: %s", o->volumes[i], strerror(errno));
+    close(dir);
+  }
+}
+
+/* Is `path` (inside the rootfs, relative to cwd) a regular file with an execute bit? */
+static int executable_in_root(int root, const char *cwd, const char *path, int *exists) {
+  char full[8192];
+  if (path[0] == '/') snprintf(full, sizeof full, "%s", path);
+  else snprintf(full, sizeof full, "%s/%s", cwd, path);
+  int fd = open_in_root(root, full, O_PATH);
+  if (fd < 0) return 0;
+  struct stat st;
+  int ok = fstat(fd, &st) == 0;
+  close(fd);
+  if (!ok) return 0;
+  *exists = 1;
+  return S_ISREG(st.st_mode) && (st.st_mode & 0111);
+}
+
+/*
+ * The runtime's exec, checked before it runs, so that a missing command fails the way Docker
+ * reports it (127, "executable file not found in $PATH"; 126 for one that cannot be run).
+ */
+static void check_exec(const struct options *o, int root) {
+  const char *name = o->exec_name;
+  const char *cwd = o->exec_cwd ? o->exec_cwd : "/";
+  int exists = 0;
+  if (strchr(name, '/')) {
+    if (executable_in_root(root, cwd, name, &exists)) return;
+    if (exists) {
+      fprintf(stderr, "slipway: exec: \"%s\": permission denied\n", name);
+      _exit(126);
+    }
+    fprintf(stderr, "slipway: exec: \"%s\": stat %s: no such file or directory\n", name, name);
+    _exit(127);
+  }
+  const char *p = o->exec_path ? o->exec_path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  char dir[4096], candidate[8192];
+  while (1) {
+    const char *colon = strchr(p, ':');
+    size_t n = colon ? (size_t)(colon - p) : strlen(p);
+    snprintf(dir, sizeof dir, "%.*s", (int)(n < sizeof dir ? n : sizeof dir - 1), p);
+    snprintf(candidate, sizeof candidate, "%s/%s", n ? dir : ".", name);
+    if (executable_in_root(root, cwd, candidate, &exists)) return;
+    if (!colon) break;
+    p = colon + 1;
+  }
+  fprintf(stderr, "slipway: exec: \"%s\": executable file not found in $PATH\n", name);
+  _exit(127);
+}
+
+/* What happens inside the mounted rootfs before the command: volumes, the cwd, the exec check. */
+static void prepare_root(const struct options *o) {
+  if (!o->nvolumes && !o->nmkdirs && !o->exec_name) return;
+  int root = open(o->merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) fail("open %s: %s", o->merged, strerror(errno));
+  uid_t owner = o->idmap_count > 0 ? (uid_t)o->idmap_host : 0;
+  gid_t group = o->idmap_count > 0 ? (gid_t)o->gidmap_host : 0;
+  mount_volumes(o, root, owner, group);
+  for (int i = 0; i < o->nmkdirs; i++) close(mkdir_in_root(root, o->mkdirs[i], owner, group));
+  if (o->exec_name) check_exec(o, root);
+  close(root);
+}
+
+/* pid 1: set up, run the command, reap everything, exit with the command's status. */
+static int run_init(const struct options *o) {
+  die_with_parent();
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
+  /* Our own /proc, so that pids we see (ours, the runtime's) are the ones it shows. */
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc: %s", strerror(errno));
+  if (o->hide_cgroup2) {
+    struct stat st;
+    if (stat("/sys/fs/cgroup/unified", &st) == 0 &&
+        mount("none", "/sys/fs/cgroup/unified", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k") < 0) {
+      fail("hide /sys/fs/cgroup/unified: %s", strerror(errno));
+    }
+  }
+  if (o->stage) mount_stage(o);
+  int userns_fd = make_namespaces(o);
+  if (o->netns && !strcmp(o->netns, "slirp")) start_slirp(o);
+  mount_rootfs(o, userns_fd);
+  if (userns_fd >= 0) close(userns_fd);
+  prepare_root(o);
+  cloexec_all();
+  pid_t cmd = fork();
+  if (cmd < 0) fail("fork: %s", strerror(errno));
+  if (cmd == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(o->command[0], o->command);
+    fprintf(stderr, "slipway-shim: exec %s: %s\n", o->command[0], strerror(errno));
+    _exit(127);
+  }
+  forward_signals_to(cmd);
+  for (;;) {
+    int status;
+    pid_t p = waitpid(-1, &status, 0);
+    if (p < 0 && errno == EINTR) continue;
+    if (p < 0) return 125;
+    if (p == cmd) return exit_code_of(status);
+  }
+}
+
+int main(int argc, char **argv) {
+  struct options o;
+  parse_args(argc, argv, &o);
+  status_fd = o.status_fd;
+  if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+  die_with_parent();
+  join_cgroups(&o);
+  if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) fail("unshare: %s (Slipway needs root)", strerror(errno));
+  pid_t init = fork();
+  if (init < 0) fail("fork: %s", strerror(errno));
+  if (init == 0) _exit(run_init(&o));
+  if (status_fd >= 0) dprintf(status_fd, "pid %d\n", (int)init);
+  forward_signals_to(init);
+  for (;;) {
+    int status;
+    pid_t p = waitpid(init, &status, 0);
+    if (p < 0 && errno == EINTR) continue;
+    if (p < 0) fail("waitpid: %s", strerror(errno));
+    return exit_code_of(status);
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * One container under an OCI runtime: a RUN step, or `slipway run`. The rootfs is the overlay
+ * of the image's layer dirs plus a fresh upper dir (or a vfs copy); the shim (native/shim.c)
+ * makes the namespaces, the idmapped mounts and the overlay, joins the step's cgroups, and runs
+ * crun or runc on a spec from `oci-spec.ts`. Guarantees: when `runContainer` settles, nothing
+ * it started is running or mounted, its cgroups are gone, and the upper dir holds only what
+ * the command changed, with the image's owners (root's files as uid 0). If this process dies,
+ * even by kill -9, the shim and everything below it die with it.
+ */
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { SlipwayError } from '../errors.js';
+import { ociSpec, type NetworkMode, type OciSpec } from './oci-spec.js';
+import { createStepCgroup, type StepCgroup, type StepLimits } from './cgroups.js';
+import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
+import { hostIdMapping, type IdMapping } from './userns.js';
+import { hostOwner, shiftOwnersBack } from './shift-owners.js';
+import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
+import { containerFiles } from './etc-files.js';
+
+/** How steps are confined; plain data, so it crosses threads and queues. */
+export interface SandboxOptions {
+  /** `--runtime PATH`: crun or runc; found on PATH when absent (crun first). */
+  runtime?: string;
+  /** `private` (default): root in a step is an unprivileged host uid. `host`: no user namespace. */
+  userns?: 'private' | 'host';
+  limits?: StepLimits;
+  /** `--step-timeout`, milliseconds. */
+  timeoutMs?: number;
+}
+
+/** Docker has none; a step gets this many processes unless told otherwise, so a fork bomb stays in its box. */
+export const DEFAULT_PIDS_LIMIT = 1024;
+
+/** One container to run. */
+export interface ContainerRun {
+  /** Layer dirs in overlay form, top-most first; ignored with `rootDir`. */
+  lowerDirs: string[];
+  /** Empty dir that receives the changes (the new layer). */
+  upperDir: string;
+  /** Private empty dir on the same filesystem as upperDir; the caller deletes it. */
+  scratchDir: string;
+  /** vfs: a dir holding the whole rootfs (with its mount points), used instead of an overlay. */
+  rootDir?: string;
+  argv: string[];
+  env: string[];
+  uid: number;
+  gid: number;
+  groups?: number[];
+  /** Created (root, 0755) when missing, like WORKDIR. */
+  cwd: string;
+  hostname?: string;
+  network: NetworkMode;
+  /** Image VOLUME paths: the mount point lands in the layer, writes below it do not. */
+  volumes?: string[];
+  /** `slipway run`: the terminal's stdio, `-t` for a pty, `-i` to pass stdin. */
+  interactive?: { tty: boolean; stdin: boolean };
+  onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
+  signal?: AbortSignal;
+  sandbox?: SandboxOptions;
+}
+
+/** How it ended. `killedBy` names the limit that ended it, if one did. */
+export interface ContainerResult {
+  exitCode: number;
+  signal: string | null;
+  killedBy?: 'memory' | 'pids' | 'timeout';
+}
+
+/**
+ * Where the shim mounts the rootfs and binds the /etc files, in a private tmpfs (see the
+ * shim's --stage): every directory above what the runtime opens from inside the user namespace
+ * must be searchable by the step's unprivileged uid, which a 0700 store folder is not.
+ */
+export const STAGE = '/run/slipway';
+
+/** Every path a container uses inside its scratch dir, spelled once. */
+function scratchPaths(scratch: string) {
+  const p = (n: string) => path.join(scratch, n);
+  return { bundle: p('bundle'), state: p('state'), ns: p('ns'), links: p('l'), work: p('work'),
+    init: p('init'), files: p('files'), volumes: p('vol'), log: p('runtime.log') };
+}
+type Paths = ReturnType<typeof scratchPaths>;
+
+/** The mapping a run uses, or undefined with `--userns=host`. */
+function mappingFor(o: SandboxOptions | undefined): IdMapping | undefined {
+  return (o?.userns ?? 'private') === 'private' ? hostIdMapping() : undefined;
+}
+
+/** Prepares the rootfs parts the shim mounts; returns the lower dirs, init layer first. */
+function prepareRootfs(run: ContainerRun, p: Paths, m: IdMapping | undefined): string[] {
+  if (run.rootDir !== undefined) return [];
+  buildInitLayer(p.init, run.lowerDirs);
+  // The merged root takes its attributes from the upper dir: make it look like the image's.
+  const root = run.lowerDirs[0] === undefined ? undefined : fs.statSync(run.lowerDirs[0]);
+  copyAttrs(run.upperDir, root, { withTimes: false, owner: hostOwner(m, root?.uid ?? 0, root?.gid ?? 0) });
+  return [p.init, ...run.lowerDirs];
+}
+
+/** Upper and work dirs of each volume; the volume's root looks like the image's dir there. */
+function prepareVolumes(run: ContainerRun, p: Paths, m: IdMapping | undefined): void {
+  for (const [i, vol] of (run.volumes ?? []).entries()) {
+    const u = path.join(p.volumes, String(i), 'u');
+    fs.mkdirSync(u, { recursive: true });
+    fs.mkdirSync(path.join(p.volumes, String(i), 'w'));
+    const rel = vol.replace(/^\/+/, '');
+    const st = run.rootDir !== undefined
+      ? fs.statSync(path.join(run.rootDir, rel), { throwIfNoEntry: false })
+      : imageDir(run.lowerDirs, rel);
+    const dir = st?.isDirectory() ? st : undefined;
+    copyAttrs(u, dir, { withTimes: false, owner: hostOwner(m, dir?.uid ?? 0, dir?.gid ?? 0) });
+  }
+}
+
+function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, cgroup: StepCgroup | undefined): void {
+  containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0) });
+  const etc = { hosts: `${STAGE}/files/hosts`, hostname: `${STAGE}/files/hostname`, resolvConf: `${STAGE}/files/resolv.conf` };
+  const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
+    rootfs: `${STAGE}/rootfs`, argv: run.argv, env: run.env, cwd: run.cwd, uid: run.uid, gid: run.gid, groups: run.groups ?? [],
+    hostname: run.hostname ?? '', terminal: run.interactive?.tty ?? false, network: run.network, etc,
+    join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
+  });
+  // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
+  if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;
+  fs.mkdirSync(p.bundle);
+  fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
+}
+
+function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined): string[] {
+  const a: string[] = [];
+  for (const d of cgroup?.dirs ?? []) a.push('--cgroup', d);
+  if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
+  if (run.network !== 'host') a.push('--netns', run.network === 'default' ? 'slirp' : 'none');
+  if (run.network === 'default') a.push('--slirp', findSlirp());
+  a.push('--nsdir', p.ns, '--stage', STAGE, '--stage-files', p.files);
+  if (run.rootDir !== undefined) a.push('--rootdir', run.rootDir);
+  for (const l of lowers) a.push('--lower', l);
+  if (lowers.length > 0) a.push('--upper', run.upperDir, '--work', p.work, '--links', p.links);
+  for (const v of run.volumes ?? []) a.push('--volume', v);
+  if ((run.volumes ?? []).length > 0) a.push('--volume-dir', p.volumes);
+  // Volumes first: a working directory inside a VOLUME is created in the (discarded) volume.
+  a.push('--mkdir', run.cwd);
+  const pathVar = run.env.filter((e) => e.startsWith('PATH=')).pop()?.slice(5);
+  a.push('--exec', run.argv[0] ?? '', '--exec-cwd', run.cwd, ...(pathVar !== undefined ? ['--exec-path', pathVar] : []));
+  if (rt.kind === 'crun' && fs.existsSync('/sys/fs/cgroup/unified')) a.push('--hide-cgroup2');
+  a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log }));
+  return a;
+}
+
+/** Reads the shim's status lines: the host pid of its pid 1, or a setup error. */
+function readStatus(child: ChildProcess): { pid: () => number | undefined; error: () => string | undefined } {
+  let pid: number | undefined;
+  let error: string | undefined;
+  let buf = '';
+  const status = child.stdio[3] as NodeJS.ReadableStream | undefined;
+  status?.setEncoding('utf8');
+  status?.on('data', (chunk: string) => {
+    buf += chunk;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.startsWith('pid ')) pid = Number(line.slice(4));
+      else if (line.startsWith('error ')) error = line.slice(6);
+    }
+  });
+  return { pid: () => pid, error: () => error };
+}
+
+/** The runtime's own error (from its JSON log), if it reported one. */
+function runtimeError(logFile: string): string | undefined {
+  let text = '';
+  try {
+    text = fs.readFileSync(logFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const errors = text.split('\n').filter(Boolean).map((l) => {
+    try {
+      return JSON.parse(l) as { level?: string; msg?: string };
+    } catch {
+      return { level: 'error', msg: l };
+    }
+  }).filter((e) => e.level === 'error' || e.level === 'fatal');
+  return errors.at(-1)?.msg;
+}
+
+const SIGNALS_TO_FORWARD: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+/** Starts the shim and waits until it, and everything under it, is gone. */
+async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | undefined): Promise<{ code: number; timedOut: boolean; setupError?: string }> {
+  if (run.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
+  const io: StdioOptions = run.interactive
+    ? [run.interactive.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit', 'pipe']
+    : ['ignore', 'pipe', 'pipe', 'pipe'];
+  // Its own session: a terminal's ^C reaches only us, and we forward it (as docker's sig-proxy).
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: io, detached: true, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  child.stdout?.on('data', (b: Buffer) => run.onOutput?.(b, 'stdout'));
+  child.stderr?.on('data', (b: Buffer) => run.onOutput?.(b, 'stderr'));
+  const status = readStatus(child);
+  let stopped: 'timeout' | 'abort' | undefined;
+  // SIGKILL to pid 1 rather than the outer shim: the outer one then reaps it, so its exit means
+  // the pid namespace, and with it the mount namespace, is torn down.
+  const stop = (why: 'timeout' | 'abort') => {
+    stopped ??= why;
+    const target = status.pid() ?? child.pid;
+    if (target !== undefined) try { process.kill(target, 'SIGKILL'); } catch { /* gone */ }
+  };
+  const timer = o?.timeoutMs ? setTimeout(() => stop('timeout'), o.timeoutMs) : undefined;
+  const onAbort = () => stop('abort');
+  run.signal?.addEventListener('abort', onAbort, { once: true });
+  const forward = (sig: NodeJS.Signals) => child.kill(sig);
+  if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.on(s, forward);
+  try {
+    const code = await new Promise<number>((resolve, reject) => {
+      child.once('error', (e) => reject(new SlipwayError('ERR_SANDBOX', `cannot start the sandbox: ${e.message}`)));
+      child.once('close', (c, sig) => resolve(c ?? 128 + (sig === 'SIGKILL' ? 9 : 15)));
+    });
+    if (stopped === 'abort') throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
+    const setupError = status.error();
+    return { code, timedOut: stopped === 'timeout', ...(setupError !== undefined ? { setupError } : {}) };
+  } finally {
+    clearTimeout(timer);
+    run.signal?.removeEventListener('abort', onAbort);
+    if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.off(s, forward);
+  }
+}
+
+/** The signal a 128+n status stands for (a shell's convention, and the runtime's). */
+function signalName(code: number): string | null {
+  if (code <= 128) return null;
+  return Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0] ?? null;
+}
+
+/** Runs a host-side preparation; whatever it throws is a sandbox fault (ERR_SANDBOX), not the user's. */
+function setup<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof SlipwayError) throw e;
+    throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${(e as Error).message}`);
+  }
+}
+
+function withDefaults(limits: StepLimits | undefined): StepLimits {
+  return { ...limits, pids: limits?.pids ?? DEFAULT_PIDS_LIMIT };
+}
+
+/**
+ * Runs `run.argv` as `uid:gid` in `cwd` with exactly `env`. A command that cannot be found exits
+ * 127 with Docker's message on stderr. Rejects with ERR_SANDBOX when the sandbox cannot be set
+ * up and ERR_CANCELLED on abort; a timeout or limit resolves with `killedBy`.
+ */
+export async function runContainer(run: ContainerRun): Promise<ContainerResult> {
+  if (run.argv.length === 0) throw new SlipwayError('ERR_SANDBOX', 'no command to run');
+  if (!run.cwd.startsWith('/')) throw new SlipwayError('ERR_SANDBOX', `working directory must be absolute: ${run.cwd}`);
+  const o = run.sandbox;
+  const rt = findRuntime(o?.runtime);
+  const shim = shimPath();
+  const m = mappingFor(o);
+  const p = scratchPaths(run.scratchDir);
+  for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
+  let cgroup: StepCgroup | undefined;
+  try {
+    const lowers = setup(() => {
+      const l = prepareRootfs(run, p, m);
+      prepareVolumes(run, p, m);
+      return l;
+    });
+    cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
+    setup(() => writeSpec(run, p, rt, m, cgroup));
+    const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup)], o);
+    const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, pidsLimitHit: false };
+    if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
+    const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
+    if (rtError !== undefined && !/exec|executable/i.test(rtError)) throw new SlipwayError('ERR_SANDBOX', `${rt.kind}: ${rtError}`);
+    if (m !== undefined && run.rootDir === undefined && res.code === 0) shiftOwnersBack(run.upperDir, m);
+    const result: ContainerResult = { exitCode: res.timedOut ? 137 : res.code, signal: signalName(res.code) };
+    if (res.timedOut) result.killedBy = 'timeout';
+    else if (res.code !== 0 && outcome.oomKilled) result.killedBy = 'memory';
+    else if (res.code !== 0 && outcome.pidsLimitHit) result.killedBy = 'pids';
+    return result;
+  } finally {
+    await cgroup?.remove();
+    // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
+    fs.rmSync(p.work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The OCI runtime spec (`config.json`) of one step or `slipway run` container, built as plain
+ * data from what the step needs. Nothing here touches the filesystem: the caller writes the
+ * result into a bundle and hands it to crun or runc. Docker's defaults are the model: its
+ * default capabilities, masked and read-only paths, device set and mounts.
+ */
+import { defaultSeccompProfile, type SeccompProfile } from './seccomp.js';
+
+/** How a step reaches the network. */
+export type NetworkMode = 'default' | 'none' | 'host';
+
+/** What one container needs; every path is a host path as the runtime sees it. */
+export interface ContainerSpec {
+  /** The mounted root filesystem (overlay or vfs copy). */
+  rootfs: string;
+  argv: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  groups: number[];
+  hostname: string;
+  /** A pseudo-terminal for the process (`slipway run -t`). */
+  terminal: boolean;
+  network: NetworkMode;
+  /** Namespaces made beforehand and joined by path (the shim binds them there). */
+  join: { user?: string; network?: string };
+  /** Files bind-mounted over /etc/hosts, /etc/hostname and /etc/resolv.conf. */
+  etc: { hosts: string; hostname: string; resolvConf: string };
+  /** Size of /dev/shm in bytes (Docker's default is 64 MiB). */
+  shmSize?: number;
+  /** Overrides Docker's default capabilities (names without the CAP_ prefix). */
+  capabilities?: readonly string[];
+  /** false drops the seccomp filter (never by default). */
+  seccomp?: boolean;
+}
+
+/** The parts of the runtime-spec config this module writes. */
+export interface OciMount { destination: string; type: string; source: string; options?: string[] }
+export interface OciSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids?: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: Record<'bounding' | 'effective' | 'permitted', string[]>;
+    noNewPrivileges: boolean;
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: OciMount[];
+  linux: {
+    namespaces: Array<{ type: string; path?: string }>;
+    devices: Array<{ path: string; type: 'c'; major: number; minor: number; fileMode: number; uid: number; gid: number }>;
+    maskedPaths: string[];
+    readonlyPaths: string[];
+    seccomp?: SeccompProfile;
+  };
+}
+
+/** Docker's default capability set (`docker run` without --cap-add/--cap-drop). */
+export const DOCKER_DEFAULT_CAPABILITIES: readonly string[] = [
+  'CHOWN', 'DAC_OVERRIDE', 'FSETID', 'FOWNER', 'MKNOD', 'NET_RAW', 'SETGID', 'SETUID', 'SETFCAP', 'SETPCAP',
+  'NET_BIND_SERVICE', 'SYS_CHROOT', 'KILL', 'AUDIT_WRITE',
+];
+
+/** Paths Docker hides (an empty read-only file or directory over them). */
+export const MASKED_PATHS: readonly string[] = [
+  '/proc/asound', '/proc/acpi', '/proc/interrupts', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+  '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+/** Paths Docker makes read-only, /proc/sys (kernel settings) among them. */
+export const READONLY_PATHS: readonly string[] = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** The character devices of a minimal /dev (as Docker's default device list). */
+const DEVICES: ReadonlyArray<[string, number, number]> = [
+  ['/dev/null', 1, 3], ['/dev/zero', 1, 5], ['/dev/full', 1, 7], ['/dev/random', 1, 8], ['/dev/urandom', 1, 9], ['/dev/tty', 5, 0],
+];
+
+const DEFAULT_SHM = 64 * 1024 * 1024;
+
+function mounts(c: ContainerSpec): OciMount[] {
+  const sysfs: OciMount = c.network === 'host' && c.join.user !== undefined
+    // sysfs can only be mounted by the owner of the network namespace: with the host's network
+    // inside a user namespace, a read-only bind of the host's /sys stands in (as Docker does).
+    ? { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] }
+    : { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] };
+  return [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+    sysfs,
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', `size=${c.shmSize ?? DEFAULT_SHM}`] },
+    { destination: '/etc/resolv.conf', type: 'bind', source: c.etc.resolvConf, options: ['rbind', 'rprivate'] },
+    { destination: '/etc/hostname', type: 'bind', source: c.etc.hostname, options: ['rbind', 'rprivate'] },
+    { destination: '/etc/hosts', type: 'bind', source: c.etc.hosts, options: ['rbind', 'rprivate'] },
+  ];
+}
+
+function namespaces(c: ContainerSpec): OciSpec['linux']['namespaces'] {
+  const ns: OciSpec['linux']['namespaces'] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  if (c.join.user !== undefined) ns.push({ type: 'user', path: c.join.user });
+  if (c.network !== 'host') {
+    // A network namespace is always the step's own: made (with slirp4netns or loopback only)
+    // before the runtime starts, so the runtime only joins it.
+    if (c.join.network === undefined) throw new Error('a step without the host network needs its network namespace');
+    ns.push({ type: 'network', path: c.join.network });
+  }
+  return ns;
+}
+
+/** The runtime spec for `c`. Pure: the same input gives the same object. */
+export function ociSpec(c: ContainerSpec): OciSpec {
+  const caps = (c.capabilities ?? DOCKER_DEFAULT_CAPABILITIES).map((n) => `CAP_${n}`);
+  const spec: OciSpec = {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: c.terminal,
+      user: { uid: c.uid, gid: c.gid, ...(c.groups.length > 0 ? { additionalGids: [...c.groups] } : {}) },
+      args: [...c.argv],
+      env: [...c.env],
+      cwd: c.cwd,
+      // No inheritable or ambient set: a non-root user gets no capabilities across exec (as Docker).
+      capabilities: { bounding: caps, effective: [...caps], permitted: [...caps] },
+      noNewPrivileges: false,
+    },
+    root: { path: c.rootfs, readonly: false },
+    hostname: c.hostname,
+    mounts: mounts(c),
+    linux: {
+      namespaces: namespaces(c),
+      devices: DEVICES.map(([p, major, minor]) => ({ path: p, type: 'c', major, minor, fileMode: 0o666, uid: 0, gid: 0 })),
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
+    },
+  };
+  if (c.seccomp !== false) spec.linux.seccomp = defaultSeccompProfile();
+  return spec;
+}

@@ -1,0 +1,39 @@
+/**
+ * Owners in a step's new layer, mapped back. The overlay's lower layers are idmapped into the
+ * step's user namespace, but its upper dir cannot be (overlayfs refuses an idmapped upper
+ * layer), so what the step creates lands there with host ids: root's files as `uid.host`.
+ * This walk maps them back to the image's ids before the layer is packed, so a file made by
+ * root in a RUN is uid 0 in the layer. It costs what the layer holds, never the rootfs.
+ */
+import { chmodSync, lchownSync, lstatSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import type { IdMapping, IdRange } from './userns.js';
+
+function back(r: IdRange, id: number): number {
+  return id >= r.host && id < r.host + r.count ? id - r.host : id;
+}
+
+/** The host ids a dir must have for the step to see `uid`/`gid` (the inverse of shiftOwnersBack). */
+export function hostOwner(m: IdMapping | undefined, uid: number, gid: number): { uid: number; gid: number } {
+  if (m === undefined) return { uid, gid };
+  return { uid: uid < m.uid.count ? m.uid.host + uid : uid, gid: gid < m.gid.count ? m.gid.host + gid : gid };
+}
+
+/**
+ * Maps every owner under `dir` (itself included) that lies in the step's range back to the
+ * container's id. Owners outside the range (the kernel's own whiteouts, 0/0) stay as they are.
+ * chown clears set-user-ID and set-group-ID bits, so those are put back.
+ */
+export function shiftOwnersBack(dir: string, m: IdMapping): void {
+  const visit = (p: string): void => {
+    const st = lstatSync(p);
+    const uid = back(m.uid, st.uid);
+    const gid = back(m.gid, st.gid);
+    if (uid !== st.uid || gid !== st.gid) {
+      lchownSync(p, uid, gid);
+      if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) chmodSync(p, st.mode & 0o7777);
+    }
+    if (st.isDirectory()) for (const name of readdirSync(p)) visit(path.join(p, name));
+  };
+  visit(dir);
+}
