@@ -30,7 +30,8 @@
  *   --upper DIR       the overlay upper dir (not idmapped: the caller shifts owners back)
  *   --work DIR        the overlay work dir
  *   --links DIR       an empty dir for short layer names (the option string fits one page)
- *   --rootdir DIR     instead of an overlay, this dir is the rootfs (bind, idmapped with --idmap)
+ *   --rootdir DIR     instead of an overlay, this dir is the rootfs (a plain bind: with --idmap
+ *                     the caller has given its files the host owners already)
  *   --merged DIR      where the rootfs is mounted
  *   --stage DIR       instead of --merged: mount a private tmpfs on DIR (made 0711 if missing)
  *                     and the rootfs at DIR/rootfs. A runtime that has joined the user
@@ -380,7 +381,8 @@ static void mount_overlay(const struct options *o, int userns_fd) {
 
 static void mount_rootfs(const struct options *o, int userns_fd) {
   if (o->nlowers > 0) mount_overlay(o, userns_fd);
-  else if (o->rootdir && userns_fd >= 0) idmapped_bind(o->rootdir, o->merged, userns_fd, 0);
+  /* A vfs rootfs is a plain copy: its owners were shifted by the caller (not every filesystem
+     that needs vfs can idmap a bind mount). */
   else if (o->rootdir && mount(o->rootdir, o->merged, NULL, MS_BIND | MS_REC, NULL) < 0) {
     fail("bind %s: %s", o->rootdir, strerror(errno));
   }

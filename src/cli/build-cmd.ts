@@ -153,7 +153,7 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
       volumes: Object.keys(config.Volumes ?? {}),
       interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false },
     });
-    if (res.killedBy) process.stderr.write(`slipway: the container was ${limitMessage(res.killedBy, sandbox)}\n`);
+    if (res.limits) process.stderr.write(`slipway: the container ran into its limits: ${limitMessage(res.limits, sandbox)}\n`);
     return res.exitCode;
   } finally {
     await fs.rm(dir, { recursive: true, force: true });

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { SlipwayError } from '../errors.js';
 import { ociSpec, type NetworkMode, type OciSpec } from './oci-spec.js';
-import { createStepCgroup, type StepCgroup, type StepLimits } from './cgroups.js';
+import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
 import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
 import { hostIdMapping, type IdMapping } from './userns.js';
 import { hostOwner, shiftOwnersBack } from './shift-owners.js';
@@ -63,11 +63,14 @@ export interface ContainerRun {
   sandbox?: SandboxOptions;
 }
 
-/** How it ended. `killedBy` names the limit that ended it, if one did. */
+/** A limit a container can run into. */
+export type Limit = 'memory' | 'pids' | 'timeout';
+
+/** How it ended. `limits` names every limit it ran into, the one that ended it first. */
 export interface ContainerResult {
   exitCode: number;
   signal: string | null;
-  killedBy?: 'memory' | 'pids' | 'timeout';
+  limits?: Limit[];
 }
 
 /**
@@ -86,7 +89,7 @@ function scratchPaths(scratch: string) {
 type Paths = ReturnType<typeof scratchPaths>;
 
 /** The mapping a run uses, or undefined with `--userns=host`. */
-function mappingFor(o: SandboxOptions | undefined): IdMapping | undefined {
+export function mappingFor(o: SandboxOptions | undefined): IdMapping | undefined {
   return (o?.userns ?? 'private') === 'private' ? hostIdMapping() : undefined;
 }
 
@@ -234,6 +237,20 @@ function signalName(code: number): string | null {
   return Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0] ?? null;
 }
 
+let swept: Promise<void> | undefined;
+/** Once per process: cgroups of steps whose process was killed (kill -9) are removed. */
+function sweepOnce(): Promise<void> {
+  swept ??= sweepStaleCgroups(cgroupLayout(), (pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  }).catch(() => undefined);
+  return swept;
+}
+
 /** Runs a host-side preparation; whatever it throws is a sandbox fault (ERR_SANDBOX), not the user's. */
 function setup<T>(fn: () => T): T {
   try {
@@ -251,12 +268,18 @@ function withDefaults(limits: StepLimits | undefined): StepLimits {
 /**
  * Runs `run.argv` as `uid:gid` in `cwd` with exactly `env`. A command that cannot be found exits
  * 127 with Docker's message on stderr. Rejects with ERR_SANDBOX when the sandbox cannot be set
- * up and ERR_CANCELLED on abort; a timeout or limit resolves with `killedBy`.
+ * up and ERR_CANCELLED on abort; a timeout or limit resolves with `limits`.
  */
-export async function runContainer(run: ContainerRun): Promise<ContainerResult> {
+export async function runContainer(given: ContainerRun): Promise<ContainerResult> {
+  // The shim and the runtime change directory: every path they get must be absolute.
+  const run: ContainerRun = {
+    ...given, lowerDirs: given.lowerDirs.map((d) => path.resolve(d)), upperDir: path.resolve(given.upperDir),
+    scratchDir: path.resolve(given.scratchDir), ...(given.rootDir !== undefined ? { rootDir: path.resolve(given.rootDir) } : {}),
+  };
   if (run.argv.length === 0) throw new SlipwayError('ERR_SANDBOX', 'no command to run');
   if (!run.cwd.startsWith('/')) throw new SlipwayError('ERR_SANDBOX', `working directory must be absolute: ${run.cwd}`);
   const o = run.sandbox;
+  await sweepOnce();
   const rt = findRuntime(o?.runtime);
   const shim = shimPath();
   const m = mappingFor(o);
@@ -278,9 +301,11 @@ export async function runContainer(run: ContainerRun): Promise<ContainerResult> 
     if (rtError !== undefined && !/exec|executable/i.test(rtError)) throw new SlipwayError('ERR_SANDBOX', `${rt.kind}: ${rtError}`);
     if (m !== undefined && run.rootDir === undefined && res.code === 0) shiftOwnersBack(run.upperDir, m);
     const result: ContainerResult = { exitCode: res.timedOut ? 137 : res.code, signal: signalName(res.code) };
-    if (res.timedOut) result.killedBy = 'timeout';
-    else if (res.code !== 0 && outcome.oomKilled) result.killedBy = 'memory';
-    else if (res.code !== 0 && outcome.pidsLimitHit) result.killedBy = 'pids';
+    const limits: Limit[] = [];
+    if (res.timedOut) limits.push('timeout');
+    if (res.code !== 0 && outcome.oomKilled) limits.push('memory');
+    if (res.code !== 0 && outcome.pidsLimitHit) limits.push('pids');
+    if (limits.length > 0) result.limits = limits;
     return result;
   } finally {
     await cgroup?.remove();

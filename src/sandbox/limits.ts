@@ -7,7 +7,7 @@
  */
 import { SlipwayError } from '../errors.js';
 import type { StepLimits } from './cgroups.js';
-import { DEFAULT_PIDS_LIMIT, type SandboxOptions } from './container.js';
+import { DEFAULT_PIDS_LIMIT, type Limit, type SandboxOptions } from './container.js';
 
 /** `util.parseArgs` options for the sandbox flags. */
 export const SANDBOX_FLAGS = {
@@ -137,10 +137,14 @@ export function withinCeilings(asked: SandboxOptions, server: SandboxOptions): S
   return { ...server, limits, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
 }
 
-/** What a step was killed by, in words that name the limit and its flag. */
-export function limitMessage(by: 'memory' | 'pids' | 'timeout', o: SandboxOptions | undefined): string {
+function oneLimit(by: Limit, o: SandboxOptions | undefined): string {
   const l = o?.limits;
   if (by === 'memory') return `killed: out of memory under the memory limit of ${l?.memory !== undefined ? formatBytes(l.memory) : 'the step'} (--memory)`;
-  if (by === 'pids') return `reached the limit of ${l?.pids ?? DEFAULT_PIDS_LIMIT} processes (--pids-limit)`;
+  if (by === 'pids') return `it reached the limit of ${l?.pids ?? DEFAULT_PIDS_LIMIT} processes (--pids-limit)`;
   return `killed: it ran longer than the step timeout of ${formatDuration(o?.timeoutMs ?? 0)} (--step-timeout)`;
+}
+
+/** What a step ran into, in words that name each limit and its flag; the first ended it. */
+export function limitMessage(limits: Limit[], o: SandboxOptions | undefined): string {
+  return limits.map((by) => oneLimit(by, o)).join('; ');
 }

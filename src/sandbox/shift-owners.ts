@@ -25,10 +25,24 @@ export function hostOwner(m: IdMapping | undefined, uid: number, gid: number): {
  * chown clears set-user-ID and set-group-ID bits, so those are put back.
  */
 export function shiftOwnersBack(dir: string, m: IdMapping): void {
+  shiftTree(dir, (st) => [back(m.uid, st.uid), back(m.gid, st.gid)]);
+}
+
+/**
+ * The other way: a vfs rootfs (a plain copy, which a bind mount cannot idmap on every
+ * filesystem) gets the owners the step's user namespace sees as the image's.
+ */
+export function shiftOwnersForward(dir: string, m: IdMapping): void {
+  shiftTree(dir, (st) => {
+    const o = hostOwner(m, st.uid, st.gid);
+    return [o.uid, o.gid];
+  });
+}
+
+function shiftTree(dir: string, map: (st: { uid: number; gid: number }) => [number, number]): void {
   const visit = (p: string): void => {
     const st = lstatSync(p);
-    const uid = back(m.uid, st.uid);
-    const gid = back(m.gid, st.gid);
+    const [uid, gid] = map(st);
     if (uid !== st.uid || gid !== st.gid) {
       lchownSync(p, uid, gid);
       if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) chmodSync(p, st.mode & 0o7777);

@@ -103,7 +103,9 @@ async function mkdirAll(root: string, dir: string, uid: number, gid: number, lea
     const st = await fs.lstat(host).catch(() => undefined);
     if (st?.isDirectory()) continue;
     if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
-    await fs.mkdir(host, { mode: 0o755 });
+    // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
+    // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
+    await fs.mkdir(host, { mode: 0o755, recursive: true });
     await fs.chmod(host, 0o755);
     const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
     await fs.lchown(host, owner.uid, owner.gid);

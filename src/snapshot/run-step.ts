@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
-import type { ContainerResult, SandboxOptions } from '../sandbox/container.js';
+import { mappingFor, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
@@ -45,7 +45,7 @@ export type StorageDriver = 'overlay' | 'vfs';
 /** A step's outcome, as plain data (errors do not survive the thread boundary). */
 export type StepResult =
   | { ok: true; layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean }
-  | { ok: false; error: SlipwayErrorData; exitCode?: number; killedBy?: ContainerResult['killedBy'] };
+  | { ok: false; error: SlipwayErrorData; exitCode?: number; limits?: ContainerResult['limits'] };
 
 const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url));
 
@@ -64,7 +64,8 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
     let vfs: VfsRootfs | undefined;
     let rootfs: RootfsSpec = { lowerDirs: task.lowerDirs, upperDir, scratchDir };
     if (task.driver === 'vfs') {
-      vfs = await createVfsRootfs({ lowerDirs: task.lowerDirs, rootDir: path.join(dir, 'rootfs'), forRun: task.type === 'run' });
+      const ids = task.type === 'run' ? mappingFor(task.sandbox) : undefined;
+      vfs = await createVfsRootfs({ lowerDirs: task.lowerDirs, rootDir: path.join(dir, 'rootfs'), forRun: task.type === 'run', ...(ids ? { ids } : {}) });
       rootfs = { lowerDirs: [], upperDir, scratchDir, rootDir: vfs.rootDir };
     }
     if (task.type === 'run') {
@@ -77,11 +78,11 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       });
       if (res.exitCode !== 0) {
         await fs.rm(dir, { recursive: true, force: true });
-        const why = res.killedBy ? `: ${limitMessage(res.killedBy, task.sandbox)}` : '';
+        const why = res.limits ? `: ${limitMessage(res.limits, task.sandbox)}` : '';
         return {
           ok: false,
           exitCode: res.exitCode,
-          ...(res.killedBy ? { killedBy: res.killedBy } : {}),
+          ...(res.limits ? { limits: res.limits } : {}),
           error: { code: 'ERR_STEP_FAILED', message: `returned a non-zero code: ${res.exitCode}${why}`, exitCode: res.exitCode },
         };
       }

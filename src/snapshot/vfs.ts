@@ -10,6 +10,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HOST_FILES, INIT_DIRS } from '../sandbox/init-layer.js';
 import { run } from './unpack.js';
+import { shiftOwnersBack, shiftOwnersForward } from '../sandbox/shift-owners.js';
+import type { IdMapping } from '../sandbox/userns.js';
 import { assembleRootfs, type VfsLayer } from './vfs-assemble.js';
 import { diffRootfs, snapshotTree, type TreeSnapshot } from './vfs-diff.js';
 
@@ -18,6 +20,8 @@ export interface VfsRootfs {
   rootDir: string;
   layers: VfsLayer[];
   before: TreeSnapshot;
+  /** The step's id mapping, when its owners were shifted for a user namespace. */
+  ids?: IdMapping;
 }
 
 /**
@@ -25,15 +29,18 @@ export interface VfsRootfs {
  * when `forRun`, then takes the snapshot: the mount points are part of the baseline, so (like
  * the overlay driver's init layer) they never show up in the diff.
  */
-export async function createVfsRootfs(opts: { lowerDirs: string[]; rootDir: string; forRun: boolean }): Promise<VfsRootfs> {
+export async function createVfsRootfs(opts: { lowerDirs: string[]; rootDir: string; forRun: boolean; ids?: IdMapping }): Promise<VfsRootfs> {
   const { layers } = await assembleRootfs(opts.lowerDirs, opts.rootDir);
   if (opts.forRun) await prepareMountPoints(opts.rootDir);
-  return { rootDir: opts.rootDir, layers, before: await snapshotTree(opts.rootDir) };
+  // A RUN in a user namespace sees the copy's owners through its mapping (see shift-owners.ts).
+  if (opts.ids) shiftOwnersForward(opts.rootDir, opts.ids);
+  return { rootDir: opts.rootDir, layers, before: await snapshotTree(opts.rootDir), ...(opts.ids ? { ids: opts.ids } : {}) };
 }
 
 /** Writes what the step changed into the empty `layerDir` (overlay form), then deletes the rootfs. */
 export async function writeVfsLayer(v: VfsRootfs, layerDir: string, workDir: string): Promise<void> {
   await diffRootfs({ rootDir: v.rootDir, before: v.before, layerDir, layers: v.layers, workDir });
+  if (v.ids) shiftOwnersBack(layerDir, v.ids);
   await fs.rm(v.rootDir, { recursive: true, force: true });
 }
 

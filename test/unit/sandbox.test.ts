@@ -245,7 +245,7 @@ test('a timeout kills the whole namespace within a second', { skip }, async () =
   const d = dirs();
   const t0 = Date.now();
   const r = await runInSandbox({ lowerDirs: [image], ...d, argv: ['sleep', '4343'], env: ['PATH=/bin'], uid: 0, gid: 0, cwd: '/', network: 'none', sandbox: { timeoutMs: 300 } });
-  assert.deepEqual([r.exitCode, r.killedBy], [137, 'timeout']);
+  assert.deepEqual([r.exitCode, r.limits], [137, ['timeout']]);
   assert.ok(Date.now() - t0 < 1300, `took ${Date.now() - t0} ms`);
   assert.equal(pgrep('sleep 4343'), '');
   assert.deepEqual(mountsMentioning(d.scratchDir), []);
