@@ -1,3 +1,6 @@
+import { parseNetwork, sandboxFromFlags, withinCeilings, type SandboxFlagValues } from '../sandbox/limits.js';
+import type { SandboxOptions } from '../sandbox/container.js';
+import type { NetworkMode } from '../sandbox/oci-spec.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ServerResponse } from 'node:http';
@@ -22,7 +25,38 @@ interface BuildQuery {
   labels: Record<string, string>;
   target: string | undefined;
   rm: boolean;
-  network: 'host' | 'none';
+  network: NetworkMode;
+  /** The resource limits the request asks for (Docker's memory, memswap, cpu… parameters). */
+  sandbox: SandboxOptions;
+}
+
+/**
+ * Docker's resource parameters (`docker build --memory 64m` sends memory=67108864): a value of
+ * 0 or absent is "not asked". They are checked against the server's ceilings later.
+ */
+function askedSandbox(q: URLSearchParams): SandboxOptions {
+  const num = (name: string): number | undefined => {
+    const v = q.get(name);
+    if (v === null || v === '' || v === '0') return undefined;
+    if (!/^-?\d+$/.test(v)) throw badParameter(`invalid ${name}: ${v}`);
+    return Number(v);
+  };
+  const flags: SandboxFlagValues = {};
+  const memory = num('memory');
+  const swap = num('memswap');
+  if (memory !== undefined) flags.memory = String(memory);
+  if (swap !== undefined) flags['memory-swap'] = String(swap);
+  for (const [param, flag] of [['cpushares', 'cpu-shares'], ['cpuperiod', 'cpu-period'], ['cpuquota', 'cpu-quota']] as const) {
+    const v = num(param);
+    if (v !== undefined) flags[flag] = String(v);
+  }
+  const cpuset = q.get('cpusetcpus');
+  if (cpuset) flags['cpuset-cpus'] = cpuset;
+  try {
+    return sandboxFromFlags(flags);
+  } catch (e) {
+    throw badParameter((e as Error).message);
+  }
 }
 
 function parseBuildQuery(q: URLSearchParams): BuildQuery {
@@ -35,8 +69,12 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
     const name = familiarName(t);
     if (!tags.includes(name)) tags.push(name);
   }
-  const mode = q.get('networkmode') ?? '';
-  if (!['', 'default', 'host', 'none'].includes(mode)) throw badParameter(`network mode ${JSON.stringify(mode)} is not supported: host (default) or none`);
+  let network: NetworkMode;
+  try {
+    network = parseNetwork(q.get('networkmode') ?? undefined);
+  } catch (e) {
+    throw badParameter((e as Error).message);
+  }
   const buildArgs: Record<string, string> = {};
   // A null value is `--build-arg NAME` with NAME unset on the client: declared, no value.
   for (const [k, v] of Object.entries(stringMapParam(q, 'buildargs', true))) if (v !== null) buildArgs[k] = v;
@@ -50,7 +88,8 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
     target: q.get('target') || undefined,
     // Docker removes intermediate containers unless rm=0 (forcerm forces it back on).
     rm: boolParam(q, 'rm', true) || boolParam(q, 'forcerm'),
-    network: mode === 'none' ? 'none' : 'host',
+    network,
+    sandbox: askedSandbox(q),
     // pull=1 is accepted and ignored: bases come from this store (no registry pull yet).
   };
 }
@@ -156,13 +195,20 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
       await fs.writeFile(copy, dockerfileWithLabels(await fs.readFile(dockerfile, 'utf8'), q.labels, q.target));
       dockerfile = copy;
     }
+    let sandbox: SandboxOptions;
+    try {
+      sandbox = withinCeilings(q.sandbox, ctx.policy.sandbox);
+    } catch (e) {
+      throw badParameter((e as Error).message);
+    }
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
       ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
+      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
     });
     // Tags and output options do not change the image: they stay out of the key.
-    const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network]);
+    const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network, sandbox]);
     const { id } = q.noCache ? await run() : await ctx.identicalBuilds.run(key, run);
     tap.done('success');
     out.success(id);

@@ -4,6 +4,7 @@ import type { WorkerPool } from '../scheduler/pool.js';
 import type { ApiLimits } from './body.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { FarmMetrics } from '../farm/metrics.js';
+import type { SandboxPolicy } from '../sandbox/limits.js';
 import { ApiError } from './http-errors.js';
 import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
@@ -36,6 +37,8 @@ export interface ApiContext {
   farm: FarmConfig | undefined;
   /** What `GET /metrics` shows; the build route counts its builds and steps here. */
   metrics: FarmMetrics;
+  /** The sandbox of every build: the operator's defaults, ceilings and entitlements. */
+  policy: SandboxPolicy;
 }
 
 /** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */

@@ -1,3 +1,4 @@
+import type { SandboxPolicy } from '../sandbox/limits.js';
 import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs/promises';
@@ -32,6 +33,8 @@ export interface EngineServerOptions {
   metrics?: FarmMetrics;
   /** Operational messages (listening, internal errors with their stack). */
   log?: (line: string) => void;
+  /** The sandbox every build gets: defaults and ceilings, and what the operator allows. */
+  policy?: SandboxPolicy;
 }
 
 /** Parses `-H` values: `unix:///path.sock` or `tcp://HOST:PORT` (`[::1]:PORT` for IPv6). */
@@ -102,6 +105,7 @@ export class EngineServer {
     this.ctx = {
       layout: opts.layout, pool: opts.pool, limits: this.limits, identicalBuilds: new KeyedQueue(),
       insecureRegistries: opts.insecureRegistries ?? [], farm: opts.farm, metrics: opts.metrics ?? new FarmMetrics(),
+      policy: opts.policy ?? { sandbox: {}, entitlements: [] },
       trackBuild: (abort) => {
         this.builds.add(abort);
         return () => this.builds.delete(abort);

@@ -10,8 +10,7 @@ import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
-import { SANDBOX_FLAGS, limitMessage, sandboxFromFlags } from '../sandbox/limits.js';
-import type { NetworkMode } from '../sandbox/oci-spec.js';
+import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
@@ -34,13 +33,6 @@ async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' |
   await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
   if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
   return driver;
-}
-
-/** `--network default|none|host` (Docker's `bridge` is the default mode's other name). */
-export function networkFlag(v: string | undefined): NetworkMode {
-  if (v === undefined || v === 'default' || v === 'bridge') return 'default';
-  if (v === 'none' || v === 'host') return v;
-  throw new SlipwayError('ERR_USAGE', `unsupported --network ${v}: default, none or host`);
 }
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
@@ -66,7 +58,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
   const contextDir = positionals[0]!;
-  const network = networkFlag(values.network);
+  const network = parseNetwork(values.network);
   const sandbox = sandboxFromFlags(values);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
@@ -125,7 +117,7 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
     strict: true,
   });
   const sandbox = sandboxFromFlags(values);
-  const network = networkFlag(values.network);
+  const network = parseNetwork(values.network);
   const positionals = [...head, ...args.slice(split + 1)];
   if (positionals.length < 1) throw new SlipwayError('ERR_USAGE', '"slipway run" requires at least 1 argument');
   await ensureStore(layout);
@@ -141,6 +133,8 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
   let env = [...(config.Env ?? [])];
   if (envGet(env, 'PATH') === undefined) env.push(DEFAULT_PATH);
   if (envGet(env, 'HOME') === undefined) env.push(`HOME=${ident.uid === 0 ? '/root' : '/'}`);
+  // As docker run -t: a terminal type for programs that draw on the screen.
+  if (values.tty && envGet(env, 'TERM') === undefined) env.push('TERM=xterm');
   for (const e of values.env ?? []) env = [...env.filter((x) => x.split('=')[0] !== e.split('=')[0]), e.includes('=') ? e : `${e}=${process.env[e] ?? ''}`];
   const dir = await makeTmpDir(layout, 'run');
   try {

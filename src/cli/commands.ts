@@ -34,19 +34,32 @@ const submitCommand = lazy(() => import('./farm-cmds.js'), (m) => m.submitComman
 const workerCommand = lazy(() => import('./farm-cmds.js'), (m) => m.workerCommand);
 const farmCommand = lazy(() => import('./farm-cmds.js'), (m) => m.farmCommand);
 
+/** The sandbox flags of build, run, serve and worker (see src/sandbox/limits.ts). */
+const SANDBOX_HELP = `
+  -m, --memory bytes      Memory limit per step (e.g. 512m)
+      --memory-swap bytes Memory plus swap per step; -1 for unlimited swap (default: twice --memory)
+  -c, --cpu-shares int    CPU shares (relative weight)
+      --cpu-period int    CFS period, microseconds
+      --cpu-quota int     CFS quota per period, microseconds
+      --cpuset-cpus list  CPUs a step may use (0-3, 0,1)
+      --pids-limit int    Processes per step (default 1024; -1 for none)
+      --step-timeout dur  Kill a step that runs longer (e.g. 90s, 10m)
+      --runtime path      OCI runtime (default: crun, else runc)
+      --userns mode       private (default: root in a step is an unprivileged host uid) or host`;
+
 /** Every verb, in help order. */
 export const COMMANDS: Record<string, Command> = {
   build: { usage: '[OPTIONS] PATH', summary: 'Build an image from a Dockerfile', help: `Options:
       --build-arg list    Set build-time variables
   -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile)
-      --network string    Network mode for RUN: host (default) or none
+      --network string    Network mode for RUN: default (outbound only, no host loopback), none or host
       --no-cache          Do not use cache when building the image
       --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
   -q, --quiet             Suppress the build output and print image ID on success
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build
       --storage-driver s  overlay (default) or vfs: assemble the rootfs by copying where overlayfs is unavailable
-      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)`, run: buildCommand },
+      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)${SANDBOX_HELP}`, run: buildCommand },
   images: { usage: '[OPTIONS] [REPOSITORY[:TAG]]', summary: 'List images', help: `Options:
   -a, --all             Show all images (default hides intermediate images)
       --format string   json: one JSON object per line
@@ -58,7 +71,7 @@ export const COMMANDS: Record<string, Command> = {
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
-  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)', run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
+  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --allow network.host  Let builds ask for the host network (an entitlement, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
   prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first', help: 'Options:\n      --keep-storage size    Stop once the store is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
@@ -81,15 +94,17 @@ export const COMMANDS: Record<string, Command> = {
       --metrics-port int       Serve Prometheus metrics on 127.0.0.1:PORT
       --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
-      --name string            Worker name`, run: workerCommand },
+      --name string            Worker name
+      --allow network.host     Let builds use the host network (an entitlement, as BuildKit's)
+Sandbox defaults and ceilings for every build:${SANDBOX_HELP}`, run: workerCommand },
   farm: { usage: 'status [BUILD...] [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds (or the state of some builds)', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open
-      --network string  host (default) or none
+      --network string  default (outbound only), none, or host
       --rm              Remove the container when it exits (always the case)
   -t, --tty             Allocate a pseudo-TTY (the terminal is passed through)
   -u, --user string     Username or UID (format: <name|uid>[:<group|gid>])
-  -w, --workdir string  Working directory inside the container`, run: runCommand },
+  -w, --workdir string  Working directory inside the container${SANDBOX_HELP}`, run: runCommand },
 };
 

@@ -6,6 +6,7 @@ import { startFarmWorker } from '../farm/worker.js';
 import { table } from './format.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
+import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 
 function needRegistry(flag: string | undefined): string {
   const r = registryHost(flag);
@@ -51,8 +52,10 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     options: {
       redis: { type: 'string' }, registry: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' },
       'metrics-port': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
+      allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
     },
   });
+  const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
   const num = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -67,6 +70,7 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     ...(values['lock-duration'] !== undefined ? { lockDurationMs: num(values['lock-duration'], 'lock-duration')! * 1000 } : {}),
     ...(values['shutdown-timeout'] !== undefined ? { shutdownTimeoutMs: num(values['shutdown-timeout'], 'shutdown-timeout')! * 1000 } : {}),
     ...(values.name ? { name: values.name } : {}),
+    policy,
   });
   if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://127.0.0.1:${w.metricsPort}/metrics\n`);
   await new Promise<void>((resolve) => {

@@ -10,6 +10,7 @@ import { API_VERSION } from '../api/system-routes.js';
 import type { FarmConfig } from '../api/routes.js';
 import { normalizeRegistry } from '../registry/remote-reference.js';
 import type { CommandEnv } from './commands.js';
+import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 
 const MIN_TOKEN_LENGTH = 16;
 
@@ -65,6 +66,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
     options: {
       host: { type: 'string', short: 'H', multiple: true }, 'token-file': { type: 'string' }, workers: { type: 'string' },
       'insecure-registry': { type: 'string', multiple: true }, redis: { type: 'string' }, registry: { type: 'string' },
+      allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
   });
@@ -84,6 +86,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
   const farm = farmConfig({ redis: values.redis, registry: values.registry });
   const insecure = insecureRegistries(values['insecure-registry']);
+  const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
 
   await ensureStore(layout);
   await sweepTmp(layout);
@@ -95,7 +98,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   try {
     server = await EngineServer.start({
       layout, pool, endpoints, ...(token !== undefined ? { token } : {}),
-      insecureRegistries: insecure, ...(farm ? { farm } : {}), log,
+      insecureRegistries: insecure, ...(farm ? { farm } : {}), log, policy,
     });
   } catch (e) {
     await pool.close();

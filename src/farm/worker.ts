@@ -1,3 +1,4 @@
+import type { SandboxPolicy } from '../sandbox/limits.js';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +44,8 @@ export interface FarmWorkerOptions {
   metricsPort?: number;
   name?: string;
   log?: (line: string) => void;
+  /** The sandbox of every build this worker runs (`--memory`, `--allow network.host`, …). */
+  policy?: SandboxPolicy;
 }
 
 /** A running worker process' handle. */
@@ -172,6 +175,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
         layout, contextDir: ctx, ...(data.dockerfile ? { dockerfile: data.dockerfile } : {}), tags: localTags,
         buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
         pool, onEvent, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
+        sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
         fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
       });
       const pushed: Array<{ tag: string; digest: string }> = [];

@@ -124,6 +124,7 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
     rootfs: `${STAGE}/rootfs`, argv: run.argv, env: run.env, cwd: run.cwd, uid: run.uid, gid: run.gid, groups: run.groups ?? [],
     hostname: run.hostname ?? '', terminal: run.interactive?.tty ?? false, network: run.network, etc,
+    ...(run.interactive?.tty && process.stdout.rows ? { consoleSize: { height: process.stdout.rows, width: process.stdout.columns } } : {}),
     join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).

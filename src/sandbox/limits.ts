@@ -7,6 +7,7 @@
  */
 import { SlipwayError } from '../errors.js';
 import type { StepLimits } from './cgroups.js';
+import type { NetworkMode } from './oci-spec.js';
 import { DEFAULT_PIDS_LIMIT, type Limit, type SandboxOptions } from './container.js';
 
 /** `util.parseArgs` options for the sandbox flags. */
@@ -147,4 +148,31 @@ function oneLimit(by: Limit, o: SandboxOptions | undefined): string {
 /** What a step ran into, in words that name each limit and its flag; the first ended it. */
 export function limitMessage(limits: Limit[], o: SandboxOptions | undefined): string {
   return limits.map((by) => oneLimit(by, o)).join('; ');
+}
+
+/** What an operator may allow on `serve` and `worker` (`--allow`), as BuildKit's entitlements. */
+export const ENTITLEMENTS = ['network.host'] as const;
+export type Entitlement = (typeof ENTITLEMENTS)[number];
+
+/** A server's sandbox: the defaults and ceilings for every build, and what it allows. */
+export interface SandboxPolicy {
+  sandbox: SandboxOptions;
+  entitlements: Entitlement[];
+}
+
+/** `--allow X` values, checked. */
+export function parseAllow(values: string[] | undefined): Entitlement[] {
+  const out: Entitlement[] = [];
+  for (const v of values ?? []) {
+    if (!(ENTITLEMENTS as readonly string[]).includes(v)) throw usage(`unknown entitlement "${v}" for --allow: ${ENTITLEMENTS.join(', ')}`);
+    out.push(v as Entitlement);
+  }
+  return out;
+}
+
+/** `--network` as build and run take it (Docker's `bridge` is the default mode's other name). */
+export function parseNetwork(v: string | undefined): NetworkMode {
+  if (v === undefined || v === '' || v === 'default' || v === 'bridge') return 'default';
+  if (v === 'none' || v === 'host') return v;
+  throw usage(`unsupported network mode "${v}": default, none or host`);
 }

@@ -20,8 +20,9 @@ export interface ContainerSpec {
   gid: number;
   groups: number[];
   hostname: string;
-  /** A pseudo-terminal for the process (`slipway run -t`). */
+  /** A pseudo-terminal for the process (`slipway run -t`), of this size when known. */
   terminal: boolean;
+  consoleSize?: { height: number; width: number };
   network: NetworkMode;
   /** Namespaces made beforehand and joined by path (the shim binds them there). */
   join: { user?: string; network?: string };
@@ -41,6 +42,7 @@ export interface OciSpec {
   ociVersion: string;
   process: {
     terminal: boolean;
+    consoleSize?: { height: number; width: number };
     user: { uid: number; gid: number; additionalGids?: number[] };
     args: string[];
     env: string[];
@@ -121,6 +123,7 @@ export function ociSpec(c: ContainerSpec): OciSpec {
     ociVersion: '1.0.2',
     process: {
       terminal: c.terminal,
+      ...(c.terminal && c.consoleSize ? { consoleSize: { ...c.consoleSize } } : {}),
       user: { uid: c.uid, gid: c.gid, ...(c.groups.length > 0 ? { additionalGids: [...c.groups] } : {}) },
       args: [...c.argv],
       env: [...c.env],
