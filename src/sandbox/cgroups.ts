@@ -39,11 +39,18 @@ export interface CgroupLayout {
   controllers: Partial<Record<Controller, Placement>>;
   /** The v2 mount, when there is one (controllers may still all be on v1). */
   unified?: string;
+  /** Every v1 hierarchy's mount, whichever controllers it has. */
+  all: string[];
+}
+
+/** Every cgroup hierarchy's mount point (v1 ones and the v2 one). */
+function allMounts(layout: CgroupLayout): string[] {
+  return [...new Set([...layout.all, ...(layout.unified ? [layout.unified] : [])])];
 }
 
 /** Reads the layout from `/proc/self/mountinfo` text (a parameter, so tests can give their own). */
 export function parseCgroupLayout(mountinfo: string, v2Controllers: (mount: string) => string[]): CgroupLayout {
-  const layout: CgroupLayout = { controllers: {} };
+  const layout: CgroupLayout = { controllers: {}, all: [] };
   for (const line of mountinfo.split('\n')) {
     const [left, right] = line.split(' - ');
     if (left === undefined || right === undefined) continue;
@@ -51,6 +58,7 @@ export function parseCgroupLayout(mountinfo: string, v2Controllers: (mount: stri
     const [fstype, , superOpts = ''] = right.split(' ');
     if (mount === undefined) continue;
     if (fstype === 'cgroup') {
+      layout.all.push(mount);
       for (const opt of superOpts.split(',')) {
         if (opt === 'memory' || opt === 'pids' || opt === 'cpu' || opt === 'cpuset') layout.controllers[opt] ??= { version: 1, mount };
       }
@@ -188,7 +196,9 @@ export async function createStepCgroup(name: string, limits: StepLimits, layout:
   }
   const dirs: string[] = [];
   const relative = `/${SLICE}/${name}`;
-  const cg: StepCgroup = { dirs, relative, outcome: () => readOutcome([...byMount.values()], relative), remove: () => removeDirs(dirs) };
+  // A runtime that makes its own cgroup (runc) makes `<relative>/ctr` in every hierarchy, ours or not.
+  const everywhere = allMounts(layout).map((m) => path.join(m, relative));
+  const cg: StepCgroup = { dirs, relative, outcome: () => readOutcome([...byMount.values()], relative), remove: () => removeDirs(everywhere) };
   try {
     for (const { p, controllers } of byMount.values()) {
       await ensureParent(p, controllers);
@@ -199,7 +209,7 @@ export async function createStepCgroup(name: string, limits: StepLimits, layout:
       for (const [file, value] of limitFiles(p.version, controllers, limits)) await writeIn(dir, file, value);
     }
   } catch (e) {
-    await removeDirs(dirs);
+    await removeDirs(everywhere);
     if (e instanceof SlipwayError) throw e;
     throw new SlipwayError('ERR_SANDBOX', `cannot create the step's cgroup: ${(e as Error).message}`);
   }
@@ -252,8 +262,7 @@ async function removeDirs(dirs: string[]): Promise<void> {
  * only directories. Names are `<pid>-<random>`; a live pid's are left alone.
  */
 export async function sweepStaleCgroups(layout: CgroupLayout = cgroupLayout(), alive: (pid: number) => boolean): Promise<void> {
-  const mounts = new Set(Object.values(layout.controllers).map((p) => p.mount));
-  for (const mount of mounts) {
+  for (const mount of allMounts(layout)) {
     const parent = path.join(mount, SLICE);
     for (const name of await fs.readdir(parent).catch(() => [] as string[])) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1]);

@@ -126,6 +126,7 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
     hostname: run.hostname ?? '', terminal: run.interactive?.tty ?? false, network: run.network, etc,
     ...(run.interactive?.tty && process.stdout.rows ? { consoleSize: { height: process.stdout.rows, width: process.stdout.columns } } : {}),
     join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
+    ...(m ? { idMappings: m } : {}),
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
   if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;

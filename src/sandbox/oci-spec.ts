@@ -26,6 +26,8 @@ export interface ContainerSpec {
   network: NetworkMode;
   /** Namespaces made beforehand and joined by path (the shim binds them there). */
   join: { user?: string; network?: string };
+  /** The joined user namespace's mapping (runc wants it stated even when it joins one). */
+  idMappings?: { uid: { host: number; count: number }; gid: { host: number; count: number } };
   /** Files bind-mounted over /etc/hosts, /etc/hostname and /etc/resolv.conf. */
   etc: { hosts: string; hostname: string; resolvConf: string };
   /** Size of /dev/shm in bytes (Docker's default is 64 MiB). */
@@ -59,6 +61,9 @@ export interface OciSpec {
     maskedPaths: string[];
     readonlyPaths: string[];
     seccomp?: SeccompProfile;
+    resources: { devices: DeviceRule[] };
+    uidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
+    gidMappings?: Array<{ containerID: number; hostID: number; size: number }>;
   };
 }
 
@@ -77,6 +82,21 @@ export const MASKED_PATHS: readonly string[] = [
 
 /** Paths Docker makes read-only, /proc/sys (kernel settings) among them. */
 export const READONLY_PATHS: readonly string[] = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** A device cgroup rule (used by a runtime that manages the devices cgroup, as runc does). */
+export interface DeviceRule { allow: boolean; type?: 'a' | 'b' | 'c'; major?: number; minor?: number; access: string }
+
+/**
+ * Docker's device rules: nothing but mknod in general, read/write on the minimal /dev, the pty
+ * slaves (136:*) and /dev/pts/ptmx (5:2), and /dev/net/tun (10:200).
+ */
+const DEVICE_RULES: readonly DeviceRule[] = [
+  { allow: false, access: 'rwm' },
+  { allow: true, type: 'c', access: 'm' },
+  { allow: true, type: 'b', access: 'm' },
+  ...([[1, 3], [1, 5], [1, 7], [1, 8], [1, 9], [5, 0], [5, 2], [10, 200]] as const).map(([major, minor]): DeviceRule => ({ allow: true, type: 'c', major, minor, access: 'rwm' })),
+  { allow: true, type: 'c', major: 136, access: 'rwm' },
+];
 
 /** The character devices of a minimal /dev (as Docker's default device list). */
 const DEVICES: ReadonlyArray<[string, number, number]> = [
@@ -140,8 +160,13 @@ export function ociSpec(c: ContainerSpec): OciSpec {
       devices: DEVICES.map(([p, major, minor]) => ({ path: p, type: 'c', major, minor, fileMode: 0o666, uid: 0, gid: 0 })),
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],
+      resources: { devices: DEVICE_RULES.map((r) => ({ ...r })) },
     },
   };
   if (c.seccomp !== false) spec.linux.seccomp = defaultSeccompProfile();
+  if (c.join.user !== undefined && c.idMappings) {
+    spec.linux.uidMappings = [{ containerID: 0, hostID: c.idMappings.uid.host, size: c.idMappings.uid.count }];
+    spec.linux.gidMappings = [{ containerID: 0, hostID: c.idMappings.gid.host, size: c.idMappings.gid.count }];
+  }
   return spec;
 }
