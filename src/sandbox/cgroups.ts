@@ -130,8 +130,12 @@ export function limitFiles(version: 1 | 2, controllers: Controller[], l: StepLim
   return out;
 }
 
-/** What the kernel did to a step, read from its cgroup after it ended. */
-export interface CgroupOutcome { oomKilled: boolean; pidsLimitHit: boolean }
+/**
+ * What the kernel did to a step, read from its cgroup after it ended. `memoryLimitHit`: usage
+ * reached the limit at least once. v1 counts an OOM kill in the victim's own cgroup only, so
+ * when a runtime nests the container one level down (runc) only this is seen from ours.
+ */
+export interface CgroupOutcome { oomKilled: boolean; memoryLimitHit: boolean; pidsLimitHit: boolean }
 
 /** A step's cgroups: join them (`dirs`), then read the outcome, then remove them. */
 export interface StepCgroup {
@@ -223,13 +227,15 @@ export function counter(text: string, key: string): number {
 }
 
 async function readOutcome(entries: Array<{ p: Placement; controllers: Controller[] }>, relative: string): Promise<CgroupOutcome> {
-  const out: CgroupOutcome = { oomKilled: false, pidsLimitHit: false };
+  const out: CgroupOutcome = { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
   const read = (f: string) => fs.readFile(f, 'utf8').catch(() => '');
   for (const { p, controllers } of entries) {
     const dir = path.join(p.mount, relative);
     if (controllers.includes('memory')) {
       const text = await read(path.join(dir, p.version === 1 ? 'memory.oom_control' : 'memory.events'));
       out.oomKilled ||= counter(text, 'oom_kill') > 0;
+      const hits = p.version === 1 ? Number((await read(path.join(dir, 'memory.failcnt'))).trim() || 0) : counter(text, 'max');
+      out.memoryLimitHit ||= hits > 0;
     }
     if (controllers.includes('pids')) out.pidsLimitHit ||= counter(await read(path.join(dir, 'pids.events')), 'max') > 0;
   }

@@ -297,7 +297,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
     setup(() => writeSpec(run, p, rt, m, cgroup));
     const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup)], o);
-    const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, pidsLimitHit: false };
+    const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
     if (rtError !== undefined && !/exec|executable/i.test(rtError)) throw new SlipwayError('ERR_SANDBOX', `${rt.kind}: ${rtError}`);
@@ -305,7 +305,8 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     const result: ContainerResult = { exitCode: res.timedOut ? 137 : res.code, signal: signalName(res.code) };
     const limits: Limit[] = [];
     if (res.timedOut) limits.push('timeout');
-    if (res.code !== 0 && outcome.oomKilled) limits.push('memory');
+    // Killed (SIGKILL) at the memory limit: the OOM killer's work, even where v1 hides the count.
+    if (res.code !== 0 && (outcome.oomKilled || (res.code === 137 && outcome.memoryLimitHit))) limits.push('memory');
     if (res.code !== 0 && outcome.pidsLimitHit) limits.push('pids');
     if (limits.length > 0) result.limits = limits;
     return result;

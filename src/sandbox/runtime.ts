@@ -14,9 +14,13 @@ export interface Runtime { kind: 'crun' | 'runc'; path: string }
 
 const SEARCH_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** Where `name` is on the host's PATH (and the usual system dirs), if anywhere. */
-export function findOnPath(name: string): string | undefined {
-  const dirs = [...(process.env['PATH'] ?? '').split(':'), ...SEARCH_PATH.split(':')].filter(Boolean);
+/** The host's PATH and the usual system dirs. */
+function searchDirs(): string[] {
+  return [...(process.env['PATH'] ?? '').split(':'), ...SEARCH_PATH.split(':')].filter(Boolean);
+}
+
+/** Where `name` is in `dirs` (default: the host's PATH and the usual system dirs), if anywhere. */
+export function findOnPath(name: string, dirs: string[] = searchDirs()): string | undefined {
   for (const d of dirs) {
     const p = path.join(d, name);
     try {
@@ -40,18 +44,18 @@ const runtimes = new Map<string, Runtime>();
  * The runtime to use: `override` (a path or a name on PATH) when given, else crun, else runc.
  * The kind comes from the binary's name, or from `--version` output when the name says nothing.
  */
-export function findRuntime(override?: string): Runtime {
-  const key = override ?? '';
+export function findRuntime(override?: string, dirs?: string[]): Runtime {
+  const key = `${override ?? ''}\0${dirs?.join(':') ?? ''}`;
   const known = runtimes.get(key);
   if (known) return known;
   let found: Runtime | undefined;
   if (override !== undefined) {
-    const p = override.includes('/') ? override : findOnPath(override);
+    const p = override.includes('/') ? override : findOnPath(override, dirs);
     if (p === undefined || !fs.existsSync(p)) throw new SlipwayError('ERR_SANDBOX', `OCI runtime not found: ${override}`);
     found = { kind: /runc/.test(path.basename(p)) ? 'runc' : 'crun', path: path.resolve(p) };
   } else {
-    const crun = findOnPath('crun');
-    const runc = crun === undefined ? findOnPath('runc') : undefined;
+    const crun = findOnPath('crun', dirs);
+    const runc = crun === undefined ? findOnPath('runc', dirs) : undefined;
     if (crun !== undefined) found = { kind: 'crun', path: crun };
     else if (runc !== undefined) found = { kind: 'runc', path: runc };
   }
@@ -61,8 +65,8 @@ export function findRuntime(override?: string): Runtime {
 }
 
 /** slirp4netns, for the default network mode. */
-export function findSlirp(): string {
-  const p = findOnPath('slirp4netns');
+export function findSlirp(dirs?: string[]): string {
+  const p = findOnPath('slirp4netns', dirs);
   if (p === undefined) throw missingTool('slirp4netns', 'slirp4netns', 'outbound networking for RUN steps; --network none needs no network');
   return p;
 }

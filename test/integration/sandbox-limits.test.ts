@@ -140,3 +140,15 @@ test('bad limit values are refused before anything runs', { skip }, async () => 
     assert.doesNotMatch(r.out, /^\s+at /m);
   }
 });
+
+const hasRunc = spawnSync('sh', ['-c', 'command -v runc']).status === 0;
+test('runc runs steps too: a user namespace, the image\'s owners, limits, no network', { skip: skip || (!hasRunc && 'needs runc') }, async () => {
+  const r = await buildIn(root, ctx, 'FROM busybox\nRUN cat /proc/self/uid_map && touch /by-runc && (nc -w 2 10.0.2.2 1 </dev/null || echo no-""net)\n',
+    ['--runtime', 'runc', '--memory', '64m', '--network', 'none', '-t', 'runc-made']);
+  assert.equal(r.code, 0, r.out);
+  assert.doesNotMatch(r.out, /^\s+0\s+0\s+4294967295$/m);
+  assert.match(r.out, /^no-net$/m);
+  const hog = await buildIn(root, ctx, 'FROM busybox\nCOPY hog /hog\nRUN /hog\n', ['--runtime', 'runc', '--memory', '64m']);
+  assert.match(hog.out, /memory limit of 64MiB \(--memory\)/);
+  await assertClean();
+});

@@ -139,3 +139,30 @@ test('resolv.conf and hosts of a step', () => {
   assert.equal(resolvConf(host, 'host'), host);
   assert.equal(hostsFile('abc'), '127.0.0.1\tlocalhost abc\n::1\tlocalhost ip6-localhost ip6-loopback\n');
 });
+
+test('the runtime: crun first, runc where crun is missing, --runtime overrides; a missing one names its package', async () => {
+  const { findRuntime, findSlirp, runtimeArgv } = await import('../../src/sandbox/runtime.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-rt-'));
+  const bin = (name: string) => {
+    fs.writeFileSync(path.join(dir, name), '#!/bin/sh\n');
+    fs.chmodSync(path.join(dir, name), 0o755);
+  };
+  assert.throws(() => findRuntime(undefined, [dir]), /crun is not installed .*apt-get install crun/);
+  assert.throws(() => findSlirp([dir]), /apt-get install slirp4netns/);
+  bin('runc');
+  assert.deepEqual(findRuntime(undefined, [dir]), { kind: 'runc', path: path.join(dir, 'runc') });
+  bin('crun');
+  const both = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-rt-'));
+  fs.copyFileSync(path.join(dir, 'crun'), path.join(both, 'crun'));
+  fs.chmodSync(path.join(both, 'crun'), 0o755);
+  fs.copyFileSync(path.join(dir, 'runc'), path.join(both, 'runc'));
+  fs.chmodSync(path.join(both, 'runc'), 0o755);
+  assert.equal(findRuntime(undefined, [both]).kind, 'crun');
+  assert.deepEqual(findRuntime(path.join(dir, 'runc')), { kind: 'runc', path: path.join(dir, 'runc') });
+  assert.throws(() => findRuntime('/no/such/runtime'), /OCI runtime not found/);
+  const o = { stateDir: '/s', bundle: '/b', id: 'x', logFile: '/l' };
+  assert.deepEqual(runtimeArgv({ kind: 'crun', path: '/c' }, o), ['/c', '--cgroup-manager=disabled', '--root=/s', '--log=/l', '--log-format=json', 'run', '--bundle', '/b', 'x']);
+  assert.deepEqual(runtimeArgv({ kind: 'runc', path: '/r' }, o), ['/r', '--root=/s', '--log=/l', '--log-format=json', 'run', '--bundle', '/b', 'x']);
+  fs.rmSync(dir, { recursive: true });
+  fs.rmSync(both, { recursive: true });
+});
