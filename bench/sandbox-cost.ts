@@ -1,0 +1,127 @@
+/**
+ * The sandbox's own cost per RUN step. Builds a Dockerfile of N `RUN true` steps in a fresh
+ * store (the Step lines' arrival times give each step's wall time), then runs `true` in the
+ * sandbox once over each prefix of the same layer chain, timing only the sandbox call (spec,
+ * shim, namespaces, idmapped mounts, overlay, runtime, teardown, owner shift): that is the
+ * step minus the commit. Prints one JSON line per figure, then a table.
+ *
+ *   node dist/bench/sandbox-cost.js [--steps 100] [--network default|none] [--runtime PATH] [--cli PATH]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { runContainer } from '../src/sandbox/container.js';
+import type { NetworkMode } from '../src/sandbox/oci-spec.js';
+
+const { values } = parseArgs({
+  options: { steps: { type: 'string' }, network: { type: 'string' }, runtime: { type: 'string' }, cli: { type: 'string' }, base: { type: 'string' } },
+});
+const STEPS = Number(values.steps ?? 100);
+const NETWORK = (values.network ?? 'default') as NetworkMode;
+const CLI = values.cli ?? fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const ROOTFS_SCRIPT = fileURLToPath(new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+/** Runs the build; returns the milliseconds between consecutive `Step n/N` lines (one per RUN step). */
+function timedBuild(root: string, ctx: string): Promise<{ total: number; perStep: number[] }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const marks: number[] = [];
+    const args = [CLI, '--root', root, 'build', '--network', NETWORK, ...(values.runtime ? ['--runtime', values.runtime] : []), '-t', 'sandbox-cost', ctx];
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    c.stdout.on('data', (b: Buffer) => {
+      buf += b.toString();
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        if (/^(Step \d+\/\d+ : |Successfully built )/.test(buf.slice(0, nl))) marks.push(performance.now());
+        buf = buf.slice(nl + 1);
+      }
+    });
+    c.on('error', reject);
+    c.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`build failed (${code})`));
+      // marks: Step 1 (FROM), Step 2..N+1 (RUN), Successfully built: RUN k lasts marks[k+1]-marks[k].
+      const perStep = marks.slice(1).map((m, i) => m - marks[i]!).slice(1);
+      resolve({ total: performance.now() - t0, perStep });
+    });
+  });
+}
+
+/** The layer dirs of an image and its parents, top first. */
+function chain(root: string, id: string): string[] {
+  const dirs: string[] = [];
+  for (let cur: string | undefined = id; cur; ) {
+    dirs.push(path.join(root, 'graph', cur, 'layer'));
+    cur = (JSON.parse(fs.readFileSync(path.join(root, 'graph', cur, 'json'), 'utf8')) as { parent?: string }).parent;
+  }
+  return dirs;
+}
+
+async function sandboxOnly(root: string, id: string): Promise<number[]> {
+  const layers = chain(root, id);
+  const scratchBase = fs.mkdtempSync(path.join(root, 'graph', '_tmp', 'bench-'));
+  const times: number[] = [];
+  // Step k of the build ran over the k lowest layers: repeat that, shallow to deep.
+  for (let k = layers.length - STEPS; k <= layers.length - 1; k++) {
+    const lowers = layers.slice(layers.length - k);
+    const d = path.join(scratchBase, String(k));
+    fs.mkdirSync(path.join(d, 'upper'), { recursive: true });
+    fs.mkdirSync(path.join(d, 'scratch'));
+    const t0 = performance.now();
+    const r = await runContainer({
+      lowerDirs: lowers, upperDir: path.join(d, 'upper'), scratchDir: path.join(d, 'scratch'), argv: ['/bin/sh', '-c', 'true'],
+      env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], uid: 0, gid: 0, cwd: '/', hostname: 'bench', network: NETWORK,
+      ...(values.runtime ? { sandbox: { runtime: values.runtime } } : {}),
+    });
+    times.push(performance.now() - t0);
+    if (r.exitCode !== 0) throw new Error(`true exited ${r.exitCode}`);
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+  fs.rmSync(scratchBase, { recursive: true, force: true });
+  return times;
+}
+
+async function main(): Promise<void> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-sandbox-cost-'));
+  try {
+    const base = values.base ?? path.join(work, 'busybox.tar');
+    if (!values.base) execFileSync('bash', [ROOTFS_SCRIPT, base], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const root = path.join(work, 'root');
+    execFileSync(process.execPath, [CLI, '--root', root, 'import', '--change', 'CMD ["sh"]', base, 'busybox:latest'], { stdio: 'ignore' });
+    const ctx = path.join(work, 'ctx');
+    fs.mkdirSync(ctx);
+    fs.writeFileSync(path.join(ctx, 'Dockerfile'), `FROM busybox\n${'RUN true\n'.repeat(STEPS)}`);
+    const build = await timedBuild(root, ctx);
+    const id = (JSON.parse(fs.readFileSync(path.join(root, 'repositories'), 'utf8')) as { Repositories: Record<string, Record<string, string>> }).Repositories['sandbox-cost']!['latest']!;
+    const sandbox = await sandboxOnly(root, id);
+    const rows = [
+      { figure: 'build: wall time per RUN step', ms: median(build.perStep), p90: quantile(build.perStep, 0.9), n: build.perStep.length },
+      { figure: 'sandbox alone per step (the step minus the commit)', ms: median(sandbox), p90: quantile(sandbox, 0.9), n: sandbox.length },
+    ];
+    for (const r of rows) process.stdout.write(`${JSON.stringify({ ...r, network: NETWORK, runtime: values.runtime ?? 'auto', totalBuildSeconds: build.total / 1000 })}\n`);
+    process.stdout.write(`\n| figure (${STEPS} RUN true steps, --network ${NETWORK}) | median ms | p90 ms |\n|---|---:|---:|\n`);
+    for (const r of rows) process.stdout.write(`| ${r.figure} | ${r.ms.toFixed(1)} | ${r.p90.toFixed(1)} |\n`);
+    process.stdout.write(`| whole build | ${(build.total).toFixed(0)} | |\n`);
+    process.stdout.write(`\ntarget: sandbox alone ≤ 40 ms per step\n`);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});
