@@ -20,6 +20,8 @@ import { hostIdMapping, type IdMapping } from './userns.js';
 import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
 import { containerFiles } from './etc-files.js';
+import { compiledSeccomp } from './seccomp-bpf.js';
+import { defaultSeccompProfile } from './seccomp.js';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
 export interface SandboxOptions {
@@ -118,7 +120,7 @@ function prepareVolumes(run: ContainerRun, p: Paths, m: IdMapping | undefined): 
   }
 }
 
-function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, cgroup: StepCgroup | undefined): void {
+function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, cgroup: StepCgroup | undefined, bpf: string | undefined): void {
   containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0) });
   const etc = { hosts: `${STAGE}/files/hosts`, hostname: `${STAGE}/files/hostname`, resolvConf: `${STAGE}/files/resolv.conf` };
   const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
@@ -130,6 +132,8 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
   if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;
+  // crun loads the profile compiled once (seccomp-bpf.ts) instead of compiling it per step.
+  if (rt.kind === 'crun' && bpf !== undefined) (spec as OciSpec & { annotations?: Record<string, string> }).annotations = { 'run.oci.seccomp_bpf_data': bpf };
   fs.mkdirSync(p.bundle);
   fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
 }
@@ -295,7 +299,8 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
       return l;
     });
     cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
-    setup(() => writeSpec(run, p, rt, m, cgroup));
+    const bpf = rt.kind === 'crun' ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
+    setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup)], o);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);

@@ -115,3 +115,21 @@ test('seccomp: clone without namespace flags, socket without AF_VSOCK, personali
   assert.deepEqual(rules.find((r) => r.names.includes('clone3')), { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 });
   assert.equal(rules.filter((r) => r.names.includes('clone') || r.names.includes('socket')).every((r) => r.args !== undefined), true);
 });
+
+test('the profile compiles once into BPF for crun, in the line format the compiler reads', async () => {
+  const { profileText, compiledSeccomp } = await import('../../src/sandbox/seccomp-bpf.js');
+  const text = profileText(defaultSeccompProfile());
+  const lines = text.trim().split('\n');
+  assert.deepEqual(lines.slice(0, 4), ['default errno 1', 'arch x86_64', 'arch x86', 'arch x32']);
+  assert.ok(lines.includes('allow read'));
+  assert.ok(lines.includes('allow clone 0 masked_eq 2114060288 0'));
+  assert.ok(lines.includes('allow socket 0 ne 40'));
+  assert.ok(lines.includes('errno 38 clone3'));
+  assert.ok(!lines.some((l) => / mount$/.test(l)));
+  if (process.getuid?.() !== 0) return;
+  const bpf = await compiledSeccomp(defaultSeccompProfile());
+  assert.ok(bpf !== undefined, 'compiled (needs dist/native/slipway-seccomp)');
+  const bytes = Buffer.from(bpf, 'base64');
+  assert.ok(bytes.length > 800 && bytes.length % 8 === 0, `${bytes.length} bytes: whole sock_filter instructions`);
+  assert.equal(await compiledSeccomp(defaultSeccompProfile()), bpf, 'the same program from the cache');
+});
