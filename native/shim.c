@@ -112,6 +112,17 @@ static void fail(const char *fmt, ...) {
   _exit(125);
 }
 
+/* Reports a setup failure on the status fd (and stderr without one), without exiting. */
+static void report(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (status_fd >= 0) dprintf(status_fd, "error %s\n", msg);
+  else fprintf(stderr, "slipway-shim: %s\n", msg);
+}
+
 static void die_with_parent(void) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("prctl: %s", strerror(errno));
 }
@@ -302,35 +313,51 @@ static int make_namespaces(const struct options *o) {
   return fd;
 }
 
-/* Starts slirp4netns on the step's network namespace and waits until it has configured tap0. */
-static void start_slirp(const struct options *o) {
+/*
+ * Starts slirp4netns on the step's network namespace (bound at NSDIR/net in pid 1's mount
+ * namespace, reached through /proc/PID/root) and waits until it has configured tap0. It is the
+ * outer shim's child, outside pid 1's pid and mount namespaces, so that when the step ends its
+ * slow teardown (the tap device goes with it) is not waited for; it exits when `exit_fd`'s
+ * other end closes, i.e. when the outer shim is gone. Returns 0, or -1 after reporting.
+ */
+static int start_slirp(const struct options *o, pid_t init, int exit_fd) {
+  char netpath[4096];
+  snprintf(netpath, sizeof netpath, "/proc/%d/root%s/net", (int)init, o->nsdir);
+  int netfd = open(netpath, O_RDONLY | O_CLOEXEC);
+  if (netfd < 0) { report("open %s: %s", netpath, strerror(errno)); return -1; }
   int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
-  char fdarg[32], netpath[4096];
-  snprintf(fdarg, sizeof fdarg, "--ready-fd=%d", ready[1]);
-  snprintf(netpath, sizeof netpath, "%s/net", o->nsdir);
+  if (pipe2(ready, O_CLOEXEC) < 0) { report("pipe: %s", strerror(errno)); return -1; }
   pid_t pid = fork();
-  if (pid < 0) fail("fork: %s", strerror(errno));
+  if (pid < 0) { report("fork: %s", strerror(errno)); return -1; }
   if (pid == 0) {
-    fcntl(ready[1], F_SETFD, 0); /* the only fd slirp4netns inherits besides 0-2 */
+    /* Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
+    fcntl(netfd, F_SETFD, 0);
+    fcntl(ready[1], F_SETFD, 0);
+    fcntl(exit_fd, F_SETFD, 0);
+    char readyarg[32], exitarg[32], nsarg[32], log[4096];
+    snprintf(readyarg, sizeof readyarg, "--ready-fd=%d", ready[1]);
+    snprintf(exitarg, sizeof exitarg, "--exit-fd=%d", exit_fd);
+    snprintf(nsarg, sizeof nsarg, "/proc/self/fd/%d", netfd);
     /* Not the step's stdout/stderr: its messages go to a log the caller reads on failure. */
-    char log[4096];
     snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
     int devnull = open("/dev/null", O_RDWR);
     int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (devnull >= 0) dup2(devnull, 0);
     if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
+    setsid();
     execl(o->slirp, o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-          "--netns-type=path", fdarg, netpath, "tap0", (char *)NULL);
+          "--netns-type=path", readyarg, exitarg, nsarg, "tap0", (char *)NULL);
     fprintf(stderr, "slipway-shim: exec %s: %s\n", o->slirp, strerror(errno));
     _exit(127);
   }
+  close(netfd);
   close(ready[1]);
   char c;
   ssize_t n;
   while ((n = read(ready[0], &c, 1)) < 0 && errno == EINTR) {}
   close(ready[0]);
-  if (n != 1) fail("slirp4netns did not start (see %s/slirp.log)", o->nsdir);
+  if (n != 1) { report("slirp4netns did not start (see %s/slirp.log)", o->nsdir); return -1; }
+  return 0;
 }
 
 /* A clone of the mount at `src`, idmapped through userns_fd, attached at `dst`. */
@@ -533,9 +560,14 @@ static void prepare_root(const struct options *o) {
   close(root);
 }
 
+/* The two pipes between pid 1 and the outer shim while slirp4netns starts (-1 without). */
+struct handshake { int net_ready; int net_go; };
+
 /* pid 1: set up, run the command, reap everything, exit with the command's status. */
-static int run_init(const struct options *o) {
+static int run_init(const struct options *o, struct handshake h) {
   die_with_parent();
+  /* A mount namespace of its own (the outer shim, and slirp4netns, stay in the host's). */
+  if (unshare(CLONE_NEWNS) < 0) fail("unshare mount namespace: %s", strerror(errno));
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
   /* Our own /proc, so that pids we see (ours, the runtime's) are the ones it shows. */
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc: %s", strerror(errno));
@@ -548,7 +580,16 @@ static int run_init(const struct options *o) {
   }
   if (o->stage) mount_stage(o);
   int userns_fd = make_namespaces(o);
-  if (o->netns && !strcmp(o->netns, "slirp")) start_slirp(o);
+  if (h.net_ready >= 0) {
+    /* The outer shim starts slirp4netns on the namespace now bound, and says when it is up. */
+    char c = 'n';
+    if (write(h.net_ready, &c, 1) != 1) fail("handshake: %s", strerror(errno));
+    ssize_t n;
+    while ((n = read(h.net_go, &c, 1)) < 0 && errno == EINTR) {}
+    if (n != 1) fail("the network could not be set up");
+    close(h.net_ready);
+    close(h.net_go);
+  }
   mount_rootfs(o, userns_fd);
   if (userns_fd >= 0) close(userns_fd);
   prepare_root(o);
@@ -580,12 +621,40 @@ int main(int argc, char **argv) {
   if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
   die_with_parent();
   join_cgroups(&o);
-  if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) fail("unshare: %s (Slipway needs root)", strerror(errno));
+  int slirp = o.netns && !strcmp(o.netns, "slirp");
+  int up[2] = {-1, -1}, go[2] = {-1, -1}, exit_pipe[2] = {-1, -1};
+  if (slirp && (pipe2(up, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)) fail("pipe: %s", strerror(errno));
+  int host_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  if (host_pidns < 0) fail("open /proc/self/ns/pid: %s", strerror(errno));
+  if (unshare(CLONE_NEWPID) < 0) fail("unshare: %s (Slipway needs root)", strerror(errno));
   pid_t init = fork();
   if (init < 0) fail("fork: %s", strerror(errno));
-  if (init == 0) _exit(run_init(&o));
+  if (init == 0) {
+    if (slirp) { close(up[0]); close(go[1]); close(exit_pipe[0]); close(exit_pipe[1]); }
+    _exit(run_init(&o, (struct handshake){up[1], go[0]}));
+  }
+  /* Later children (slirp4netns) belong to the host's pid namespace again: pid 1's exit must
+     not wait for them (it would wait for us to reap them while we wait for it). */
+  if (setns(host_pidns, CLONE_NEWPID) < 0) fail("setns back to the host pid namespace: %s", strerror(errno));
+  close(host_pidns);
   if (status_fd >= 0) dprintf(status_fd, "pid %d\n", (int)init);
   forward_signals_to(init);
+  if (slirp) {
+    close(up[1]);
+    close(go[0]);
+    char c;
+    ssize_t n;
+    while ((n = read(up[0], &c, 1)) < 0 && errno == EINTR) {}
+    /* No byte: pid 1 failed before its namespaces were ready, and said why. */
+    if (n == 1 && start_slirp(&o, init, exit_pipe[0]) == 0 && write(go[1], &c, 1) == 1) {
+      close(exit_pipe[0]);
+    } else {
+      kill(init, SIGKILL);
+    }
+    close(up[0]);
+    close(go[1]);
+    /* exit_pipe[1] stays open until we exit: then slirp4netns exits too, in its own time. */
+  }
   for (;;) {
     int status;
     pid_t p = waitpid(init, &status, 0);
