@@ -7,6 +7,7 @@ import { decompressStream } from './unpack.js';
 import { SlipwayError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
+import { hostTool } from './host-tools.js';
 
 /** What one COPY/ADD (or WORKDIR) writes into a mounted rootfs. Plain data: it crosses a process boundary. */
 export interface CopyOp {
@@ -184,7 +185,7 @@ async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<Co
       await fs.symlink(d, path.join(links, String(i)));
       return String(i);
     }));
-    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
+    execFileSync(hostTool('mount'), ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
   }
   const out: CopyOp['sources'] = [];
   for (const p of from.paths) {
