@@ -386,7 +386,7 @@ async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack,
   const { opts } = run;
   const { work, newConfig, containerConfig, key, text, identities, reason, reasons } = p;
   opts.onEvent({ type: 'cache-miss', reason });
-  const container = crypto.randomBytes(32).toString('hex');
+  const container = work?.container ?? crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
   const started = Date.now();
   let layerDir: string;

@@ -4,7 +4,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { SlipwayError, dockerfileError } from '../errors.js';
-import { cloneConfig, type ContainerConfigJson } from '../image-config.js';
+import { cloneConfig, containerEnv, type ContainerConfigJson } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
@@ -29,6 +29,8 @@ export interface LayerWork {
   cmd: string[];
   keyExtra: unknown;
   displayCmd: string;
+  /** The container id a RUN runs as (its first 12 hex are the step's hostname, as in Docker). */
+  container?: string;
   execute: (onOutput: (text: string) => void) => Promise<StepResult>;
 }
 
@@ -85,13 +87,17 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
     if (e instanceof SlipwayError) throw dockerfileError(e.code, run.plan.file, step.line, e.message);
     throw e;
   }
-  const env = [...(config.Env ?? []), ...args, ...predefinedRunArgs(state)];
-  const hostname = crypto.randomBytes(6).toString('hex');
+  // Docker's legacy builder names the container's hostname after its id, and every RUN (one
+  // from an ONBUILD trigger too) gets the daemon's default PATH, HOSTNAME and HOME.
+  const container = crypto.randomBytes(32).toString('hex');
+  const hostname = container.slice(0, 12);
+  const env = containerEnv([...(config.Env ?? []), ...args, ...predefinedRunArgs(state)], { hostname, home: ident.home });
   return {
     config,
     cmd,
     keyExtra: { network: mode },
     displayCmd: argv.join(' '),
+    container,
     execute: (onOutput) => run.opts.pool.runStep({
       type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
       cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
