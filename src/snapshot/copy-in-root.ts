@@ -56,7 +56,9 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
       await mkdirAll(merged, op.dest, 0, 0);
       const { stream } = await decompressStream(createReadStream(src.abs));
       const opts = op.chownGiven ? { uid: op.uid, gid: op.gid } : {};
-      await applyTarToRoot(stream, merged, op.dest, opts);
+      // Docker unpacks chrooted into the (resolved) destination: the archive's `..`, absolute
+      // symlinks and links that point upward all stay inside it.
+      await applyTarToRoot(stream, await resolveInRoot(merged, op.dest), '/', opts);
       continue;
     }
     let target: string;
