@@ -8,7 +8,8 @@ import { cloneConfig, containerEnv, type ContainerConfigJson } from '../image-co
 import { expandAt } from '../dockerfile/plan.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
-import { mkdirInUpper, resolveChown, resolveUser, statInLayers } from '../snapshot/rootfs.js';
+import { mkdirInUpper, resolveChown, resolveUser } from '../snapshot/rootfs.js';
+import { LayerView } from '../snapshot/layer-view.js';
 import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
 import { makeTmpDir } from '../store/graph.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
@@ -227,10 +228,14 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   const sourceRoot = heredocDir ?? run.context.dir;
   if (step.from !== undefined) {
     const from = await fromLowerDirs(run, ex(step.from), step.line);
-    if (rawSources.length > 1 && !dest.endsWith('/')) throw multiError(step);
+    // Docker names one copied source `file:`/`dir:` and several, however selected, `multi:`.
+    const view = new LayerView(from.lowerDirs);
+    const matches = rawSources.flatMap((p) => view.glob(p));
+    if (Math.max(matches.length, rawSources.length) > 1 && !dest.endsWith('/')) throw multiError(step);
     const op: CopyOp = { ...baseOp, sources: [], from: { lowerDirs: from.lowerDirs, scratch: '', paths: rawSources } };
     const summary = crypto.createHash('sha256').update(JSON.stringify({ from: from.id, rawSources })).digest('hex');
-    const kind = rawSources.length > 1 ? 'multi' : (await statInLayers(from.lowerDirs, rawSources[0]!)) === 'dir' ? 'dir' : 'file';
+    const only = matches.length === 1 ? view.lstat(view.resolve(matches[0]!)) : undefined;
+    const kind = matches.length > 1 ? 'multi' : only?.isDirectory() ? 'dir' : 'file';
     return {
       config,
       cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${summary} in ${shownDest} `],

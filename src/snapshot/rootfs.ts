@@ -105,21 +105,6 @@ export async function resolveChown(lowerDirs: string[], spec: string): Promise<{
   return { uid, gid: gidOf(g ?? u) };
 }
 
-/** The type of a path in an image, read from its layer folders (top-most wins, whiteouts hide). */
-export async function statInLayers(lowerDirs: string[], rel: string): Promise<'dir' | 'file' | 'symlink' | undefined> {
-  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.length === 0) return 'dir';
-  for (const layer of lowerDirs) {
-    for (let i = 1; i <= parts.length; i++) {
-      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
-      if (!st) break;
-      if (st.isCharacterDevice() && st.rdev === 0) return undefined;
-      if (i === parts.length) return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
-    }
-  }
-  return undefined;
-}
-
 /** lstat of a path in an image (top-most layer wins); 'whiteout' when deleted, undefined when absent. */
 export async function lstatInLayers(lowerDirs: string[], rel: string): Promise<import('node:fs').Stats | 'whiteout' | undefined> {
   const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
