@@ -275,7 +275,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   const op: CopyOp = {
     ...baseOp,
     downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
-    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type })) })),
+    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
   };
   return {
     config,
@@ -342,21 +342,27 @@ function multiError(step: CopyStep): SlipwayError {
  * walk in this thread is all there is; otherwise file contents are hashed in the pool.
  */
 async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promise<SourcesDigest> {
-  const ignored = await ignoredList(run, sources);
+  const { ignored, implied } = await ignoredList(run, sources);
   const ignoredSet = new Set(ignored);
+  const impliedSet = new Set(implied);
+  const isImplied = (rel: string): boolean => impliedSet.has(rel);
   try {
-    return await digestSources(sources, (rel) => ignoredSet.has(rel), run.context.statCache, { cachedOnly: true });
+    return await digestSources(sources, (rel) => ignoredSet.has(rel), run.context.statCache, { cachedOnly: true, isImplied });
   } catch (e) {
     if (!(e instanceof NeedsHashing)) throw e;
   }
-  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({ sources, ignored, statCache: run.context.statCache });
+  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({ sources, ignored, implied, statCache: run.context.statCache });
   Object.assign(run.context.statCache, digest.statCache);
   return digest;
 }
 
-/** Context-relative paths under the selected folders that .dockerignore excludes. */
-async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string[]> {
+/**
+ * Context-relative paths under the selected folders that the build does not see (a folder
+ * left out hides all below it), and the excluded folders it sees only through an exception.
+ */
+async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ ignored: string[]; implied: string[] }> {
   const out: string[] = [];
+  const implied: string[] = [];
   const walk = (abs: string, rel: string): void => {
     let entries: import('node:fs').Dirent[];
     try {
@@ -366,10 +372,19 @@ async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string
     }
     for (const e of entries) {
       const r = rel === '.' ? e.name : `${rel}/${e.name}`;
-      if (run.context.isIgnored(r)) out.push(r);
-      if (e.isDirectory()) walk(path.join(abs, e.name), r);
+      if (run.context.isIgnored(r)) {
+        out.push(r);
+        continue;
+      }
+      if (!e.isDirectory()) continue;
+      if (run.context.isImplied(r)) implied.push(r);
+      walk(path.join(abs, e.name), r);
     }
   };
-  for (const s of sources) if ((await fs.stat(s.abs)).isDirectory()) walk(s.abs, s.rel);
-  return out;
+  for (const s of sources) {
+    if (!(await fs.stat(s.abs)).isDirectory()) continue;
+    if (s.url === undefined && s.rel !== '.' && run.context.isImplied(s.rel)) implied.push(s.rel);
+    walk(s.abs, s.rel);
+  }
+  return { ignored: out, implied };
 }

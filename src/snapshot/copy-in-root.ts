@@ -9,11 +9,14 @@ import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { hostTool } from './host-tools.js';
 
+/** One path below a copied folder; `implied` folders (kept only for what an exception brought back) are 0755. */
+export interface CopyEntry { path: string; type: string; implied?: boolean }
+
 /** What one COPY/ADD (or WORKDIR) writes into a mounted rootfs. Plain data: it crosses a process boundary. */
 export interface CopyOp {
   kind: 'COPY' | 'ADD' | 'MKDIR';
   /** Sources as absolute host paths, each resolved inside its source root already. */
-  sources: Array<{ abs: string; rel: string; entries?: Array<{ path: string; type: string }> }>;
+  sources: Array<{ abs: string; rel: string; entries?: CopyEntry[] }>;
   /** Destination inside the rootfs, absolute (WORKDIR applied); a trailing `/` is kept. */
   dest: string;
   uid: number;
@@ -130,7 +133,7 @@ async function copyFile(srcAbs: string, dstHost: string, st: import('node:fs').S
   await fs.utimes(dstHost, st.atime, st.mtime);
 }
 
-async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{ path: string; type: string }>, op: CopyOp): Promise<void> {
+async function copyDirContents(srcDir: string, dstHost: string, entries: CopyEntry[], op: CopyOp): Promise<void> {
   const dirs: Array<[string, import('node:fs').Stats]> = [];
   for (const e of entries) {
     if (e.path === '.') continue;
@@ -142,7 +145,7 @@ async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{
       if (old && !old.isDirectory()) await fs.rm(d, { recursive: true, force: true });
       if (!old || !old.isDirectory()) await fs.mkdir(d);
       await fs.lchown(d, op.uid, op.gid);
-      await fs.chmod(d, modeOf(st.mode, op));
+      await fs.chmod(d, modeOf(e.implied ? 0o40755 : st.mode, op));
       dirs.push([d, st]);
     } else if (st.isSymbolicLink()) {
       if (old) await fs.rm(d, { recursive: true, force: true });
@@ -159,8 +162,8 @@ async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{
 }
 
 /** Every entry below a folder, parents before children, names sorted. */
-async function walkAll(dir: string, rel = ''): Promise<Array<{ path: string; type: string }>> {
-  const out: Array<{ path: string; type: string }> = [];
+async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
+  const out: CopyEntry[] = [];
   for (const name of (await fs.readdir(dir)).sort()) {
     const r = rel === '' ? name : `${rel}/${name}`;
     const st = await fs.lstat(path.join(dir, name));
