@@ -84,6 +84,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       sandbox,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
+      fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     });
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;

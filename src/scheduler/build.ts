@@ -219,19 +219,16 @@ function validateFromFlags(plan: Plan): void {
 async function baseOf(run: BuildRun, stage: PlannedStage): Promise<StageResult> {
   if (stage.baseStage !== undefined) return await run.stages.get(stage.baseStage)!;
   if (stage.base === 'scratch') return { id: null, config: emptyContainerConfig() };
+  const notHere = (): SlipwayError => new SlipwayError('ERR_IMAGE_NOT_FOUND', `${run.plan.file}:${stage.from.line}: pull access denied for ${stage.base}, repository does not exist or may require 'docker login' (no such image in this store; import or pull it first)`, { line: stage.from.line });
   let id: ImageId;
   try {
-    id = await resolveImage(run.opts.layout, stage.base).catch(async (e: unknown) => {
-      if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND' && run.opts.fetchBase && (await run.opts.fetchBase(stage.base))) {
-        return resolveImage(run.opts.layout, stage.base);
-      }
-      throw e;
-    });
+    id = await resolveImage(run.opts.layout, stage.base);
   } catch (e) {
-    if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND') {
-      throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `${run.plan.file}:${stage.from.line}: pull access denied for ${stage.base}, repository does not exist or may require 'docker login' (no such image in this store; import or pull it first)`, { line: stage.from.line });
-    }
-    throw e;
+    if (!(e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND')) throw e;
+    // A missing base is pulled (--plan writes nothing, so it only says so); the pull's own
+    // errors, in Docker's words, are the build's.
+    if (!run.opts.fetchBase || run.opts.plan || !(await run.opts.fetchBase(stage.base))) throw notHere();
+    id = await resolveImage(run.opts.layout, stage.base).catch(() => { throw notHere(); });
   }
   const json = await readImage(run.opts.layout, id);
   return { id, config: json.config ?? emptyContainerConfig() };
