@@ -91,7 +91,8 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
     rm: boolParam(q, 'rm', true) || boolParam(q, 'forcerm'),
     network,
     sandbox: askedSandbox(q),
-    // pull=1 is accepted and ignored: bases come from this store (no registry pull yet).
+    // pull=1 is accepted: a base the store lacks is pulled from a named registry anyway, and
+    // one it has is not refreshed.
   };
 }
 
