@@ -70,9 +70,8 @@ RUN wget -q -O /dev/null "$COUNT/hit/${tag}-two" && date +%s%N > /two
   assert.equal(counts[`${tag}-two`], 1, `second RUN executed ${counts[`${tag}-two`]} times`);
   const ids = new Set(results.map((r) => /Successfully built ([0-9a-f]{12})/.exec(r.out)?.[1]));
   assert.equal(ids.size, 1, `image ids: ${[...ids].join(' ')}`);
-  // Nine of them took both RUN steps from the cache (steps 3 and 5).
-  const cachedRuns = results.filter((r) => { const c = stepCached(r.out); return c[2] && c[4]; });
-  assert.equal(cachedRuns.length, 9);
+  // Each RUN (steps 3 and 5) was taken from the cache by nine of them (not always the same nine).
+  for (const step of [2, 4]) assert.equal(results.filter((r) => stepCached(r.out)[step] === true).length, 9, `step ${step + 1}`);
   assert.deepEqual(await fs.readdir(path.join(root, 'locks', 'steps')), [], 'every lease released');
 });
 
