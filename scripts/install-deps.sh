@@ -2,8 +2,8 @@
 # Installs what Slipway and its tests need on Debian 12 (run as root): the OCI runtimes that run
 # RUN steps (crun, and runc, which the tests also exercise), slirp4netns (a step's outbound
 # network), gcc, libc6-dev and libseccomp-dev (the sandbox shim and the seccomp compiler are C;
-# tests build static probes), the busybox base,
-# xattr tools (overlay opaque directories), archive tools, skopeo/umoci (image format checks), the
+# tests build static probes), the busybox base, xattr tools (only the tests read xattrs with
+# getfattr; Slipway uses a native binding), archive tools, skopeo/umoci (image format checks), the
 # CNCF registry, htpasswd (apache2-utils), Redis (registry and farm tests), iproute2 and tmux
 # (network and terminal tests), then the npm dependencies. It also registers Slipway's
 # subordinate id range (root in a step is host uid 1000000000) in /etc/subuid and /etc/subgid.

@@ -104,3 +104,19 @@ export function envSet(env: string[], name: string, value: string): string[] {
   else out.push(`${name}=${value}`);
   return out;
 }
+
+/**
+ * The environment a container process gets, as Docker builds it: `PATH` (the default) and
+ * `HOSTNAME` first, replaced or extended by `env` (the config's Env, build args, `-e`), then
+ * `HOME` from the user's passwd entry when `env` has none (runc sets it that way; `home` is
+ * `/` for a user without one).
+ */
+export function containerEnv(env: readonly string[], opts: { hostname: string; home: string }): string[] {
+  let out = [DEFAULT_PATH, `HOSTNAME=${opts.hostname}`];
+  for (const e of env) {
+    const eq = e.indexOf('=');
+    out = envSet(out, eq < 0 ? e : e.slice(0, eq), eq < 0 ? '' : e.slice(eq + 1));
+  }
+  if (envGet(out, 'HOME') === undefined) out.push(`HOME=${opts.home}`);
+  return out;
+}

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
+import { pullBaseImage } from '../registry/pull.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir } from '../store/graph.js';
 import { ApiError, badParameter, sendError, toApiError } from './http-errors.js';
@@ -90,7 +91,8 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
     rm: boolParam(q, 'rm', true) || boolParam(q, 'forcerm'),
     network,
     sandbox: askedSandbox(q),
-    // pull=1 is accepted and ignored: bases come from this store (no registry pull yet).
+    // pull=1 is accepted: a base the store lacks is pulled from a named registry anyway, and
+    // one it has is not refreshed.
   };
 }
 
@@ -206,6 +208,11 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
       ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
       sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
+      // A missing base from a named registry is pulled, as dockerd does (anonymously here).
+      fetchBase: (ref) => pullBaseImage({
+        layout: ctx.layout, ref, insecureRegistries: ctx.insecureRegistries,
+        onProgress: (p) => { if (p.status) out.event({ type: 'output', text: `${p.id ? `${p.id}: ` : ''}${p.status}\n` }); },
+      }),
     });
     // Tags and output options do not change the image: they stay out of the key.
     const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network, sandbox]);

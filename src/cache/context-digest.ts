@@ -13,6 +13,8 @@ export interface DigestEntry {
   link?: string;
   /** xxh64 of the content (files). */
   hash?: string;
+  /** A folder the build sees only because something below it was kept by a `.dockerignore` exception. */
+  implied?: true;
 }
 
 /**
@@ -84,7 +86,11 @@ function hashStringSlice(prefix: string, list: string[]): string {
  * link target and content hash, and Docker's legacy history hash of the whole set. Content
  * comes from the stat cache when (size, mtime, ctime, inode) are unchanged.
  */
-export async function digestSources(sources: SourceSpec[], isIgnored: (rel: string) => boolean, statCache: StatCache, opts: { cachedOnly?: boolean } = {}): Promise<SourcesDigest> {
+export async function digestSources(
+  sources: SourceSpec[], isIgnored: (rel: string) => boolean, statCache: StatCache,
+  opts: { cachedOnly?: boolean; isImplied?: (rel: string) => boolean } = {},
+): Promise<SourcesDigest> {
+  const isImplied = opts.isImplied ?? (() => false);
   let hashedBytes = 0;
   const fileSums = async (abs: string, ctxRel: string, st: BigIntStats): Promise<{ hash: string; sum: string }> => {
     const header = tarsumHeader(ctxRel, st, '');
@@ -105,7 +111,7 @@ export async function digestSources(sources: SourceSpec[], isIgnored: (rel: stri
     const st = statSync(src.abs, { bigint: true });
     if (st.isDirectory()) {
       const sums: string[] = [];
-      await walk(src.abs, src.rel, '.', list, sums, isIgnored, fileSums);
+      await walk({ isIgnored, isImplied, fileSums }, src.abs, src.rel, '.', list, sums);
       sourceHashes.push(hashStringSlice('dir', sums.sort()));
     } else {
       const r = await fileSums(src.abs, src.rel, st);
@@ -118,16 +124,27 @@ export async function digestSources(sources: SourceSpec[], isIgnored: (rel: stri
   return { entries: all, legacyHash, sourceHashes, hashedBytes };
 }
 
-async function walk(
-  absDir: string, ctxRel: string, relSrc: string, out: DigestEntry[], sums: string[], isIgnored: (rel: string) => boolean,
-  fileSums: (abs: string, ctxRel: string, st: BigIntStats) => Promise<{ hash: string; sum: string }>,
-): Promise<void> {
+interface WalkRules {
+  isIgnored: (rel: string) => boolean;
+  isImplied: (rel: string) => boolean;
+  fileSums: (abs: string, ctxRel: string, st: BigIntStats) => Promise<{ hash: string; sum: string }>;
+}
+
+async function walk(rules: WalkRules, absDir: string, ctxRel: string, relSrc: string, out: DigestEntry[], sums: string[]): Promise<void> {
+  const { isIgnored, fileSums } = rules;
   // Metadata calls are synchronous: a warm COPY of thousands of files is all stat calls, and a
   // thread-pool round trip each cost more than the calls themselves.
   const st = lstatSync(absDir, { bigint: true });
-  out.push({ path: relSrc, type: 'dir', mode: Number(st.mode) & 0o1777 });
-  // Docker hashes the folder's own entry too (except the context root).
-  if (ctxRel !== '.' && ctxRel !== '') sums.push(crypto.createHash('sha256').update(tarsumHeader(ctxRel, st, '')).digest('hex'));
+  const root = ctxRel === '.' || ctxRel === '';
+  if (!root && rules.isImplied(ctxRel)) {
+    // Not in the context tar: the daemon made it (0755) and its tarsum lookup falls back to the path.
+    out.push({ path: relSrc, type: 'dir', mode: 0o755, implied: true });
+    sums.push(ctxRel);
+  } else {
+    out.push({ path: relSrc, type: 'dir', mode: Number(st.mode) & 0o1777 });
+    // Docker hashes the folder's own entry too (except the context root).
+    if (!root) sums.push(crypto.createHash('sha256').update(tarsumHeader(ctxRel, st, '')).digest('hex'));
+  }
   const names = readdirSync(absDir).sort();
   for (const name of names) {
     const rel = ctxRel === '.' || ctxRel === '' ? name : `${ctxRel}/${name}`;
@@ -136,7 +153,7 @@ async function walk(
     const r = relSrc === '.' ? name : `${relSrc}/${name}`;
     const est = lstatSync(abs, { bigint: true });
     if (est.isDirectory()) {
-      await walk(abs, rel, r, out, sums, isIgnored, fileSums);
+      await walk(rules, abs, rel, r, out, sums);
     } else if (est.isSymbolicLink()) {
       const link = readlinkSync(abs);
       out.push({ path: r, type: 'symlink', mode: 0o777, link });

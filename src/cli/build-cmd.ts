@@ -12,7 +12,7 @@ import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
 import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
-import { DEFAULT_PATH, envGet } from '../image-config.js';
+import { containerEnv, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import type { CommandEnv } from './commands.js';
@@ -84,6 +84,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       sandbox,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
+      fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     });
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;
@@ -131,11 +132,11 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
   const lowerDirs = await lowerDirsOf(layout, id);
   const ident = await resolveUser(lowerDirs, values.user ?? config.User ?? '');
   let env = [...(config.Env ?? [])];
-  if (envGet(env, 'PATH') === undefined) env.push(DEFAULT_PATH);
-  if (envGet(env, 'HOME') === undefined) env.push(`HOME=${ident.uid === 0 ? '/root' : '/'}`);
-  // As docker run -t: a terminal type for programs that draw on the screen.
-  if (values.tty && envGet(env, 'TERM') === undefined) env.push('TERM=xterm');
   for (const e of values.env ?? []) env = [...env.filter((x) => x.split('=')[0] !== e.split('=')[0]), e.includes('=') ? e : `${e}=${process.env[e] ?? ''}`];
+  // As docker run -t: a terminal type for programs that draw on the screen (the image's or -e's wins).
+  if (values.tty && envGet(env, 'TERM') === undefined) env = ['TERM=xterm', ...env];
+  const hostname = crypto.randomBytes(6).toString('hex');
+  env = containerEnv(env, { hostname, home: ident.home });
   const dir = await makeTmpDir(layout, 'run');
   try {
     await fs.mkdir(path.join(dir, 'upper'));
@@ -143,7 +144,7 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
     const res = await runInSandbox({
       lowerDirs, upperDir: path.join(dir, 'upper'), scratchDir: path.join(dir, 'scratch'), argv, env,
       uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
-      hostname: crypto.randomBytes(6).toString('hex'), network, sandbox,
+      hostname, network, sandbox,
       volumes: Object.keys(config.Volumes ?? {}),
       interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false },
     });

@@ -5,7 +5,7 @@ import { resolveImage } from '../store/graph.js';
 import { saveImages } from '../registry/archive.js';
 import { exportOciLayout, saveOciArchive } from '../registry/oci-layout.js';
 import { pushImage } from '../registry/push.js';
-import { pullImage } from '../registry/pull.js';
+import { pullBaseImage, pullImage } from '../registry/pull.js';
 import { searchRegistry } from '../registry/search.js';
 import { authFile, configDir, readCredentials, removeCredentials, saveCredentials, verifyLogin } from '../registry/auth.js';
 import { normalizeRegistry, parseRemoteReference, splitRegistry } from '../registry/remote-reference.js';
@@ -43,6 +43,19 @@ function printer(quiet: boolean): (e: RegistryProgress) => void {
     last.set(e.id, e.status);
     out(`${e.id}: ${e.status}\n`);
   };
+}
+
+/**
+ * `build`'s FROM of an image the store lacks: pulled from the registry its name names, with
+ * the login `slipway login` saved and SLIPWAY_INSECURE_REGISTRIES, progress printed as a
+ * legacy `docker build` prints it under the FROM step.
+ */
+export async function pullForBuild(layout: StoreLayout, ref: string, quiet: boolean): Promise<boolean> {
+  const remote = parseRemoteReference(ref);
+  return pullBaseImage({
+    layout, ref, onProgress: printer(quiet), insecureRegistries: insecureList(undefined),
+    credentials: remote.root ? undefined : await readCredentials(configDir(), remote.registry),
+  });
 }
 
 export async function push(args: string[], { layout }: Env): Promise<number> {

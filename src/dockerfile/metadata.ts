@@ -162,7 +162,8 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
   HEALTHCHECK(step, state) {
     const config = cloneConfig(state.config);
     if (step.test[0] === 'NONE') {
-      config.Healthcheck = { ...(config.Healthcheck ?? {}), Test: ['NONE'] };
+      // Docker replaces the whole HealthConfig: nothing of an earlier interval or retries survives.
+      config.Healthcheck = { Test: ['NONE'] };
     } else {
       const hc: NonNullable<ContainerConfigJson['Healthcheck']> = { Test: step.test };
       if (step.interval) hc.Interval = step.interval;

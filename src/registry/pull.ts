@@ -11,6 +11,7 @@ import { RegistryClient, type Credentials } from './client.js';
 import { recordV2Metadata } from './distribution-metadata.js';
 import { MAX_CONFIG_BYTES, layerCompression, parseManifest, selectManifest, type ImageManifestJson, type Platform } from './manifest.js';
 import { mapLimit } from './map-limit.js';
+import { pingRegistry } from './ping.js';
 import { noProgress, type ProgressSink } from './progress.js';
 import { DEFAULT_INDEX, localTag, parseRemoteReference, qualifiedRepository, type RemoteReference } from './remote-reference.js';
 
@@ -81,6 +82,9 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
   });
   const shown = remote.registry === DEFAULT_INDEX ? `docker.io/${remote.path}` : remote.localName;
   const reference = `${shown}${remote.tag ? `:${remote.tag}` : ''}${remote.digest ? `@${remote.digest}` : ''}`;
+  // Docker pings the registry first: an unreachable one fails with the dial error, and the
+  // store is not touched.
+  await pingRegistry(client.base);
   await ensureStore(opts.layout);
   progress({ status: `Pulling from ${remote.path}`, id: remote.tag ?? remote.digest! });
   try {
@@ -103,6 +107,18 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
     }
     throw e;
   }
+}
+
+/**
+ * A `FROM` of an image the store lacks, as a Docker daemon handles it: pulled when its name
+ * names a registry (`127.0.0.1:5000/app`, `registry.local/team/app:1`), with the pull's own
+ * errors (Docker's wording: an unreachable registry gives its dial error). False, with nothing
+ * tried, for names on the default index, which this store never pulls implicitly.
+ */
+export async function pullBaseImage(opts: PullOptions): Promise<boolean> {
+  if (parseRemoteReference(opts.ref).registry === DEFAULT_INDEX) return false;
+  await pullImage(opts);
+  return true;
 }
 
 /** Fetches the config, plans the chain, downloads what is missing and registers it. */

@@ -21,6 +21,7 @@ import { clearRunning, markRunning } from '../cache/prune.js';
 import type { RemoteCache } from './remote-cache.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
+import { claimStep } from './claim-step.js';
 import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
 import { OrderedOutput } from './ordered-output.js';
@@ -219,19 +220,16 @@ function validateFromFlags(plan: Plan): void {
 async function baseOf(run: BuildRun, stage: PlannedStage): Promise<StageResult> {
   if (stage.baseStage !== undefined) return await run.stages.get(stage.baseStage)!;
   if (stage.base === 'scratch') return { id: null, config: emptyContainerConfig() };
+  const notHere = (): SlipwayError => new SlipwayError('ERR_IMAGE_NOT_FOUND', `${run.plan.file}:${stage.from.line}: pull access denied for ${stage.base}, repository does not exist or may require 'docker login' (no such image in this store; import or pull it first)`, { line: stage.from.line });
   let id: ImageId;
   try {
-    id = await resolveImage(run.opts.layout, stage.base).catch(async (e: unknown) => {
-      if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND' && run.opts.fetchBase && (await run.opts.fetchBase(stage.base))) {
-        return resolveImage(run.opts.layout, stage.base);
-      }
-      throw e;
-    });
+    id = await resolveImage(run.opts.layout, stage.base);
   } catch (e) {
-    if (e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND') {
-      throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `${run.plan.file}:${stage.from.line}: pull access denied for ${stage.base}, repository does not exist or may require 'docker login' (no such image in this store; import or pull it first)`, { line: stage.from.line });
-    }
-    throw e;
+    if (!(e instanceof SlipwayError && e.code === 'ERR_IMAGE_NOT_FOUND')) throw e;
+    // A missing base is pulled (--plan writes nothing, so it only says so); the pull's own
+    // errors, in Docker's words, are the build's.
+    if (!run.opts.fetchBase || run.opts.plan || !(await run.opts.fetchBase(stage.base))) throw notHere();
+    id = await resolveImage(run.opts.layout, stage.base).catch(() => { throw notHere(); });
   }
   const json = await readImage(run.opts.layout, id);
   return { id, config: json.config ?? emptyContainerConfig() };
@@ -317,57 +315,53 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
   const preimage: Preimage = { v: 1, parent: parent ?? '', config: keyConfig(containerConfig), result: keyConfig(newConfig), extra: (work?.keyExtra ?? null) as Preimage['extra'] };
   const { key, text } = await cacheKeyOf(preimage);
   identities.push(`${parent ?? ''}|${cmd.join(' ')}`);
-  const hit = opts.noCache ? undefined : await lookupCache(opts.layout, key, text);
-  let reason: string | undefined;
-  let reasons: string[] = [];
-  if (!hit) {
+  const explain = async (): Promise<{ reason: string; reasons: string[] }> => {
+    if (opts.noCache) return { reason: 'no-cache requested', reasons: ['no-cache requested'] };
     const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
     const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}) };
     const prevPre = prev ? (JSON.parse(prev.preimage) as Preimage) : undefined;
-    reason = opts.noCache ? 'no-cache requested' : explainMiss(prevPre, preimage, ctx);
-    reasons = opts.noCache ? [reason] : missReasons(prevPre, preimage, ctx);
-  }
-  if (opts.plan) {
-    const hist = await readStepHistory(opts.layout, identities[0]!);
-    opts.onEvent({ type: 'predict', n: pos.n, hit: !!hit, ...(reason ? { reason } : {}), ...(hit ? { estimateMs: 0 } : hist ? { estimateMs: hist.durationMs } : {}) });
-    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: !!hit, ...(reason ? { reason } : {}), source: 'local', durationMs: 0, bytes: 0, savedMs: hit?.durationMs ?? 0, imageId: hit?.imageId ?? '' });
+    return { reason: explainMiss(prevPre, preimage, ctx), reasons: missReasons(prevPre, preimage, ctx) };
+  };
+  if (opts.plan) return predictStep(run, state, track, parent, step, pos, { key, text, identities, newConfig, explain });
+  const claim = await claimStep(opts, { key, text, parent, n: pos.n });
+  if (claim.kind === 'hit') {
     state.config = newConfig;
-    if (hit) return hit.imageId;
-    track.unknownFrom = pos.n;
-    return (parent ?? '') as ImageId;
-  }
-  if (hit) {
-    state.config = newConfig;
-    await useImage(run, hit.imageId);
+    await useImage(run, claim.record.imageId);
     opts.onEvent({ type: 'cache-hit', n: pos.n });
-    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, hit.imageId).catch(() => 0), savedMs: hit.durationMs, imageId: hit.imageId });
-    return hit.imageId;
-  }
-  let lease: { release(): Promise<void> } | undefined;
-  if (opts.remote && !opts.noCache) {
-    // The farm: a step another worker built is fetched; one being built elsewhere is waited for.
-    for (;;) {
-      const remote = await opts.remote.fetch(text, parent, key);
-      if (remote) {
-        state.config = newConfig;
-        await useImage(run, remote.id);
-        await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: remote.id, created: new Date().toISOString(), durationMs: remote.durationMs });
-        opts.onEvent({ type: 'cache-hit', n: pos.n, source: 'remote' });
-        run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'remote', durationMs: 0, bytes: await readLayerSize(opts.layout, remote.id).catch(() => 0), savedMs: remote.durationMs, imageId: remote.id });
-        return remote.id;
-      }
-      const l = await opts.remote.lease(text);
-      if ('release' in l) {
-        lease = l;
-        break;
-      }
-    }
+    run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, claim.record.imageId).catch(() => 0), savedMs: claim.record.durationMs, imageId: claim.record.imageId });
+    return claim.record.imageId;
   }
   try {
-    return await runAndCommit(run, state, track, parent, step, pos, { work, newConfig, containerConfig, key, text, identities, reason: reason!, reasons });
+    if (claim.kind === 'remote') {
+      state.config = newConfig;
+      await useImage(run, claim.id);
+      await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: claim.id, created: new Date().toISOString(), durationMs: claim.durationMs });
+      opts.onEvent({ type: 'cache-hit', n: pos.n, source: 'remote' });
+      run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'remote', durationMs: 0, bytes: await readLayerSize(opts.layout, claim.id).catch(() => 0), savedMs: claim.durationMs, imageId: claim.id });
+      return claim.id;
+    }
+    const { reason, reasons } = await explain();
+    return await runAndCommit(run, state, track, parent, step, pos, { work, newConfig, containerConfig, key, text, identities, reason, reasons });
   } finally {
-    await lease?.release();
+    await claim.release();
   }
+}
+
+/** --plan: predicts the step from the cache and its history; runs and writes nothing. */
+async function predictStep(
+  run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition,
+  p: { key: string; text: string; identities: string[]; newConfig: ContainerConfigJson; explain: () => Promise<{ reason: string }> },
+): Promise<ImageId> {
+  const { opts } = run;
+  const hit = opts.noCache ? undefined : await lookupCache(opts.layout, p.key as CacheKey, p.text);
+  const reason = hit ? undefined : (await p.explain()).reason;
+  const hist = await readStepHistory(opts.layout, p.identities[0]!);
+  opts.onEvent({ type: 'predict', n: pos.n, hit: !!hit, ...(reason ? { reason } : {}), ...(hit ? { estimateMs: 0 } : hist ? { estimateMs: hist.durationMs } : {}) });
+  run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: !!hit, ...(reason ? { reason } : {}), source: 'local', durationMs: 0, bytes: 0, savedMs: hit?.durationMs ?? 0, imageId: hit?.imageId ?? '' });
+  state.config = p.newConfig;
+  if (hit) return hit.imageId;
+  track.unknownFrom = pos.n;
+  return (parent ?? '') as ImageId;
 }
 
 interface Prepared {
@@ -386,7 +380,7 @@ async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack,
   const { opts } = run;
   const { work, newConfig, containerConfig, key, text, identities, reason, reasons } = p;
   opts.onEvent({ type: 'cache-miss', reason });
-  const container = crypto.randomBytes(32).toString('hex');
+  const container = work?.container ?? crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
   const started = Date.now();
   let layerDir: string;

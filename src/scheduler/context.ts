@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseDockerignore, IgnoreMatcher } from '../context/dockerignore.js';
+import { ContextSelection } from '../context/context-selection.js';
 import type { StatCache } from '../cache/context-digest.js';
 import { hashApi, initHash } from '../cache/key.js';
 import type { StoreLayout } from '../store/layout.js';
@@ -9,8 +10,13 @@ import { writeFileAtomic } from '../fs.js';
 /** A local build context: its folder, its .dockerignore rules and the stat cache of its files. */
 export interface BuildContext {
   dir: string;
+  /** True when the build does not see the context-relative path (`.dockerignore`, as Docker applies it). */
   isIgnored: (rel: string) => boolean;
-  /** Context-relative paths excluded by .dockerignore below `relDir` (for the workers' walks). */
+  /**
+   * True for an excluded folder the build sees only because an exception (`!dir/keep`) brought
+   * back something below it: Docker's daemon has it as a 0755 root folder made while unpacking.
+   */
+  isImplied: (rel: string) => boolean;
   statCache: StatCache;
   saveStatCache: () => Promise<void>;
 }
@@ -21,7 +27,7 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
   const st = await fs.stat(abs).catch(() => undefined);
   if (!st?.isDirectory()) throw new Error(`unable to prepare context: path "${dir}" not found`);
   const ignoreText = await fs.readFile(path.join(abs, '.dockerignore'), 'utf8').catch(() => '');
-  const matcher = new IgnoreMatcher(parseDockerignore(ignoreText));
+  const selection = new ContextSelection(abs, new IgnoreMatcher(parseDockerignore(ignoreText)));
   await initHash();
   const cacheFile = path.join(layout.statCacheDir, `${hashApi().h64ToString(abs)}.json`);
   let statCache: StatCache = {};
@@ -32,7 +38,8 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
   }
   const ctx: BuildContext = {
     dir: abs,
-    isIgnored: (rel) => matcher.isExcluded(rel),
+    isIgnored: (rel) => !selection.isPresent(rel),
+    isImplied: (rel) => selection.isImplied(rel),
     statCache,
     saveStatCache: async () => writeFileAtomic(cacheFile, JSON.stringify(ctx.statCache), 0o644, { fsync: false }),
   };

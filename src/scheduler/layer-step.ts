@@ -4,11 +4,12 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { SlipwayError, dockerfileError } from '../errors.js';
-import { cloneConfig, type ContainerConfigJson } from '../image-config.js';
+import { cloneConfig, containerEnv, type ContainerConfigJson } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
-import { mkdirInUpper, resolveChown, resolveUser, statInLayers } from '../snapshot/rootfs.js';
+import { mkdirInUpper, resolveChown, resolveUser } from '../snapshot/rootfs.js';
+import { LayerView } from '../snapshot/layer-view.js';
 import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
 import { makeTmpDir } from '../store/graph.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
@@ -29,6 +30,8 @@ export interface LayerWork {
   cmd: string[];
   keyExtra: unknown;
   displayCmd: string;
+  /** The container id a RUN runs as (its first 12 hex are the step's hostname, as in Docker). */
+  container?: string;
   execute: (onOutput: (text: string) => void) => Promise<StepResult>;
 }
 
@@ -85,13 +88,17 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
     if (e instanceof SlipwayError) throw dockerfileError(e.code, run.plan.file, step.line, e.message);
     throw e;
   }
-  const env = [...(config.Env ?? []), ...args, ...predefinedRunArgs(state)];
-  const hostname = crypto.randomBytes(6).toString('hex');
+  // Docker's legacy builder names the container's hostname after its id, and every RUN (one
+  // from an ONBUILD trigger too) gets the daemon's default PATH, HOSTNAME and HOME.
+  const container = crypto.randomBytes(32).toString('hex');
+  const hostname = container.slice(0, 12);
+  const env = containerEnv([...(config.Env ?? []), ...args, ...predefinedRunArgs(state)], { hostname, home: ident.home });
   return {
     config,
     cmd,
     keyExtra: { network: mode },
     displayCmd: argv.join(' '),
+    container,
     execute: (onOutput) => run.opts.pool.runStep({
       type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
       cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
@@ -221,10 +228,14 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   const sourceRoot = heredocDir ?? run.context.dir;
   if (step.from !== undefined) {
     const from = await fromLowerDirs(run, ex(step.from), step.line);
-    if (rawSources.length > 1 && !dest.endsWith('/')) throw multiError(step);
+    // Docker names one copied source `file:`/`dir:` and several, however selected, `multi:`.
+    const view = new LayerView(from.lowerDirs);
+    const matches = rawSources.flatMap((p) => view.glob(p));
+    if (Math.max(matches.length, rawSources.length) > 1 && !dest.endsWith('/')) throw multiError(step);
     const op: CopyOp = { ...baseOp, sources: [], from: { lowerDirs: from.lowerDirs, scratch: '', paths: rawSources } };
     const summary = crypto.createHash('sha256').update(JSON.stringify({ from: from.id, rawSources })).digest('hex');
-    const kind = rawSources.length > 1 ? 'multi' : (await statInLayers(from.lowerDirs, rawSources[0]!)) === 'dir' ? 'dir' : 'file';
+    const only = matches.length === 1 ? view.lstat(view.resolve(matches[0]!)) : undefined;
+    const kind = matches.length > 1 ? 'multi' : only?.isDirectory() ? 'dir' : 'file';
     return {
       config,
       cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${kind}:${summary} in ${shownDest} `],
@@ -264,7 +275,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   const op: CopyOp = {
     ...baseOp,
     downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
-    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type })) })),
+    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
   };
   return {
     config,
@@ -331,21 +342,27 @@ function multiError(step: CopyStep): SlipwayError {
  * walk in this thread is all there is; otherwise file contents are hashed in the pool.
  */
 async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promise<SourcesDigest> {
-  const ignored = await ignoredList(run, sources);
+  const { ignored, implied } = await ignoredList(run, sources);
   const ignoredSet = new Set(ignored);
+  const impliedSet = new Set(implied);
+  const isImplied = (rel: string): boolean => impliedSet.has(rel);
   try {
-    return await digestSources(sources, (rel) => ignoredSet.has(rel), run.context.statCache, { cachedOnly: true });
+    return await digestSources(sources, (rel) => ignoredSet.has(rel), run.context.statCache, { cachedOnly: true, isImplied });
   } catch (e) {
     if (!(e instanceof NeedsHashing)) throw e;
   }
-  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({ sources, ignored, statCache: run.context.statCache });
+  const digest = await run.opts.pool.digest<SourcesDigest & { statCache: StatCache }>({ sources, ignored, implied, statCache: run.context.statCache });
   Object.assign(run.context.statCache, digest.statCache);
   return digest;
 }
 
-/** Context-relative paths under the selected folders that .dockerignore excludes. */
-async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string[]> {
+/**
+ * Context-relative paths under the selected folders that the build does not see (a folder
+ * left out hides all below it), and the excluded folders it sees only through an exception.
+ */
+async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ ignored: string[]; implied: string[] }> {
   const out: string[] = [];
+  const implied: string[] = [];
   const walk = (abs: string, rel: string): void => {
     let entries: import('node:fs').Dirent[];
     try {
@@ -355,10 +372,19 @@ async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<string
     }
     for (const e of entries) {
       const r = rel === '.' ? e.name : `${rel}/${e.name}`;
-      if (run.context.isIgnored(r)) out.push(r);
-      if (e.isDirectory()) walk(path.join(abs, e.name), r);
+      if (run.context.isIgnored(r)) {
+        out.push(r);
+        continue;
+      }
+      if (!e.isDirectory()) continue;
+      if (run.context.isImplied(r)) implied.push(r);
+      walk(path.join(abs, e.name), r);
     }
   };
-  for (const s of sources) if ((await fs.stat(s.abs)).isDirectory()) walk(s.abs, s.rel);
-  return out;
+  for (const s of sources) {
+    if (!(await fs.stat(s.abs)).isDirectory()) continue;
+    if (s.url === undefined && s.rel !== '.' && run.context.isImplied(s.rel)) implied.push(s.rel);
+    walk(s.abs, s.rel);
+  }
+  return { ignored: out, implied };
 }

@@ -6,6 +6,8 @@ export type BuildEvent =
   | { type: 'base'; id: string }
   | { type: 'triggers'; count: number }
   | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' }
+  /** Another process on this store is building the same step: this build waits, then takes it from the cache. */
+  | { type: 'lease-wait'; n: number; pid: number; host: string }
   | { type: 'running'; container: string }
   | { type: 'output'; text: string }
   | { type: 'removed'; container: string }
@@ -24,6 +26,7 @@ export function renderLegacy(e: BuildEvent): string {
     case 'step': return `Step ${e.n}/${e.total} : ${e.text}\n`;
     case 'base': return ` ---> ${e.id.slice(0, 12)}\n`;
     case 'triggers': return `# Executing ${e.count} build trigger${e.count === 1 ? '' : 's'}\n`;
+    case 'lease-wait': return ` ---> Waiting for process ${e.pid}${e.host ? ` on ${e.host}` : ''}, which is building this step\n`;
     case 'cache-hit': return e.source === 'remote' ? ' ---> Using cache\n ---> (from the farm\'s cache)\n' : ' ---> Using cache\n';
     case 'running': return ` ---> Running in ${e.container.slice(0, 12)}\n`;
     case 'output': return e.text;

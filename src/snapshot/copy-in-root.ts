@@ -7,12 +7,16 @@ import { decompressStream } from './unpack.js';
 import { SlipwayError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
+import { hostTool } from './host-tools.js';
+
+/** One path below a copied folder; `implied` folders (kept only for what an exception brought back) are 0755. */
+export interface CopyEntry { path: string; type: string; implied?: boolean }
 
 /** What one COPY/ADD (or WORKDIR) writes into a mounted rootfs. Plain data: it crosses a process boundary. */
 export interface CopyOp {
   kind: 'COPY' | 'ADD' | 'MKDIR';
   /** Sources as absolute host paths, each resolved inside its source root already. */
-  sources: Array<{ abs: string; rel: string; entries?: Array<{ path: string; type: string }> }>;
+  sources: Array<{ abs: string; rel: string; entries?: CopyEntry[] }>;
   /** Destination inside the rootfs, absolute (WORKDIR applied); a trailing `/` is kept. */
   dest: string;
   uid: number;
@@ -55,7 +59,9 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
       await mkdirAll(merged, op.dest, 0, 0);
       const { stream } = await decompressStream(createReadStream(src.abs));
       const opts = op.chownGiven ? { uid: op.uid, gid: op.gid } : {};
-      await applyTarToRoot(stream, merged, op.dest, opts);
+      // Docker unpacks chrooted into the (resolved) destination: the archive's `..`, absolute
+      // symlinks and links that point upward all stay inside it.
+      await applyTarToRoot(stream, await resolveInRoot(merged, op.dest), '/', opts);
       continue;
     }
     let target: string;
@@ -127,7 +133,7 @@ async function copyFile(srcAbs: string, dstHost: string, st: import('node:fs').S
   await fs.utimes(dstHost, st.atime, st.mtime);
 }
 
-async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{ path: string; type: string }>, op: CopyOp): Promise<void> {
+async function copyDirContents(srcDir: string, dstHost: string, entries: CopyEntry[], op: CopyOp): Promise<void> {
   const dirs: Array<[string, import('node:fs').Stats]> = [];
   for (const e of entries) {
     if (e.path === '.') continue;
@@ -139,7 +145,7 @@ async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{
       if (old && !old.isDirectory()) await fs.rm(d, { recursive: true, force: true });
       if (!old || !old.isDirectory()) await fs.mkdir(d);
       await fs.lchown(d, op.uid, op.gid);
-      await fs.chmod(d, modeOf(st.mode, op));
+      await fs.chmod(d, modeOf(e.implied ? 0o40755 : st.mode, op));
       dirs.push([d, st]);
     } else if (st.isSymbolicLink()) {
       if (old) await fs.rm(d, { recursive: true, force: true });
@@ -156,8 +162,8 @@ async function copyDirContents(srcDir: string, dstHost: string, entries: Array<{
 }
 
 /** Every entry below a folder, parents before children, names sorted. */
-async function walkAll(dir: string, rel = ''): Promise<Array<{ path: string; type: string }>> {
-  const out: Array<{ path: string; type: string }> = [];
+async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
+  const out: CopyEntry[] = [];
   for (const name of (await fs.readdir(dir)).sort()) {
     const r = rel === '' ? name : `${rel}/${name}`;
     const st = await fs.lstat(path.join(dir, name));
@@ -184,7 +190,7 @@ async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<Co
       await fs.symlink(d, path.join(links, String(i)));
       return String(i);
     }));
-    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
+    execFileSync(hostTool('mount'), ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
   }
   const out: CopyOp['sources'] = [];
   for (const p of from.paths) {

@@ -1,14 +1,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
-
-
-const SMALL_FILE = 1 << 20;
-import { relative, resolve as resolveHost } from 'node:path';
+import { resolve as resolveHost } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { SlipwayError } from '../errors.js';
-import { run } from './unpack.js';
+import { isOpaque, listXattrs, OPAQUE_XATTR } from './xattr.js';
+
+const SMALL_FILE = 1 << 20;
 
 type PackHeader = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> };
 
@@ -20,7 +19,6 @@ const MAX_USTAR_TIME = 2 ** 31 - 1; // tar-stream encodes mtime with `| 0`
 interface PackContext {
   pack: Pack;
   root: string;
-  opaque: Set<string>;
   /** dev:ino -> name of the first path of a hard-link group, in walk order. */
   links: Map<string, string>;
   clamp: number | undefined;
@@ -40,7 +38,7 @@ export async function packLayer(
   opts: { clampMtime?: number } = {},
 ): Promise<{ diffId: string; size: number }> {
   const root = resolveHost(layerDir);
-  const ctx: PackContext = { pack: tarPack(), root, opaque: await readOpaqueDirs(root), links: new Map(), clamp: opts.clampMtime };
+  const ctx: PackContext = { pack: tarPack(), root, links: new Map(), clamp: opts.clampMtime };
   const hash = createHash('sha256');
   let size = 0;
   const sink = out ?? new Writable({ write: (_chunk, _enc, cb) => cb() });
@@ -96,43 +94,18 @@ export async function layerSize(layerDir: string): Promise<number> {
   return total;
 }
 
-/**
- * Relative paths carrying trusted.overlay.opaque=y, from a single recursive getfattr call.
- * Fails on redirect/metacopy xattrs: such an upper dir is not a complete diff, so the overlay must
- * be mounted with redirect_dir=off,metacopy=off (Docker's overlay2 falls back to a naive diff).
- */
-async function readOpaqueDirs(root: string): Promise<Set<string>> {
-  // -d -m lists only files that have the attributes (no per-file "No such attribute" noise);
-  // -h never follows a symlink to read someone else's xattr.
-  const pattern = '^trusted\\.overlay\\.(opaque|redirect|metacopy)$';
-  const text = await run('getfattr', ['-R', '-h', '--absolute-names', '-d', '-m', pattern, '-e', 'text', '--', root]);
-  const found = new Set<string>();
-  let file: string | null = null;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('# file: ')) file = unescapeGetfattr(line.slice('# file: '.length));
-    else if (file !== null && /^trusted\.overlay\.(redirect|metacopy)=/.test(line)) {
-      throw new SlipwayError('ERR_INTERNAL', `packLayer: ${file} has ${line.split('=')[0]}; mount overlays with redirect_dir=off,metacopy=off`);
-    } else if (file !== null && line === 'trusted.overlay.opaque="y"') {
-      const rel = relative(root, file);
-      if (rel !== '' && !rel.startsWith('..')) found.add(rel);
-    }
-  }
-  return found;
-}
+const INCOMPLETE_DIFF = ['trusted.overlay.redirect', 'trusted.overlay.metacopy'];
 
-/** getfattr prints names byte-wise with `\ooo` escapes for backslash and unprintable bytes. */
-export function unescapeGetfattr(s: string): string {
-  const raw = Buffer.from(s, 'latin1'); // run() decodes stdout as latin1: one char per byte
-  const bytes: number[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i] as number;
-    const oct = raw.subarray(i + 1, i + 4).toString('latin1');
-    if (c === 0x5c && /^[0-7]{3}$/.test(oct)) {
-      bytes.push(parseInt(oct, 8));
-      i += 3;
-    } else bytes.push(c);
-  }
-  return Buffer.from(bytes).toString('utf8');
+/**
+ * True when the entry is an opaque directory. Fails on redirect/metacopy xattrs: such an upper
+ * dir is not a complete diff, so the overlay must be mounted with redirect_dir=off,metacopy=off
+ * (Docker's overlay2 falls back to a naive diff). Symlinks are read, never followed.
+ */
+function overlayOpaque(host: string, st: BigIntStats): boolean {
+  const names = listXattrs(host);
+  const bad = names.find((n) => INCOMPLETE_DIFF.includes(n));
+  if (bad !== undefined) throw new SlipwayError('ERR_INTERNAL', `packLayer: ${host} has ${bad}; mount overlays with redirect_dir=off,metacopy=off`);
+  return st.isDirectory() && names.includes(OPAQUE_XATTR) && isOpaque(host);
 }
 
 async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
@@ -153,9 +126,10 @@ async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
 async function writeEntry(ctx: PackContext, rel: string, st: BigIntStats): Promise<void> {
   const host = `${ctx.root}/${rel}`;
   const h = baseHeader(ctx, rel, st);
+  const opaque = overlayOpaque(host, st);
   if (st.isDirectory()) {
     await addEntry(ctx.pack, { ...h, name: `${rel}/`, type: 'directory' });
-    if (ctx.opaque.has(rel)) {
+    if (opaque) {
       // Docker's overlayWhiteoutConverter: a regular file with the directory's permission bits and
       // owner, and a zero ModTime, which Go's tar writer encodes as 0.
       const mode = S_IFREG | (Number(st.mode) & 0o777);

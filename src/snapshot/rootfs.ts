@@ -27,12 +27,12 @@ export async function readFileFromLayers(lowerDirs: string[], rel: string): Prom
   return undefined;
 }
 
-interface PasswdEntry { name: string; uid: number; gid: number }
+interface PasswdEntry { name: string; uid: number; gid: number; home: string }
 interface GroupEntry { name: string; gid: number; members: string[] }
 
 function parsePasswd(text: string | undefined): PasswdEntry[] {
   return (text ?? '').split('\n').map((l) => l.split(':')).filter((f) => f.length >= 4 && f[0] !== '' && !f[0]!.startsWith('#'))
-    .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }));
+    .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? '' }));
 }
 
 function parseGroup(text: string | undefined): GroupEntry[] {
@@ -40,18 +40,20 @@ function parseGroup(text: string | undefined): GroupEntry[] {
     .map((f) => ({ name: f[0]!, gid: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) }));
 }
 
-/** A resolved identity. */
-export interface Identity { uid: number; gid: number; groups: number[] }
+/** A resolved identity; `home` is what runc sets HOME to when the environment has none. */
+export interface Identity { uid: number; gid: number; groups: number[]; home: string }
 
 /**
  * Resolves `USER` (`name`, `uid`, `name:group`, `uid:gid`) in the image's own /etc/passwd and
  * /etc/group, as runc does: a name must exist; a numeric uid need not (gid 0 then); the
- * supplementary groups are those listing the user.
+ * supplementary groups are those listing the user. The home folder is that of the first
+ * passwd entry with the resolved uid (runc looks the numeric `uid:gid` up again), else `/`.
  */
 export async function resolveUser(lowerDirs: string[], spec: string): Promise<Identity> {
-  if (spec === '') return { uid: 0, gid: 0, groups: [] };
-  const [u, g] = spec.split(':', 2) as [string, string | undefined];
   const passwd = parsePasswd(await readFileFromLayers(lowerDirs, 'etc/passwd'));
+  const homeOf = (uid: number): string => passwd.find((p) => p.uid === uid)?.home || '/';
+  if (spec === '') return { uid: 0, gid: 0, groups: [], home: homeOf(0) };
+  const [u, g] = spec.split(':', 2) as [string, string | undefined];
   const groups = parseGroup(await readFileFromLayers(lowerDirs, 'etc/group'));
   let uid: number;
   let gid = 0;
@@ -74,7 +76,7 @@ export async function resolveUser(lowerDirs: string[], spec: string): Promise<Id
     }
   }
   const extra = name ? groups.filter((x) => x.members.includes(name!)).map((x) => x.gid) : [];
-  return { uid, gid, groups: [...new Set([gid, ...extra])] };
+  return { uid, gid, groups: [...new Set([gid, ...extra])], home: homeOf(uid) };
 }
 
 /**
@@ -101,21 +103,6 @@ export async function resolveChown(lowerDirs: string[], spec: string): Promise<{
   };
   const uid = uidOf(u);
   return { uid, gid: gidOf(g ?? u) };
-}
-
-/** The type of a path in an image, read from its layer folders (top-most wins, whiteouts hide). */
-export async function statInLayers(lowerDirs: string[], rel: string): Promise<'dir' | 'file' | 'symlink' | undefined> {
-  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.length === 0) return 'dir';
-  for (const layer of lowerDirs) {
-    for (let i = 1; i <= parts.length; i++) {
-      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
-      if (!st) break;
-      if (st.isCharacterDevice() && st.rdev === 0) return undefined;
-      if (i === parts.length) return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file';
-    }
-  }
-  return undefined;
 }
 
 /** lstat of a path in an image (top-most layer wins); 'whiteout' when deleted, undefined when absent. */

@@ -8,6 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import { SlipwayError } from '../errors.js';
+import { markOpaque } from './xattr.js';
+import { hostTool, type HostTool } from './host-tools.js';
 
 /** A tar-stream header with the PAX records it carried (tar-stream's types omit them). */
 export type TarHeader = Omit<Header, 'pax'> & { pax?: Record<string, string> | null };
@@ -23,7 +25,6 @@ export interface EntryMeta {
 const WH = '.wh.';
 const WH_META = '.wh..wh.';
 const WH_OPAQUE = '.wh..wh..opq';
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
 
 /**
  * Sniffs the first bytes of `input` and returns the decompressed stream: gzip through zlib,
@@ -72,10 +73,13 @@ export async function decompressStream(
   return { stream: whole, kind: 'unknown' };
 }
 
-/** Pipes `src` through `<cmd> -dc`; a failing command surfaces as an ERR_BAD_ARCHIVE stream error. */
-function viaCommand(src: Readable, cmd: string): NodeJS.ReadableStream {
+/**
+ * Pipes `src` through `<cmd> -dc`; a failing command surfaces as an ERR_BAD_ARCHIVE stream error.
+ * A decompressor that is not installed fails here, before anything is read.
+ */
+function viaCommand(src: Readable, cmd: 'bzip2' | 'xz'): NodeJS.ReadableStream {
   const out = new PassThrough();
-  const child = spawn(cmd, ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(hostTool(cmd), ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   // EPIPE when the decompressor exits early is reported through its exit status instead.
@@ -171,10 +175,10 @@ export async function makeNode(path: string, kind: 'c' | 'b' | 'p', major = 0, m
   await run('mknod', args);
 }
 
-/** Runs a command to completion, rejecting with its stderr on a non-zero exit. */
-export function run(cmd: string, args: string[]): Promise<string> {
+/** Runs a host tool to completion, rejecting with its stderr on a non-zero exit. */
+export function run(cmd: HostTool, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(hostTool(cmd), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
@@ -393,14 +397,10 @@ class LayerWriter {
     await setMeta(this.host(rel), meta, { chmod: true });
   }
 
-  /** Sets opaque xattrs (one setfattr call) and directory modes and mtimes, deepest first. */
+  /** Sets opaque xattrs and directory modes and mtimes, deepest first. */
   async finish(): Promise<void> {
-    const opaque: string[] = [];
     for (const rel of [...this.opaque].sort()) {
-      if (await this.isRealDir(rel)) opaque.push(this.host(rel));
-    }
-    for (let i = 0; i < opaque.length; i += 500) {
-      await run('setfattr', ['-h', '-n', OPAQUE_XATTR, '-v', 'y', '--', ...opaque.slice(i, i + 500)]);
+      if (await this.isRealDir(rel)) markOpaque(this.host(rel));
     }
     const dirs = [...this.dirs].sort((a, b) => b[0].split('/').length - a[0].split('/').length);
     for (const [rel, meta] of dirs) {

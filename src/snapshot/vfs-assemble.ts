@@ -8,9 +8,10 @@
  * devices and fifos are kept by `cp -a`; `--reflink=auto` shares extents where the filesystem can.
  */
 import fs from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { run } from './unpack.js';
-import { unescapeGetfattr } from './pack.js';
+import { listXattrs, isOpaque, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, removeXattr } from './xattr.js';
 
 /** One layer folder and what overlay reads from its xattrs. */
 export interface VfsLayer {
@@ -24,8 +25,6 @@ export interface AssembledRootfs {
   rootDir: string;
   layers: VfsLayer[];
 }
-
-const OVERLAY_XATTR = /^trusted\.overlay\./;
 
 /**
  * Builds `rootDir` (created, must not exist or be empty) from `lowerDirs` (top-most first).
@@ -66,13 +65,8 @@ async function applyLayer(layer: VfsLayer, rootDir: string, xattrNames: Map<stri
   // cp -a copies trusted.* xattrs as well; overlay never shows its own in the merged view.
   const gone = new Set(whiteouts);
   for (const [name, rels] of xattrNames) {
-    const paths = rels.filter((r) => !gone.has(r)).map((r) => path.join(rootDir, r));
-    for (let i = 0; i < paths.length; i += 500) {
-      // A filesystem that refused the xattr to cp leaves nothing to remove: that is fine too.
-      await run('setfattr', ['-h', '-x', name, '--', ...paths.slice(i, i + 500)]).catch((e: Error) => {
-        if (!/No such attribute|No data available/.test(e.message)) throw e;
-      });
-    }
+    // A filesystem that refused the xattr to cp leaves nothing to remove: that is fine too.
+    for (const r of rels) if (!gone.has(r)) removeXattr(path.join(rootDir, r), name);
   }
 }
 
@@ -104,27 +98,26 @@ async function clearForLayer(layer: VfsLayer, rootDir: string, rel: string, root
 }
 
 /**
- * The overlay xattrs of a layer folder, from one recursive getfattr call: its opaque directories
- * and, per xattr name, the (non-whiteout) paths carrying it, which the copy must not keep.
+ * The overlay xattrs of a layer folder, read in one walk that never follows a symlink: its
+ * opaque directories and, per xattr name, the paths carrying it (`.` for the folder itself),
+ * which the copy must not keep.
  */
 export async function readOverlayXattrs(root: string): Promise<{ opaque: Set<string>; names: Map<string, string[]> }> {
-  const text = await run('getfattr', ['-R', '-h', '--absolute-names', '-d', '-m', '^trusted\\.overlay\\.', '-e', 'text', '--', root]);
   const opaque = new Set<string>();
   const names = new Map<string, string[]>();
-  let rel: string | null = null;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const r = path.relative(root, unescapeGetfattr(line.slice('# file: '.length)));
-      rel = r.startsWith('..') ? null : r;
-      continue;
+  const visit = (rel: string, isDir: boolean): void => {
+    const host = rel === '' ? root : path.join(root, rel);
+    for (const name of listXattrs(host)) {
+      if (!name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+      if (name === OPAQUE_XATTR && isDir && rel !== '' && isOpaque(host)) opaque.add(rel);
+      const list = names.get(name) ?? [];
+      list.push(rel === '' ? '.' : rel);
+      names.set(name, list);
     }
-    const eq = line.indexOf('=');
-    if (rel === null || eq < 0) continue;
-    const name = line.slice(0, eq);
-    if (!OVERLAY_XATTR.test(name)) continue;
-    if (name === 'trusted.overlay.opaque' && line.slice(eq + 1) === '"y"' && rel !== '') opaque.add(rel);
-    names.set(name, [...(names.get(name) ?? []), rel === '' ? '.' : rel]);
-  }
+    if (!isDir) return;
+    for (const e of readdirSync(host, { withFileTypes: true })) visit(rel === '' ? e.name : `${rel}/${e.name}`, e.isDirectory());
+  };
+  visit('', true);
   return { opaque, names };
 }
 

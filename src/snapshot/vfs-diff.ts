@@ -10,7 +10,8 @@ import { createReadStream, type BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { makeNode, run } from './unpack.js';
+import { makeNode } from './unpack.js';
+import { markOpaque } from './xattr.js';
 import { lowerSource, type VfsLayer } from './vfs-assemble.js';
 
 /** What a path is, as far as deciding "changed" goes. */
@@ -241,10 +242,7 @@ async function writePlan(opts: DiffOptions, after: TreeSnapshot, plan: Plan): Pr
     await makeNode(template, 'c', 0, 0);
     for (const rel of plan.whiteouts) await fs.link(template, layer(rel));
   }
-  const opaque = [...plan.dirs].filter(([, d]) => d.opaque).map(([rel]) => layer(rel));
-  for (let i = 0; i < opaque.length; i += 500) {
-    await run('setfattr', ['-h', '-n', 'trusted.overlay.opaque', '-v', 'y', '--', ...opaque.slice(i, i + 500)]);
-  }
+  for (const [rel, d] of plan.dirs) if (d.opaque) markOpaque(layer(rel));
   // Directory attributes last and deepest first: creating children bumps a directory's mtime.
   // lchown before chmod: chown clears setuid/setgid.
   const dirs = [...plan.dirs].sort((x, y) => y[0].split('/').length - x[0].split('/').length);

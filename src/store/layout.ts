@@ -50,6 +50,8 @@ export class StoreLayout {
   diffIdByDigest(digest: string): string { return path.join(this.distributionDir, 'diffid-by-digest', 'sha256', digest.replace(/^sha256:/, '')); }
   cacheEntry(key: CacheKey): string { return path.join(this.cacheDir, key.slice(0, 2), `${key}.json`); }
   lock(name: string): string { return path.join(this.lockDir, `${name}.lock`); }
+  /** `locks/steps/<key>.lease`: held by the process building that step (see store/lease.ts). */
+  stepLease(key: CacheKey): string { return path.join(this.lockDir, 'steps', `${key}.lease`); }
 }
 
 /** True for a full 64-hex image id. */

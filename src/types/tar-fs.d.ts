@@ -5,6 +5,8 @@ declare module 'tar-fs' {
     sort?: boolean;
     umask?: number;
     ignore?: (name: string) => boolean;
+    /** Paths (relative to cwd) to start from instead of `.`; folders among them are walked. */
+    entries?: string[];
     map?: (header: { name: string; uid: number; gid: number; uname?: string; gname?: string; mode?: number; mtime?: Date }) => unknown;
     dereference?: boolean;
     strict?: boolean;

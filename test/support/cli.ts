@@ -92,3 +92,19 @@ export async function processesMentioning(needle: string): Promise<string[]> {
   }
   return found;
 }
+
+/**
+ * A PATH of one temporary folder holding symlinks to every program of the system's bin folders
+ * except `missing`: the CLI run with it behaves as on a machine without those tools.
+ */
+export async function pathWithout(missing: string[]): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-path-'));
+  for (const bin of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    const names = await fs.readdir(bin).catch(() => [] as string[]);
+    for (const name of names) {
+      if (missing.includes(name)) continue;
+      await fs.symlink(path.join(bin, name), path.join(dir, name)).catch(() => undefined); // the first folder wins, as in PATH
+    }
+  }
+  return dir;
+}

@@ -51,11 +51,13 @@ export const PROJECT_ROOT = ((): string => {
 })();
 /** The corpus: test/conformance of the checkout, or SLIPWAY_CONFORMANCE_DIR. */
 export const CORPUS_DIR = resolve(process.env['SLIPWAY_CONFORMANCE_DIR'] ?? join(PROJECT_ROOT, 'test', 'conformance'));
+/** Cases in the corpus's shape whose expected results were derived from Docker's documented behaviour, not recorded. */
+export const DERIVED_CORPUS_DIR = join(PROJECT_ROOT, 'test', 'conformance-derived');
 
-/** Case folders (holding build.json) or sequence folders (holding sequence.json), sorted by name. */
-export async function corpusFolders(part: 'cases' | 'cache'): Promise<string[]> {
+/** Case folders (holding build.json) or sequence folders (holding sequence.json) of a corpus, sorted by name. */
+export async function corpusFolders(part: 'cases' | 'cache', corpus = CORPUS_DIR): Promise<string[]> {
   const marker = part === 'cases' ? 'build.json' : 'sequence.json';
-  const dir = join(CORPUS_DIR, part);
+  const dir = join(corpus, part);
   const names = existsSync(dir) ? (await readdir(dir)).sort() : [];
   return names.map((n) => join(dir, n)).filter((d) => existsSync(join(d, marker)));
 }

@@ -1,5 +1,6 @@
 /** Test helper: tar archives crafted in memory (hostile ones included) for the layer and ADD tests. */
-import { pack, type Header } from 'tar-stream';
+import { Readable } from 'node:stream';
+import { extract, pack, type Header } from 'tar-stream';
 
 export type Spec = Partial<Header> & { name: string; body?: string };
 
@@ -23,4 +24,17 @@ export async function makeTar(entries: Spec[]): Promise<Buffer> {
   p.finalize();
   await done;
   return Buffer.concat(chunks);
+}
+
+/** Every member of a tar held in memory: its name (as written) and body. */
+export async function readTarEntries(buf: Buffer): Promise<Array<{ name: string; type: string; body: Buffer }>> {
+  const out: Array<{ name: string; type: string; body: Buffer }> = [];
+  const ex = extract();
+  Readable.from([buf]).pipe(ex as unknown as NodeJS.WritableStream);
+  for await (const entry of ex) {
+    const chunks: Buffer[] = [];
+    for await (const c of entry) chunks.push(c as Buffer);
+    out.push({ name: entry.header.name, type: entry.header.type ?? 'file', body: Buffer.concat(chunks) });
+  }
+  return out;
 }

@@ -33,7 +33,11 @@ function importsOf(file: string): string[] {
 
 /** An import resolved to a project path (`src/store/graph.ts`) or a package name. */
 function target(file: string, spec: string): string {
-  if (!spec.startsWith('.')) return spec.startsWith('node:') ? spec : spec.split('/')[0]!;
+  if (!spec.startsWith('.')) {
+    if (spec.startsWith('node:')) return spec;
+    // A scoped package is named by its first two components (`@scope/name`).
+    return spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+  }
   return path.posix.normalize(path.posix.join(path.posix.dirname(file), spec)).replace(/\.js$/, '.ts');
 }
 
@@ -49,6 +53,7 @@ const PACKAGES: Record<string, (file: string) => boolean> = {
   bullmq: (f) => f.startsWith('src/farm/'),
   ioredis: (f) => f.startsWith('src/farm/'),
   'prom-client': (f) => f.startsWith('src/farm/'),
+  '@napi-rs/xattr': (f) => f === 'src/snapshot/xattr.ts',
 };
 
 test('the sources were found', () => {
