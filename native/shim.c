@@ -45,6 +45,13 @@
  *   --mkdir PATH      mkdir -p PATH inside the rootfs (the working directory)
  *   --exec NAME       check that NAME can be executed (--exec-path PATH, --exec-cwd DIR) as the
  *                     runtime would look it up; if not, exit 127 (126) with Docker's message
+ *   --join-user PATH  join this user namespace (made by a --hold shim) instead of making one;
+ *                     --idmap still states its mapping (the owner of what the shim creates)
+ *   --join-net PATH   instead of --netns: join this network namespace
+ *   --hold            make the user and network namespaces (and slirp4netns) only, report
+ *                     "ready PID" (the process holding them; a step joins /proc/PID/ns/user and
+ *                     /proc/PID/ns/net), and keep them until stdin closes, so that a step started
+ *                     later need not wait for them
  *   --status-fd N     the outer shim writes "pid P\n" (pid 1 in the host's pid ns); a setup
  *                     failure writes "error MESSAGE\n" and exits 125
  */
@@ -93,6 +100,9 @@ struct options {
   int nmkdirs;
   const char *exec_name, *exec_path, *exec_cwd;
   const char *stage, *stage_files;
+  const char *join_user, *join_net;
+  int join_user_fd, join_net_fd;
+  int hold;
   char stage_rootfs[4096];
   char **command;
 };
@@ -124,7 +134,10 @@ static void report(const char *fmt, ...) {
 }
 
 static void die_with_parent(void) {
+  pid_t parent = getppid();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("prctl: %s", strerror(errno));
+  /* The parent may have died before the request took effect: then we were reparented. */
+  if (getppid() != parent || parent == 1) _exit(125);
 }
 
 static long parse_long(const char *s, const char *what) {
@@ -138,11 +151,13 @@ static long parse_long(const char *s, const char *what) {
 static void parse_args(int argc, char **argv, struct options *o) {
   memset(o, 0, sizeof *o);
   o->status_fd = -1;
+  o->join_user_fd = o->join_net_fd = -1;
   int i = 1;
   for (; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--") == 0) { i++; break; }
     if (strcmp(a, "--hide-cgroup2") == 0) { o->hide_cgroup2 = 1; continue; }
+    if (strcmp(a, "--hold") == 0) { o->hold = 1; continue; }
     if (i + 1 >= argc) fail("option %s needs a value", a);
     const char *v = argv[++i];
     if (strcmp(a, "--cgroup") == 0) {
@@ -169,6 +184,8 @@ static void parse_args(int argc, char **argv, struct options *o) {
     else if (strcmp(a, "--merged") == 0) o->merged = v;
     else if (strcmp(a, "--stage") == 0) o->stage = v;
     else if (strcmp(a, "--stage-files") == 0) o->stage_files = v;
+    else if (strcmp(a, "--join-user") == 0) o->join_user = v;
+    else if (strcmp(a, "--join-net") == 0) o->join_net = v;
     else if (strcmp(a, "--status-fd") == 0) o->status_fd = (int)parse_long(v, "--status-fd");
     else if (strcmp(a, "--volume") == 0) {
       if (o->nvolumes == 256) fail("too many volumes");
@@ -182,7 +199,15 @@ static void parse_args(int argc, char **argv, struct options *o) {
     else if (strcmp(a, "--exec-cwd") == 0) o->exec_cwd = v;
     else fail("unknown option %s", a);
   }
+  if (o->hold) {
+    if (!o->idmap_count && !o->netns) fail("--hold needs --idmap or --netns");
+    if (!o->nsdir) fail("--hold needs --nsdir");
+    o->command = argv + i;
+    return;
+  }
   if (i >= argc) fail("no command");
+  if ((o->join_user || o->join_net) && o->netns) fail("--join-user/--join-net exclude --netns");
+  if (o->join_user && !o->idmap_count) fail("--join-user needs --idmap: the joined namespace's mapping");
   if (o->stage) {
     if (o->merged) fail("--stage and --merged exclude each other");
     snprintf(o->stage_rootfs, sizeof o->stage_rootfs, "%s/rootfs", o->stage);
@@ -190,7 +215,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   }
   if (o->stage_files && !o->stage) fail("--stage-files needs --stage");
   o->command = argv + i;
-  if ((o->idmap_host || o->netns) && !o->nsdir) fail("--idmap and --netns need --nsdir");
+  if ((o->idmap_host || o->netns || o->join_user || o->join_net) && !o->nsdir) fail("--idmap, --netns and --join-* need --nsdir");
   if (o->netns && strcmp(o->netns, "none") && strcmp(o->netns, "slirp")) fail("bad --netns: %s", o->netns);
   if (o->netns && !strcmp(o->netns, "slirp") && !o->slirp) fail("--netns slirp needs --slirp");
   if (o->nlowers && (!o->upper || !o->work || !o->links || !o->merged)) fail("an overlay needs --upper, --work, --links and --merged");
@@ -252,24 +277,13 @@ static int loopback_up(void) {
   return r;
 }
 
-static void bind_ns(pid_t pid, const char *nsdir, const char *name) {
-  char src[64], dst[4096];
-  snprintf(src, sizeof src, "/proc/%d/ns/%s", (int)pid, name);
-  snprintf(dst, sizeof dst, "%s/%s", nsdir, name);
-  int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) fail("create %s: %s", dst, strerror(errno));
-  close(fd);
-  if (mount(src, dst, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", src, strerror(errno));
-}
 
-/*
- * Makes the step's user namespace (with the mapping) and network namespace in a short-lived
- * child, binds them into nsdir, and returns an fd of the user namespace (or -1 without one).
- */
-static int make_namespaces(const struct options *o) {
-  int userns = o->idmap_count > 0;
-  int netns = o->netns != NULL;
-  if (!userns && !netns) return -1;
+/* A short-lived child holding fresh user and network namespaces, released by closing `done`. */
+struct holder { pid_t pid; int done; };
+
+/* Forks the holder: it unshares the namespaces (and brings up loopback); its maps are written here. */
+static struct holder spawn_holder(const struct options *o) {
+  int userns = o->idmap_count > 0, netns = o->netns != NULL;
   int ready[2], done[2];
   if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
   pid_t child = fork();
@@ -277,6 +291,7 @@ static int make_namespaces(const struct options *o) {
   if (child == 0) {
     close(ready[0]);
     close(done[1]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     int flags = (userns ? CLONE_NEWUSER : 0) | (netns ? CLONE_NEWNET : 0);
     char r = 'r';
     if (unshare(flags) < 0) r = 'u';
@@ -290,9 +305,9 @@ static int make_namespaces(const struct options *o) {
   close(done[0]);
   char r = 0;
   if (read(ready[0], &r, 1) != 1) fail("namespace helper died");
+  close(ready[0]);
   if (r == 'u') fail("cannot create namespaces (unshare): is this kernel built with user namespaces?");
   if (r == 'l') fail("cannot bring up loopback in the step's network namespace");
-  int fd = -1;
   if (userns) {
     char path[64], map[128];
     snprintf(map, sizeof map, "0 %ld %ld\n", o->idmap_host, o->idmap_count);
@@ -301,15 +316,51 @@ static int make_namespaces(const struct options *o) {
     snprintf(map, sizeof map, "0 %ld %ld\n", o->gidmap_host, o->idmap_count);
     snprintf(path, sizeof path, "/proc/%d/gid_map", (int)child);
     write_file(path, map);
-    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)child);
+  }
+  return (struct holder){child, done[1]};
+}
+
+/* Binds the namespace file `src` at NSDIR/name (the spec names that path). */
+static void bind_ns_file(const char *src, const char *nsdir, const char *name) {
+  char dst[4096];
+  snprintf(dst, sizeof dst, "%s/%s", nsdir, name);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) fail("create %s: %s", dst, strerror(errno));
+  close(fd);
+  if (mount(src, dst, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", src, strerror(errno));
+}
+
+/*
+ * The step's user and network namespaces, bound into nsdir for the runtime: made now, or joined
+ * (made earlier by a --hold shim). Returns an fd of the user namespace (or -1 without one).
+ */
+static int make_namespaces(const struct options *o) {
+  char path[64];
+  if (o->join_user_fd >= 0 || o->join_net_fd >= 0) {
+    if (o->join_net_fd >= 0) {
+      snprintf(path, sizeof path, "/proc/self/fd/%d", o->join_net_fd);
+      bind_ns_file(path, o->nsdir, "net");
+    }
+    if (o->join_user_fd < 0) return -1;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", o->join_user_fd);
+    bind_ns_file(path, o->nsdir, "user");
+    return o->join_user_fd;
+  }
+  if (!o->idmap_count && !o->netns) return -1;
+  struct holder h = spawn_holder(o);
+  int fd = -1;
+  if (o->idmap_count) {
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)h.pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail("open %s: %s", path, strerror(errno));
-    bind_ns(child, o->nsdir, "user");
+    bind_ns_file(path, o->nsdir, "user");
   }
-  if (netns) bind_ns(child, o->nsdir, "net");
-  close(done[1]);
-  close(ready[0]);
-  waitpid(child, NULL, 0);
+  if (o->netns) {
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)h.pid);
+    bind_ns_file(path, o->nsdir, "net");
+  }
+  close(h.done);
+  waitpid(h.pid, NULL, 0);
   return fd;
 }
 
@@ -320,9 +371,7 @@ static int make_namespaces(const struct options *o) {
  * slow teardown (the tap device goes with it) is not waited for; it exits when `exit_fd`'s
  * other end closes, i.e. when the outer shim is gone. Returns 0, or -1 after reporting.
  */
-static int start_slirp(const struct options *o, pid_t init, int exit_fd) {
-  char netpath[4096];
-  snprintf(netpath, sizeof netpath, "/proc/%d/root%s/net", (int)init, o->nsdir);
+static int start_slirp(const struct options *o, const char *netpath, int exit_fd) {
   int netfd = open(netpath, O_RDONLY | O_CLOEXEC);
   if (netfd < 0) { report("open %s: %s", netpath, strerror(errno)); return -1; }
   int ready[2];
@@ -614,12 +663,40 @@ static int run_init(const struct options *o, struct handshake h) {
   }
 }
 
+/*
+ * --hold: namespaces (and slirp4netns) made ahead of a step. Reports "ready PID" and keeps them
+ * until stdin closes (or this process is killed); slirp4netns then exits by itself.
+ */
+static int hold(const struct options *o) {
+  struct holder h = spawn_holder(o);
+  int exit_pipe[2];
+  if (pipe2(exit_pipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+  if (o->netns && !strcmp(o->netns, "slirp")) {
+    char netpath[64];
+    snprintf(netpath, sizeof netpath, "/proc/%d/ns/net", (int)h.pid);
+    if (start_slirp(o, netpath, exit_pipe[0]) < 0) { kill(h.pid, SIGKILL); return 125; }
+  }
+  close(exit_pipe[0]);
+  if (status_fd >= 0) dprintf(status_fd, "ready %d\n", (int)h.pid);
+  char buf[64];
+  for (;;) {
+    ssize_t n = read(0, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EINTR)) break;
+  }
+  kill(h.pid, SIGKILL);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct options o;
   parse_args(argc, argv, &o);
   status_fd = o.status_fd;
   if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
   die_with_parent();
+  if (o.hold) return hold(&o);
+  if (o.join_user) o.join_user_fd = open(o.join_user, O_RDONLY | O_CLOEXEC);
+  if (o.join_net) o.join_net_fd = open(o.join_net, O_RDONLY | O_CLOEXEC);
+  if ((o.join_user && o.join_user_fd < 0) || (o.join_net && o.join_net_fd < 0)) fail("open the namespaces to join: %s", strerror(errno));
   join_cgroups(&o);
   int slirp = o.netns && !strcmp(o.netns, "slirp");
   int up[2] = {-1, -1}, go[2] = {-1, -1}, exit_pipe[2] = {-1, -1};
@@ -646,7 +723,9 @@ int main(int argc, char **argv) {
     ssize_t n;
     while ((n = read(up[0], &c, 1)) < 0 && errno == EINTR) {}
     /* No byte: pid 1 failed before its namespaces were ready, and said why. */
-    if (n == 1 && start_slirp(&o, init, exit_pipe[0]) == 0 && write(go[1], &c, 1) == 1) {
+    char netpath[4096];
+    snprintf(netpath, sizeof netpath, "/proc/%d/root%s/net", (int)init, o.nsdir);
+    if (n == 1 && start_slirp(&o, netpath, exit_pipe[0]) == 0 && write(go[1], &c, 1) == 1) {
       close(exit_pipe[0]);
     } else {
       kill(init, SIGKILL);

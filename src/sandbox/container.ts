@@ -21,6 +21,7 @@ import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
 import { containerFiles } from './etc-files.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
+import { takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
@@ -138,12 +139,17 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
 }
 
-function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined): string[] {
+function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined): string[] {
   const a: string[] = [];
   for (const d of cgroup?.dirs ?? []) a.push('--cgroup', d);
   if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
-  if (run.network !== 'host') a.push('--netns', run.network === 'default' ? 'slirp' : 'none');
-  if (run.network === 'default') a.push('--slirp', findSlirp());
+  if (warm) {
+    // Made ahead (warm-network.ts): join them instead of making them now.
+    a.push('--join-net', `/proc/${warm.pid}/ns/net`, ...(m ? ['--join-user', `/proc/${warm.pid}/ns/user`] : []));
+  } else {
+    if (run.network !== 'host') a.push('--netns', run.network === 'default' ? 'slirp' : 'none');
+    if (run.network === 'default') a.push('--slirp', findSlirp());
+  }
   a.push('--nsdir', p.ns, '--stage', STAGE, '--stage-files', p.files);
   if (run.rootDir !== undefined) a.push('--rootdir', run.rootDir);
   for (const l of lowers) a.push('--lower', l);
@@ -292,6 +298,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const p = scratchPaths(run.scratchDir);
   for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
   let cgroup: StepCgroup | undefined;
+  let warm: WarmNetwork | undefined;
   try {
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
@@ -301,7 +308,9 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
     const bpf = rt.kind === 'crun' ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
-    const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup)], o);
+    // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
+    warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(shim, findSlirp(), m) : undefined;
+    const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm)], o);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
@@ -316,6 +325,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     if (limits.length > 0) result.limits = limits;
     return result;
   } finally {
+    warm?.release();
     await cgroup?.remove();
     // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
     fs.rmSync(p.work, { recursive: true, force: true });

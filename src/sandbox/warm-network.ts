@@ -1,0 +1,88 @@
+/**
+ * Network namespaces made ahead of the steps that use them. slirp4netns takes longer to start
+ * than the rest of a step's sandbox, so after a step with the default network this process
+ * prepares the next one's in the background: a `--hold` shim makes a user and a network
+ * namespace, starts slirp4netns on it, and keeps them until it is released. Each prepared pair
+ * serves exactly one step and is then thrown away. An unused one is released after a while; all
+ * of them die with this process (or thread), as every shim does.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
+import type { IdMapping } from './userns.js';
+
+/** A prepared pair: join /proc/`pid`/ns/user and /proc/`pid`/ns/net. */
+export interface WarmNetwork {
+  pid: number;
+  release(): void;
+}
+
+const IDLE_MS = 30_000;
+
+interface Entry {
+  key: string;
+  ready: Promise<WarmNetwork | undefined>;
+}
+
+let pending: Entry | undefined;
+
+function holdArgs(m: IdMapping | undefined, slirp: string, nsdir: string): string[] {
+  const a = ['--hold', '--netns', 'slirp', '--slirp', slirp, '--nsdir', nsdir, '--status-fd', '3'];
+  if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
+  return a;
+}
+
+/** Starts a --hold shim; resolves once its namespaces and slirp4netns are up (undefined if they failed). */
+function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
+  // Its own small folder for slirp4netns's log, removed on release.
+  const nsdir = fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`));
+  const child: ChildProcess = spawn(shim, holdArgs(m, slirp, nsdir), { stdio: ['pipe', 'ignore', 'ignore', 'pipe'], detached: true });
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    clearTimeout(idle);
+    child.stdin?.destroy();
+    try { child.kill('SIGKILL'); } catch { /* gone */ }
+    fs.rmSync(nsdir, { recursive: true, force: true });
+  };
+  const idle = setTimeout(release, IDLE_MS);
+  idle.unref();
+  child.unref();
+  (child.stdio[3] as NodeJS.ReadableStream & { unref?: () => void }).unref?.();
+  return new Promise((resolve) => {
+    let buf = '';
+    child.stdio[3]?.on('data', (b: Buffer) => {
+      buf += b.toString();
+      const m2 = /^ready (\d+)$/m.exec(buf);
+      if (m2) resolve({ pid: Number(m2[1]), release });
+    });
+    child.once('error', () => { release(); resolve(undefined); });
+    child.once('exit', () => { release(); resolve(undefined); });
+  });
+}
+
+/**
+ * The prepared namespaces for a step with the default network and mapping `m`, when some are
+ * ready or on their way (undefined: make them inline); the next ones start preparing at once.
+ */
+export async function takeWarmNetwork(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
+  const key = JSON.stringify(m ?? null);
+  const mine = pending?.key === key ? pending : undefined;
+  if (pending && pending.key !== key) void pending.ready.then((w) => w?.release());
+  pending = { key, ready: prepare(shim, slirp, m) };
+  const w = mine ? await mine.ready : undefined;
+  // A holder that died meanwhile (killed, slirp gone) is useless: check it still holds them.
+  if (w && !fs.existsSync(`/proc/${w.pid}/ns/net`)) {
+    w.release();
+    return undefined;
+  }
+  return w;
+}
+
+/** Releases whatever is prepared (tests, and servers shutting down). */
+export function releaseWarmNetworks(): void {
+  void pending?.ready.then((w) => w?.release());
+  pending = undefined;
+}
