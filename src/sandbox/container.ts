@@ -21,7 +21,7 @@ import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
 import { containerFiles } from './etc-files.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
-import { takeWarmNetwork, type WarmNetwork } from './warm-network.js';
+import { prewarmNetwork, takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
@@ -309,7 +309,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     const bpf = rt.kind === 'crun' ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
-    warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(shim, findSlirp(), m) : undefined;
+    warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
     const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm)], o);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
@@ -326,6 +326,8 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     return result;
   } finally {
     warm?.release();
+    // After this step has returned: a spawn blocks the thread for a few milliseconds.
+    if (run.network === 'default' && !run.interactive) setImmediate(() => prewarmNetwork(shim, findSlirp(), m));
     await cgroup?.remove();
     // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
     fs.rmSync(p.work, { recursive: true, force: true });

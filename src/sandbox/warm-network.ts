@@ -65,20 +65,31 @@ function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise
 
 /**
  * The prepared namespaces for a step with the default network and mapping `m`, when some are
- * ready or on their way (undefined: make them inline); the next ones start preparing at once.
+ * ready or on their way; undefined: the step makes its own.
  */
-export async function takeWarmNetwork(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
+export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
   const key = JSON.stringify(m ?? null);
   const mine = pending?.key === key ? pending : undefined;
-  if (pending && pending.key !== key) void pending.ready.then((w) => w?.release());
-  pending = { key, ready: prepare(shim, slirp, m) };
-  const w = mine ? await mine.ready : undefined;
+  if (mine === undefined) return undefined;
+  pending = undefined;
+  const w = await mine.ready;
   // A holder that died meanwhile (killed, slirp gone) is useless: check it still holds them.
   if (w && !fs.existsSync(`/proc/${w.pid}/ns/net`)) {
     w.release();
     return undefined;
   }
   return w;
+}
+
+/**
+ * Prepares namespaces for the next step, unless some are already on their way. Called after a
+ * step ends, so that starting them (a process spawn) is not on any step's path.
+ */
+export function prewarmNetwork(shim: string, slirp: string, m: IdMapping | undefined): void {
+  const key = JSON.stringify(m ?? null);
+  if (pending?.key === key) return;
+  if (pending) void pending.ready.then((w) => w?.release());
+  pending = { key, ready: prepare(shim, slirp, m) };
 }
 
 /** Releases whatever is prepared (tests, and servers shutting down). */
