@@ -13,8 +13,8 @@ import { parseReference, formatReference } from '../store/reference.js';
 import { layerSize } from '../snapshot/pack.js';
 import { sha256Hex, exists } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
-import { checkConfigDoc, imageConfigBytes, missingEntries, planChain, registerChain, unpackKeepingTar, writeLayerTar, type PreparedLayer } from './chain.js';
-import { loadOciLayout } from './oci-layout.js';
+import { imageConfigBytes, unpackKeepingTar, writeLayerTar } from './chain.js';
+import { CHAIN_FIELD, savedChain } from './saved-chain.js';
 
 /**
  * `import`: a root filesystem tarball (plain or compressed) becomes a one-layer image; its id is
@@ -53,7 +53,7 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
   const pack = tarStream.pack();
   const done = pipeline(pack, out as NodeJS.WritableStream & import('node:stream').Writable);
   done.catch(() => undefined); // awaited at the end; a reader gone early must not be an unhandled rejection
-  const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }> = [];
+  const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[]; [CHAIN_FIELD]: string }> = [];
   const repositories: Record<string, Record<string, string>> = {};
   const written = new Set<string>();
   const tags = listTags(await readRepositories(layout));
@@ -69,6 +69,13 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
       if (!written.has(configName)) {
         await add(configName, configText);
         written.add(configName);
+      }
+      // The chain's ids and image JSON, so that load gives every image back its id (saved-chain.ts).
+      const chain = Buffer.from(JSON.stringify(await savedChain(layout, id)));
+      const chainName = `${sha256Hex(chain)}.chain.json`;
+      if (!written.has(chainName)) {
+        await add(chainName, chain);
+        written.add(chainName);
       }
       const layers: string[] = [];
       for (const c of (await imageChain(layout, id)).reverse()) {
@@ -105,7 +112,7 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
         const r = parseReference(t);
         (repositories[r.repository] ??= {})[r.tag] = layers.length ? layers[layers.length - 1]!.split('/')[0]! : id;
       }
-      manifest.push({ Config: configName, RepoTags: repoTags.length ? repoTags : null, Layers: layers });
+      manifest.push({ Config: configName, RepoTags: repoTags.length ? repoTags : null, Layers: layers, [CHAIN_FIELD]: chainName });
     }
     await add('manifest.json', JSON.stringify(manifest));
     await add('repositories', JSON.stringify(repositories));
@@ -116,88 +123,5 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
   }
 }
 
-/**
- * Extracts an outer archive (`docker save` or OCI layout tar: regular files only, names checked)
- * into `dir`; returns its symlinks (name -> target), which older `docker save` uses for shared layers.
- */
-export async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<Map<string, string>> {
-  const links = new Map<string, string>();
-  const extract = tarStream.extract();
-  const work = (async () => {
-    for await (const entry of extract) {
-      const h = entry.header;
-      const name = path.posix.normalize(h.name.replace(/^\.?\/+/, ''));
-      if (name.startsWith('..') || path.posix.isAbsolute(name)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name}`);
-      if (h.type === 'symlink' && h.linkname) {
-        const target = path.posix.normalize(path.posix.join(path.posix.dirname(name), h.linkname));
-        // A link may only name another entry of the archive, never a file outside it.
-        if (target.startsWith('..') || path.posix.isAbsolute(target)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name} links outside the archive`);
-        links.set(name, target);
-      } else if (h.type === 'file') {
-        const target = path.join(dir, ...name.split('/'));
-        await fs.mkdir(path.dirname(target), { recursive: true });
-        await pipeline(entry, createWriteStream(target));
-        continue;
-      }
-      entry.resume();
-    }
-  })();
-  work.catch(() => undefined); // awaited below; a pipeline error first must not leave it unhandled
-  await pipeline(input as Readable, extract).catch((e) => { throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid tar archive: ${(e as Error).message}`); });
-  await work;
-  return links;
-}
-
-/**
- * `load`: reads a `docker save` archive (or, without `manifest.json`, an OCI image layout),
- * unpacks each missing layer with the safe applier, verifies every diff id against the config,
- * and registers the chain (one image per history entry).
- */
-export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStream): Promise<Array<{ id: ImageId; tags: string[] }>> {
-  await ensureStore(layout);
-  const tmp = await makeTmpDir(layout, 'load');
-  try {
-    const root = path.join(tmp, 'x');
-    const links = await extractOuter(input, root);
-    const file = (name: string) => path.join(root, ...(links.get(name) ?? name).split('/'));
-    if (!(await exists(file('manifest.json'))) && (await exists(file('oci-layout')))) return await loadOciLayout(layout, root);
-    let manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }>;
-    try {
-      manifest = JSON.parse(await fs.readFile(file('manifest.json'), 'utf8'));
-      if (!Array.isArray(manifest)) throw new Error('not a list');
-    } catch {
-      throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: no manifest.json or oci-layout (neither the docker save format nor an OCI image layout)');
-    }
-    const results: Array<{ id: ImageId; tags: string[] }> = [];
-    for (const m of manifest) {
-      const configBytes = await fs.readFile(file(m.Config));
-      const doc = checkConfigDoc(JSON.parse(configBytes.toString('utf8')));
-      if (!Array.isArray(m.Layers) || m.Layers.length !== doc.rootfs.diff_ids.length) {
-        throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${m.Config} names ${doc.rootfs.diff_ids.length} layers, manifest.json ${m.Layers?.length ?? 0}`);
-      }
-      const plan = planChain(doc);
-      const layers = new Map<number, PreparedLayer>();
-      for (const e of await missingEntries(layout, plan)) {
-        if (e.layerIndex === undefined) continue;
-        const layerDir = path.join(await makeTmpDir(layout, 'layer'), 'layer');
-        await fs.mkdir(layerDir, { mode: 0o755 });
-        const { diffId, tarFile } = await unpackKeepingTar(createReadStream(file(m.Layers[e.layerIndex]!)), layerDir, path.dirname(layerDir));
-        if (diffId !== e.diffId) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: layer ${m.Layers[e.layerIndex]} has diff id ${diffId}, the config says ${e.diffId}`);
-        layers.set(e.layerIndex, { layerDir, diffId, tarFile });
-      }
-      try {
-        const { top } = await registerChain(layout, doc, plan, { layers, configBytes });
-        const refs = (m.RepoTags ?? []).map(parseReference);
-        if (refs.length) await updateRepositories(layout, (r) => { for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = top; });
-        results.push({ id: top, tags: refs.map(formatReference) });
-      } finally {
-        for (const l of layers.values()) await fs.rm(path.dirname(l.layerDir), { recursive: true, force: true });
-      }
-    }
-    return results;
-  } finally {
-    await fs.rm(tmp, { recursive: true, force: true });
-  }
-}
-
+export { loadImages } from './load.js';
 export { readLayerSize, Readable };

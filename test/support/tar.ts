@@ -1,7 +1,7 @@
 /** Test helper: tar archives crafted in memory (hostile ones included) for the layer and ADD tests. */
 import { pack, type Header } from 'tar-stream';
 
-export type Spec = Partial<Header> & { name: string; body?: string };
+export type Spec = Partial<Header> & { name: string; body?: string | Buffer };
 
 /** Builds a tar in memory; every field is explicit so tar-stream fills in nothing. */
 export async function makeTar(entries: Spec[]): Promise<Buffer> {
