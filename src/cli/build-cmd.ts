@@ -15,6 +15,7 @@ import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
+import { parseReference } from '../store/reference.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
 
@@ -62,6 +63,8 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const sandbox = sandboxFromFlags(values);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+  // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
+  for (const t of values.tag ?? []) parseReference(t);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});

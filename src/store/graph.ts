@@ -4,20 +4,20 @@ import crypto from 'node:crypto';
 import { StoreLayout, isImageId, type ImageId } from './layout.js';
 import type { ImageJson } from '../image-config.js';
 import { SlipwayError } from '../errors.js';
-import { exists, pidAlive } from '../fs.js';
+import { exists, mkdirAll, pidAlive } from '../fs.js';
 import { parseReference } from './reference.js';
 import { readRepositories } from './repositories.js';
 
 /** Creates the store's folders (idempotent). */
 export async function ensureStore(layout: StoreLayout): Promise<void> {
-  await fs.mkdir(layout.graph, { recursive: true, mode: 0o700 });
-  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
-  await fs.mkdir(layout.cacheDir, { recursive: true, mode: 0o700 });
+  await mkdirAll(layout.graph, 0o700);
+  await mkdirAll(layout.tmp, 0o700);
+  await mkdirAll(layout.cacheDir, 0o700);
 }
 
 /** A fresh private scratch folder in `graph/_tmp/`, named after this process so a crash can be swept. */
 export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<string> {
-  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
+  await mkdirAll(layout.tmp, 0o700);
   const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
   await fs.mkdir(dir, { mode: 0o700 });
   return dir;
@@ -38,6 +38,28 @@ export async function sweepTmp(layout: StoreLayout): Promise<void> {
     const pid = Number.parseInt(name, 10);
     if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) continue;
     await fs.rm(path.join(layout.tmp, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes this process's own scratch folders from `graph/_tmp/` (what a failed command left
+ * behind), at the end of a one-shot command. A folder with something still mounted below it
+ * is left alone: removing through a mount would reach into what is mounted.
+ */
+export async function sweepOwnTmp(layout: StoreLayout): Promise<void> {
+  let names: string[];
+  try {
+    names = await fs.readdir(layout.tmp);
+  } catch {
+    return;
+  }
+  const mine = names.filter((n) => n.startsWith(`${process.pid}-`));
+  if (mine.length === 0) return;
+  const mounts = await fs.readFile('/proc/self/mountinfo', 'utf8').then((t) => t.split('\n').map((l) => l.split(' ')[4] ?? ''), () => [] as string[]);
+  for (const name of mine) {
+    const dir = path.join(layout.tmp, name);
+    if (mounts.some((m) => m === dir || m.startsWith(`${dir}/`))) continue;
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
