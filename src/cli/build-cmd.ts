@@ -16,6 +16,7 @@ import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
+import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
 
@@ -34,6 +35,20 @@ async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' |
   await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
   if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
   return driver;
+}
+
+/**
+ * A Dockerfile that is a named pipe, socket or device inside the context would block the
+ * build forever (or worse): refused. A pipe given with -f from outside the context
+ * (`-f <(generate)`) is what the user meant, and is read.
+ */
+async function checkDockerfile(contextDir: string, file: string | undefined): Promise<void> {
+  const abs = path.resolve(file ?? path.join(contextDir, 'Dockerfile'));
+  const st = await fs.stat(abs).catch(() => undefined);
+  const kind = st ? specialKind(st) : undefined;
+  if (!kind) return;
+  const inside = !path.relative(path.resolve(contextDir), abs).startsWith('..');
+  if (inside || kind !== 'a named pipe') throw specialFileError(file ?? 'Dockerfile', kind);
 }
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
@@ -65,6 +80,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
   // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
   for (const t of values.tag ?? []) parseReference(t);
+  await checkDockerfile(contextDir, values.file);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
