@@ -127,13 +127,20 @@ export async function save(args: string[], { layout }: CommandEnv): Promise<numb
       fs.rmSync(tmp, { force: true });
     }
   } else {
-    await saveImages(layout, positionals, process.stdout);
+    try {
+      await saveImages(layout, positionals, process.stdout);
+    } catch (e) {
+      // The reader went away (| head): stop quietly, with the status of a program SIGPIPE ended.
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') return 141;
+      throw e;
+    }
   }
   return 0;
 }
 
 export async function load(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { input: { type: 'string', short: 'i' }, quiet: { type: 'boolean', short: 'q' } } });
+  if (!values.input && process.stdin.isTTY) throw new SlipwayError('ERR_USAGE', 'requested load from stdin, but stdin is empty');
   const input = values.input ? await openInput(values.input) : process.stdin;
   for (const r of await loadImages(layout, input)) {
     if (r.tags.length === 0) out(`Loaded image ID: sha256:${r.id}\n`);

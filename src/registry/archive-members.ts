@@ -128,7 +128,7 @@ function splitName(name: string): string[] | undefined {
 }
 
 /** Deepest nesting accepted in an archive's JSON (real documents nest 4 or 5 deep). */
-const MAX_JSON_DEPTH = 64;
+export const MAX_JSON_DEPTH = 64;
 
 /**
  * JSON from an untrusted archive: a syntax error or absurd nesting (which would overflow the
@@ -141,12 +141,18 @@ export function parseArchiveJson(bytes: Buffer | string, what: string): unknown 
   } catch (e) {
     throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${what} is not JSON: ${(e as Error).message}`);
   }
+  if (nestsDeeperThan(doc, MAX_JSON_DEPTH)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${what} nests more than ${MAX_JSON_DEPTH} deep`);
+  return doc;
+}
+
+/** True when a parsed JSON value nests deeper than `max` (walked without recursion). */
+export function nestsDeeperThan(doc: unknown, max: number): boolean {
   const stack: Array<[unknown, number]> = [[doc, 0]];
   while (stack.length) {
     const [v, depth] = stack.pop()!;
     if (v === null || typeof v !== 'object') continue;
-    if (depth >= MAX_JSON_DEPTH) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${what} nests more than ${MAX_JSON_DEPTH} deep`);
+    if (depth >= max) return true;
     for (const c of Object.values(v)) stack.push([c, depth + 1]);
   }
-  return doc;
+  return false;
 }

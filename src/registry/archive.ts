@@ -4,10 +4,9 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
-import { SlipwayError } from '../errors.js';
 import { emptyContainerConfig, DOCKER_VERSION, type ContainerConfigJson, type ImageJson } from '../image-config.js';
 import { StoreLayout, type ImageId } from '../store/layout.js';
-import { ensureStore, imageChain, makeTmpDir, registerImage, resolveImage, readLayerSize } from '../store/graph.js';
+import { discardImage, ensureStore, imageChain, makeTmpDir, registerImage, resolveImage, readLayerSize } from '../store/graph.js';
 import { updateRepositories, listTags, readRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
 import { layerSize } from '../snapshot/pack.js';
@@ -36,8 +35,14 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
       id, comment, created: new Date().toISOString(), container_config: emptyContainerConfig(), docker_version: DOCKER_VERSION,
       config, architecture: 'amd64', os: 'linux', Size: size,
     };
-    await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, originalTar: tarFile });
-    if (ref) await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
+    const added = await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, originalTar: tarFile });
+    try {
+      if (ref) await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
+    } catch (e) {
+      // A tag that cannot be written (a full disk) must not leave an untagged image behind.
+      if (added) await discardImage(layout, id).catch(() => undefined);
+      throw e;
+    }
     return id;
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
@@ -51,8 +56,11 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
  */
 export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
+  // A reader gone early (EPIPE) or a failing disk is the error to report, not the pack's
+  // "already finalized or destroyed" that follows it.
+  let outFailed: unknown;
   const done = pipeline(pack, out as NodeJS.WritableStream & import('node:stream').Writable);
-  done.catch(() => undefined); // awaited at the end; a reader gone early must not be an unhandled rejection
+  done.catch((e: unknown) => { outFailed = e; }); // awaited at the end; must not be an unhandled rejection
   const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[]; [CHAIN_FIELD]: string }> = [];
   const repositories: Record<string, Record<string, string>> = {};
   const written = new Set<string>();
@@ -118,6 +126,9 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
     await add('repositories', JSON.stringify(repositories));
     pack.finalize();
     await done;
+  } catch (e) {
+    pack.destroy();
+    throw outFailed ?? e;
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }

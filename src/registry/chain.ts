@@ -15,6 +15,7 @@ import { sha256Hex } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
 import { isDigest } from './manifest.js';
 import { badContainerConfig } from './saved-chain.js';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './archive-members.js';
 
 /**
  * The shared path by which images arrive from elsewhere (load, OCI load, pull): a config
@@ -49,6 +50,8 @@ export interface PreparedLayer {
 export function checkConfigDoc(doc: unknown): ImageConfigDocJson {
   const d = doc as Partial<ImageConfigDocJson> | null;
   if (!d || typeof d !== 'object') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: not an object');
+  // Every recursive walk after this (canonical JSON, stringify) would overflow on absurd nesting.
+  if (nestsDeeperThan(d, MAX_JSON_DEPTH)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid image config: nests more than ${MAX_JSON_DEPTH} deep`);
   const ids = d.rootfs?.diff_ids;
   if (!Array.isArray(ids) || !ids.every(isDigest)) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: rootfs.diff_ids must be sha256 digests');
   if (d.history !== undefined && d.history !== null && !(Array.isArray(d.history) && d.history.every((h) => h && typeof h === 'object'))) {

@@ -131,8 +131,9 @@ async function writeImages(layout: StoreLayout, refs: readonly string[], sink: L
  */
 export async function saveOciArchive(layout: StoreLayout, refs: readonly string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
+  let outFailed: unknown;
   const done = pipeline(pack, out as Writable);
-  done.catch(() => undefined);
+  done.catch((e: unknown) => { outFailed = e; });
   const sizes = new Map<string, number>();
   const header = (name: string, size: number) => ({ name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 });
   const sink: LayoutSink = {
@@ -170,7 +171,7 @@ export async function saveOciArchive(layout: StoreLayout, refs: readonly string[
     pack.finalize();
   } catch (e) {
     pack.destroy(e as Error);
-    throw e;
+    throw outFailed ?? e;
   }
   await done;
 }

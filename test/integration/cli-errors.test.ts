@@ -97,7 +97,7 @@ test('--root on a read-only filesystem: one line naming the path and the cause',
   }
 });
 
-test('a full disk: load and a LABEL step print one ENOSPC line, add no image and leave nothing in graph/_tmp', async () => {
+test('a full disk: load, import and a LABEL step print one ENOSPC line, add no image and leave nothing in graph/_tmp', async () => {
   const src = await storeWithBusybox();
   const big = await makeContext({ Dockerfile: 'FROM busybox\nRUN dd if=/dev/urandom of=/big bs=1024 count=1500 2>/dev/null\n' });
   assert.equal((await slipway(src, ['build', '-t', 'big', big])).code, 0);
@@ -115,6 +115,8 @@ test('a full disk: load and a LABEL step print one ENOSPC line, add no image and
     before=$(snap)
     echo BEGIN load; $CLI --root "$S" load -i "$ARCHIVE" 2>&1; echo "status=$?"; echo END load
     [ "$before" = "$(snap)" ] && echo "load: store unchanged"
+    echo BEGIN import; $CLI --root "$S" import "$BUSYBOX" again:1 2>&1; echo "status=$?"; echo END import
+    [ "$before" = "$(snap)" ] && echo "import: store unchanged"
     dd if=/dev/zero of="$D/filler2" bs=4k 2>/dev/null
     before=$(snap)
     echo BEGIN label; $CLI --root "$S" build -t full "$LABEL" 2>&1 >/dev/null; echo "status=$?"; echo END label
@@ -124,7 +126,7 @@ test('a full disk: load and a LABEL step print one ENOSPC line, add no image and
   `, { BUSYBOX: await busyboxTar(), WARM: warm, LABEL: label, ARCHIVE: archive });
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const store = /S=(\S+)/.exec(r.stdout)![1]!;
-  for (const name of ['load', 'label']) {
+  for (const name of ['load', 'import', 'label']) {
     const out = section(r.stdout, name);
     assert.match(out, /status=1\n$/, `${name}: ${out}`);
     oneLine({ code: 1, stderr: out.replace(/status=1\n$/, '') }, /no space left on device/, name);
@@ -147,4 +149,18 @@ test('a reader that goes away (| head) ends the output quietly; the build still 
   assert.equal(build.stderr, 'status=0\n');
   const images = await slipway(root, ['images', 'piped']);
   assert.match(images.stdout, /^piped\s+latest\s/m, 'the build finished and tagged its image');
+  // save stops quietly, with the status of a program SIGPIPE ended (the archive is incomplete).
+  for (const format of ['docker', 'oci']) {
+    const save = spawnSync('bash', ['-c', `${cli} save --format ${format} busybox | head -c 100 >/dev/null; echo "status=\${PIPESTATUS[0]}" >&2`], { encoding: 'utf8' });
+    assert.equal(save.stderr, 'status=141\n', format);
+  }
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), []);
+});
+
+test('load from a terminal says stdin is empty instead of waiting', async (t) => {
+  const root = await storeWithBusybox();
+  const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI} --root ${root} load`, '/dev/null'], { encoding: 'utf8', timeout: 20_000 });
+  if (r.error) return t.skip(`script: ${r.error.message}`);
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout.replace(/\r/g, ''), 'requested load from stdin, but stdin is empty\n');
 });
