@@ -41,7 +41,8 @@ export function reportError(e: unknown, ctx: ReportContext): number {
   const write = (s: string) => process.stderr.write(s);
   let status = 1;
   if (e instanceof SlipwayError) {
-    write(`${e.code === 'ERR_USAGE' ? '' : 'Error: '}${e.message}\n`);
+    // A message that crossed a thread may carry its own "Error: " already: print it once.
+    write(`${e.code === 'ERR_USAGE' ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
     status = e.exitCode;
   } else if (PARSE_ARGS_CODES.has((e as NodeJS.ErrnoException | null)?.code ?? '')) {
     write(`slipway: ${(e as Error).message}\nSee 'slipway ${ctx.command} --help'.\n`);
