@@ -49,10 +49,64 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
   }
 }
 
+/** The `docker save` tar being written: its entries, each name once. */
+class SaveTar {
+  readonly written = new Set<string>();
+
+  constructor(private readonly pack: tarStream.Pack, private readonly tmp: string) {}
+
+  add(name: string, data: string | Buffer): Promise<void> {
+    return new Promise<void>((res, rej) => {
+      this.pack.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, data, (err) => (err ? rej(err) : res()));
+    });
+  }
+
+  async addOnce(name: string, data: string | Buffer): Promise<void> {
+    if (this.written.has(name)) return;
+    this.written.add(name);
+    await this.add(name, data);
+  }
+
+  /** `<id>/{VERSION,json,layer.tar}` of one image with a layer; returns the layer's name. */
+  async addLayer(layout: StoreLayout, c: { id: ImageId; json: ImageJson }): Promise<string> {
+    const name = `${c.id}/layer.tar`;
+    if (this.written.has(name)) return name;
+    this.written.add(name);
+    await this.add(`${c.id}/VERSION`, '1.0');
+    await this.add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
+    // tar-stream needs the size up front: write the layer to a temp file first, unless the
+    // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
+    const kept = layout.layerTar(c.id);
+    const hasKept = await exists(kept);
+    const file = hasKept ? kept : path.join(this.tmp, `${c.id}.tar`);
+    if (!hasKept) await writeLayerTar(layout, c.id, createWriteStream(file));
+    const st = await fs.stat(file);
+    await new Promise<void>((res, rej) => {
+      const entry = this.pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
+      // pipeline, not pipe: an entry destroyed with the pack (reader gone) must not emit an unhandled 'error'.
+      pipeline(createReadStream(file), entry).catch(rej);
+    });
+    if (!hasKept) await fs.rm(file);
+    return name;
+  }
+}
+
+/** The tags an archive gives `ref`: itself when it names a tag, else every tag of the image. */
+function repoTagsFor(ref: string, id: ImageId, tags: ReturnType<typeof listTags>): string[] {
+  try {
+    const r = parseReference(ref);
+    if (!/^[0-9a-f]{12,64}$/.test(ref)) return [formatReference(r)];
+  } catch {
+    // an id or id prefix
+  }
+  return tags.filter((t) => t.id === id).map((t) => `${t.repository}:${t.tag}`);
+}
+
 /**
  * `save`: the `docker save` format — `manifest.json`, `repositories`, the config as
  * `<sha256>.json`, and `<layer id>/{VERSION,json,layer.tar}` per non-empty layer with overlay
- * whiteouts written as `.wh.` entries. skopeo and `docker load` read it.
+ * whiteouts written as `.wh.` entries; plus each image's chain (saved-chain.ts), so that load
+ * gives every image back its id. skopeo and `docker load` read it.
  */
 export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
@@ -63,67 +117,29 @@ export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJ
   done.catch((e: unknown) => { outFailed = e; }); // awaited at the end; must not be an unhandled rejection
   const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[]; [CHAIN_FIELD]: string }> = [];
   const repositories: Record<string, Record<string, string>> = {};
-  const written = new Set<string>();
   const tags = listTags(await readRepositories(layout));
-  const add = (name: string, data: string | Buffer) => new Promise<void>((res, rej) => {
-    pack.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, data, (err) => (err ? rej(err) : res()));
-  });
   const tmp = await makeTmpDir(layout, 'save');
+  const tar = new SaveTar(pack, tmp);
   try {
     for (const ref of refs) {
       const id = await resolveImage(layout, ref);
       const configText = await imageConfigBytes(layout, id);
       const configName = `${sha256Hex(configText)}.json`;
-      if (!written.has(configName)) {
-        await add(configName, configText);
-        written.add(configName);
-      }
-      // The chain's ids and image JSON, so that load gives every image back its id (saved-chain.ts).
+      await tar.addOnce(configName, configText);
       const chain = Buffer.from(JSON.stringify(await savedChain(layout, id)));
       const chainName = `${sha256Hex(chain)}.chain.json`;
-      if (!written.has(chainName)) {
-        await add(chainName, chain);
-        written.add(chainName);
-      }
+      await tar.addOnce(chainName, chain);
       const layers: string[] = [];
-      for (const c of (await imageChain(layout, id)).reverse()) {
-        if (c.json.throwaway) continue;
-        const name = `${c.id}/layer.tar`;
-        layers.push(name);
-        if (written.has(name)) continue;
-        written.add(name);
-        await add(`${c.id}/VERSION`, '1.0');
-        await add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
-        // tar-stream needs the size up front: write the layer to a temp file first, unless the
-        // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
-        const kept = layout.layerTar(c.id);
-        const hasKept = await exists(kept);
-        const file = hasKept ? kept : path.join(tmp, `${c.id}.tar`);
-        if (!hasKept) await writeLayerTar(layout, c.id, createWriteStream(file));
-        const st = await fs.stat(file);
-        await new Promise<void>((res, rej) => {
-          const entry = pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
-          // pipeline, not pipe: an entry destroyed with the pack (reader gone) must not emit an unhandled 'error'.
-          pipeline(createReadStream(file), entry).catch(rej);
-        });
-        if (!hasKept) await fs.rm(file);
-      }
-      let repoTags: string[] = [];
-      try {
-        const r = parseReference(ref);
-        if (!/^[0-9a-f]{12,64}$/.test(ref)) repoTags = [formatReference(r)];
-      } catch {
-        repoTags = [];
-      }
-      if (repoTags.length === 0) repoTags = tags.filter((t) => t.id === id).map((t) => `${t.repository}:${t.tag}`);
+      for (const c of (await imageChain(layout, id)).reverse()) if (!c.json.throwaway) layers.push(await tar.addLayer(layout, c));
+      const repoTags = repoTagsFor(ref, id, tags);
       for (const t of repoTags) {
         const r = parseReference(t);
         (repositories[r.repository] ??= {})[r.tag] = layers.length ? layers[layers.length - 1]!.split('/')[0]! : id;
       }
       manifest.push({ Config: configName, RepoTags: repoTags.length ? repoTags : null, Layers: layers, [CHAIN_FIELD]: chainName });
     }
-    await add('manifest.json', JSON.stringify(manifest));
-    await add('repositories', JSON.stringify(repositories));
+    await tar.add('manifest.json', JSON.stringify(manifest));
+    await tar.add('repositories', JSON.stringify(repositories));
     pack.finalize();
     await done;
   } catch (e) {
