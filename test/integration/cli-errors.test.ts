@@ -31,6 +31,14 @@ test('a missing input or output file is one line naming it; the store is unchang
   assert.deepEqual(await snapshotTree(root), before);
 });
 
+test('a Dockerfile that makes no image (FROM scratch alone) fails with Docker\'s line and leaves the store unchanged', async () => {
+  const root = await storeWithBusybox();
+  const before = await snapshotTree(root);
+  const r = await slipway(root, ['build', await makeContext({ Dockerfile: 'FROM scratch\n' })]);
+  oneLine(r, 'No image was generated. Is your Dockerfile empty?', 'FROM scratch');
+  assert.deepEqual((await snapshotTree(root)).filter((l) => !l.startsWith('builds') && !l.startsWith('storage-driver')), before);
+});
+
 test('every bad tag gets Docker\'s "invalid reference format" with a reason that fits it', async () => {
   const root = await storeWithBusybox();
   const before = await snapshotTree(root);
