@@ -6,6 +6,7 @@ import { discardImage, ensureStore, makeTmpDir } from '../store/graph.js';
 import { updateRepositories } from '../store/repositories.js';
 import { formatReference } from '../store/reference.js';
 import { ArchiveMembers } from './archive-members.js';
+import { decompressStream } from '../snapshot/unpack.js';
 import { registerChain } from './chain.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from './manifest.js';
 import { CHAIN_FIELD } from './saved-chain.js';
@@ -25,7 +26,9 @@ export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStre
   await ensureStore(layout);
   const tmp = await makeTmpDir(layout, 'load');
   try {
-    const members = await ArchiveMembers.extract(input, path.join(tmp, 'x'));
+    // A compressed archive (docker save | gzip) loads as docker load reads it.
+    const { stream } = await decompressStream(input);
+    const members = await ArchiveMembers.extract(stream, path.join(tmp, 'x'));
     const unpacked: UnpackedLayers = new Map();
     const items = !members.has('manifest.json') && members.has('oci-layout')
       ? await prepareOciLayout(layout, members, { tmp, unpacked })

@@ -61,6 +61,18 @@ test('a layer reached through a symlink inside the archive still loads (older do
   assert.equal(await fs.readFile(path.join(root, 'graph', id, 'layer', 'secret.txt'), 'utf8'), 'not secret\n');
 });
 
+test('a compressed archive (docker save | gzip, | xz) loads, as docker load reads it', async () => {
+  const dir = await tempDir('sw-gz-');
+  const { execFileSync } = await import('node:child_process');
+  await fs.writeFile(path.join(dir, 'a.tar'), await linkedLayerArchive());
+  for (const [tool, ext] of [['gzip', 'gz'], ['xz', 'xz']] as const) {
+    execFileSync('sh', ['-c', `${tool} -c a.tar > a.tar.${ext}`], { cwd: dir });
+    const fresh = await tempDir('sw-gz-root-');
+    const r = await slipway(fresh, ['load', '-i', path.join(dir, `a.tar.${ext}`)]);
+    assert.equal(r.stdout, 'Loaded image: linked:latest\n', `${tool}: ${r.stderr}`);
+  }
+});
+
 test('POST /images/load refuses the same archives with a 400 and loads nothing', async () => {
   const root = await storeWithBusybox();
   const secret = await plantSecret(root);
