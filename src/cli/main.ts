@@ -96,7 +96,8 @@ function fatal(e: unknown): void {
 quietOnClosedPipe(process.stdout);
 quietOnClosedPipe(process.stderr);
 process.on('uncaughtException', fatal);
-process.on('unhandledRejection', fatal);
+// `serve` logs a stray rejection and keeps serving: only without such a handler is it fatal.
+process.on('unhandledRejection', (e) => { if (process.listenerCount('unhandledRejection') === 1) fatal(e); });
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 }, fatal);
