@@ -16,6 +16,7 @@ import { DEFAULT_PATH, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
+import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
@@ -116,13 +117,11 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
 /** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
 export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   // Options end at the image name: what follows is the command, flags included.
-  const withValue = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network', '-m', '-c',
-    ...Object.entries(SANDBOX_FLAGS).map(([k]) => `--${k}`)]);
   let split = args.length;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (!a.startsWith('-')) { split = i; break; }
-    if (withValue.has(a)) i++;
+    if (RUN_VALUE_FLAGS.has(a)) i++;
   }
   const { values, positionals: head } = parseArgs({
     args: args.slice(0, Math.min(split + 1, args.length)),

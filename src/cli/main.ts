@@ -26,7 +26,9 @@ const LONG_RUNNING = new Set(['serve', 'worker']);
 
 /** Parses the global options, dispatches to a command, prints errors Docker's way. */
 export async function main(argv0: string[]): Promise<number> {
-  const { argv, debug: debugFlag } = takeDebugFlag(argv0);
+  // run's value flags come with the sandbox's: loaded only when they matter.
+  const runFlags = argv0.includes('--debug') && argv0.includes('run') ? (await import('./run-flags.js')).RUN_VALUE_FLAGS : new Set<string>();
+  const { argv, debug: debugFlag } = takeDebugFlag(argv0, runFlags);
   const debug = debugFlag || process.env['SLIPWAY_DEBUG'] === '1';
   let root = process.env['SLIPWAY_ROOT'] || '/var/lib/slipway';
   let i = 0;

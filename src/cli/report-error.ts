@@ -57,9 +57,10 @@ export function reportError(e: unknown, ctx: ReportContext): number {
 
 /**
  * Takes `--debug` out of the arguments wherever it is, except where it belongs to something
- * else: after `--`, and in `run` after the image name (there it is the container's argument).
+ * else: after `--`, and in `run` after the image name (there it is the container's argument;
+ * `runValueFlags` are run's flags whose value is the next argument, so that is not the image).
  */
-export function takeDebugFlag(argv: string[]): { argv: string[]; debug: boolean } {
+export function takeDebugFlag(argv: string[], runValueFlags: ReadonlySet<string>): { argv: string[]; debug: boolean } {
   let debug = false;
   const out: string[] = [];
   let command: string | undefined;
@@ -82,10 +83,7 @@ export function takeDebugFlag(argv: string[]): { argv: string[]; debug: boolean 
     }
     if (a.startsWith('-')) continue;
     if (command === undefined) command = a;
-    else if (command === 'run' && !RUN_VALUE_FLAGS.has(argv[i - 1] ?? '')) frozen = true;
+    else if (command === 'run' && !runValueFlags.has(argv[i - 1] ?? '')) frozen = true;
   }
   return { argv: out, debug };
 }
-
-/** `run` flags that take a value as the next argument (so that value is not the image). */
-const RUN_VALUE_FLAGS = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network']);

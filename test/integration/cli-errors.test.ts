@@ -69,6 +69,9 @@ test('a stack trace only with --debug (anywhere on the line) or SLIPWAY_DEBUG=1'
   // After the image, --debug is the container's argument, not ours.
   const run = await slipway(root, ['run', 'busybox', 'echo', '--debug']);
   assert.equal(run.stdout, '--debug\n', run.stderr);
+  // Before it, even after a flag that takes a value, it is ours.
+  const flagged = await slipway(root, ['run', '-m', '64m', '--debug', 'busybox', 'echo', 'x', '--debug']);
+  assert.equal(flagged.stdout, 'x --debug\n', flagged.stderr);
 });
 
 test('as a non-root user, images, build and run say that slipway needs root', async (t) => {
