@@ -33,6 +33,8 @@ export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStre
     const items = !members.has('manifest.json') && members.has('oci-layout')
       ? await prepareOciLayout(layout, members, { tmp, unpacked })
       : await prepareDockerSave(layout, members, { tmp, unpacked });
+    // Docker loads such an archive silently; a load that loads nothing is more likely a mistake.
+    if (items.length === 0) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: it holds no image (its manifest.json or index.json lists none)');
     return await commitImages(layout, items);
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { slipway, snapshotTree, storeWithBusybox } from '../support/cli.js';
 import { cleanup, request, startServer, tempDir } from '../support/engine-api.js';
 import { hostileArchives, linkedLayerArchive, plantSecret } from '../support/hostile-archives.js';
+import { makeTar } from '../support/tar.js';
 
 after(cleanup);
 
@@ -33,7 +34,7 @@ test('slipway load refuses every archive that names a file outside it, loads not
   }
 });
 
-test('the messages say which name is not in the archive, Docker-style', async () => {
+test('the messages say which name is not in the archive, Docker-style; an archive with no image is an error', async () => {
   const root = await storeWithBusybox();
   const secret = await plantSecret(root);
   const all = await hostileArchives(secret);
@@ -44,6 +45,7 @@ test('the messages say which name is not in the archive, Docker-style', async ()
     [config, `Error: invalid archive: config "../../../../secret/config.json" is not in the archive\n`],
     [abs, `Error: invalid archive: layer ${JSON.stringify(`${secret.abs}/layer.tar`)} is not in the archive\n`],
   ];
+  cases.push([await makeTar([{ name: 'manifest.json', body: '[]' }]), 'Error: invalid archive: it holds no image (its manifest.json or index.json lists none)\n']);
   for (const [tar, want] of cases) {
     await fs.writeFile(path.join(dir, 'a.tar'), tar);
     assert.equal((await slipway(root, ['load', '-i', path.join(dir, 'a.tar')])).stderr, want);

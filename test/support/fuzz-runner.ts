@@ -73,8 +73,9 @@ export async function judge(r: { code: number; stdout: string; stderr: string; t
   if (r.code === 0) return { outcome: 'success' };
   const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !/^(WARNING|warning):/.test(l));
   if (lines.length === 0) return { outcome: 'failure', reason: 'failed without a message' };
-  // One line, or Docker's usage form ("…\nSee 'slipway build --help'.").
-  if (lines.length > 2) return { outcome: 'failure', reason: `${lines.length} lines of error output: ${lines.slice(0, 3).join(' | ').slice(0, 300)}` };
+  // One line, or Docker's usage form ("…\nSee 'slipway build --help'."), or one error quoting
+  // multi-line input (Docker's "The command '<heredoc>' returned a non-zero code: 1").
+  if (lines.length > 2 && !/^Error: /.test(lines[0]!)) return { outcome: 'failure', reason: `${lines.length} lines of error output: ${lines.slice(0, 3).join(' | ').slice(0, 300)}` };
   const allowSteps = kind === 'build' && r.stdout.includes('---> Running in');
   const bad = await storeDiff(before, await snapshotTree(root), allowSteps);
   if (bad.length) return { outcome: 'failure', reason: `the store changed: ${bad.slice(0, 5).join('; ')}` };
