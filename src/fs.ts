@@ -8,23 +8,41 @@ import crypto from 'node:crypto';
  * old content or the new, never a torn write, even after kill -9.
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644, opts: { fsync?: boolean } = {}): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
+  await mkdirAll(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const fh = await fs.open(tmp, 'w', mode);
   try {
-    await fh.writeFile(data);
-    // fsync guards against power loss; rename alone already guards against kill -9. Derived,
-    // rebuildable files (records, markers, stat cache) skip it.
-    if (opts.fsync !== false) await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    try {
+      await fh.writeFile(data);
+      // fsync guards against power loss; rename alone already guards against kill -9. Derived,
+      // rebuildable files (records, markers, stat cache) skip it.
+      if (opts.fsync !== false) await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await fs.rename(tmp, file);
   } catch (e) {
+    // A full disk must not leave the half-written temp file behind.
     await fs.rm(tmp, { force: true });
     throw e;
   }
+}
+
+/**
+ * `mkdir -p`. Node's recursive mkdir reports ENOENT for the whole path when a component
+ * cannot be made (a read-only filesystem, say); then each missing component is made on its
+ * own, so the error names the folder that failed and the real cause (EROFS, EACCES, ENOSPC).
+ */
+export async function mkdirAll(dir: string, mode = 0o755): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true, mode });
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !(await exists(d)); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) await fs.mkdir(d, { mode });
 }
 
 /** Reads and parses a JSON file; undefined when it does not exist. */
@@ -62,7 +80,7 @@ export function pidAlive(pid: number): boolean {
  * is gone (kill -9) is broken, so a crash never wedges the store.
  */
 export async function withLock<T>(lockFile: string, fn: () => Promise<T>): Promise<T> {
-  await fs.mkdir(path.dirname(lockFile), { recursive: true });
+  await mkdirAll(path.dirname(lockFile));
   let delay = 2;
   for (;;) {
     try {

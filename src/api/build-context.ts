@@ -9,6 +9,7 @@ import { decompressStream } from '../snapshot/unpack.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import { expandAt } from '../dockerfile/plan.js';
+import { readRegularText } from '../context/special-file.js';
 import { ApiError, badParameter } from './http-errors.js';
 import { byteLimit, requestBody } from './body.js';
 
@@ -84,7 +85,7 @@ export async function pinDockerignore(contextDir: string): Promise<void> {
   const st = await fs.lstat(file).catch(() => undefined);
   if (!st?.isSymbolicLink()) return;
   const target = await resolveInRoot(contextDir, '.dockerignore');
-  const text = await fs.readFile(target, 'utf8').catch(() => '');
+  const text = (await readRegularText(target, '.dockerignore')) ?? '';
   await fs.rm(file, { force: true });
   await fs.writeFile(file, text, { mode: 0o644 });
 }

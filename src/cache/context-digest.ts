@@ -1,7 +1,8 @@
-import { createReadStream, lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { initHash } from './key.js';
+import { openRegular, specialFileError, specialKind } from '../context/special-file.js';
 
 /** One file the COPY selected, as it enters the cache key (never its mtime). */
 export interface DigestEntry {
@@ -62,7 +63,9 @@ async function hashFileBoth(file: string, header: string): Promise<{ hash: strin
   const x = (await initHash()).create64();
   const s = crypto.createHash('sha256').update(header);
   let bytes = 0;
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) {
+  // Never blocks on a pipe swapped in since the walk saw a regular file.
+  const fh = await openRegular(file, file);
+  for await (const chunk of fh.createReadStream({ highWaterMark: 1 << 20 })) {
     x.update(chunk as Buffer);
     s.update(chunk as Buffer);
     bytes += (chunk as Buffer).length;
@@ -109,6 +112,8 @@ export async function digestSources(
     const list: DigestEntry[] = [];
     // A source named in the Dockerfile is followed if it is a symlink (resolved by the caller).
     const st = statSync(src.abs, { bigint: true });
+    const special = specialKind(st);
+    if (special) throw specialFileError(src.rel, special);
     if (st.isDirectory()) {
       const sums: string[] = [];
       await walk({ isIgnored, isImplied, fileSums }, src.abs, src.rel, '.', list, sums);
@@ -159,6 +164,7 @@ async function walk(rules: WalkRules, absDir: string, ctxRel: string, relSrc: st
       out.push({ path: r, type: 'symlink', mode: 0o777, link });
       sums.push(crypto.createHash('sha256').update(tarsumHeader(rel, est, link)).digest('hex'));
     } else if (est.isFile()) {
+      // Named pipes, sockets and devices below a copied folder are skipped, never opened.
       const h = await fileSums(abs, rel, est);
       out.push({ path: r, type: 'file', mode: Number(est.mode) & 0o1777, hash: h.hash });
       sums.push(h.sum);

@@ -15,6 +15,9 @@ import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { containerEnv, envGet } from '../image-config.js';
 import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
+import { parseReference } from '../store/reference.js';
+import { RUN_VALUE_FLAGS } from './run-flags.js';
+import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
 
@@ -33,6 +36,20 @@ async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' |
   await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
   if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
   return driver;
+}
+
+/**
+ * A Dockerfile that is a named pipe, socket or device inside the context would block the
+ * build forever (or worse): refused. A pipe given with -f from outside the context
+ * (`-f <(generate)`) is what the user meant, and is read.
+ */
+async function checkDockerfile(contextDir: string, file: string | undefined): Promise<void> {
+  const abs = path.resolve(file ?? path.join(contextDir, 'Dockerfile'));
+  const st = await fs.stat(abs).catch(() => undefined);
+  const kind = st ? specialKind(st) : undefined;
+  if (!kind) return;
+  const inside = !path.relative(path.resolve(contextDir), abs).startsWith('..');
+  if (inside || kind !== 'a named pipe') throw specialFileError(file ?? 'Dockerfile', kind);
 }
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
@@ -62,6 +79,9 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const sandbox = sandboxFromFlags(values);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
+  // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
+  for (const t of values.tag ?? []) parseReference(t);
+  await checkDockerfile(contextDir, values.file);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
@@ -98,13 +118,11 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
 /** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
 export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   // Options end at the image name: what follows is the command, flags included.
-  const withValue = new Set(['-e', '--env', '-u', '--user', '-w', '--workdir', '--network', '-m', '-c',
-    ...Object.entries(SANDBOX_FLAGS).map(([k]) => `--${k}`)]);
   let split = args.length;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (!a.startsWith('-')) { split = i; break; }
-    if (withValue.has(a)) i++;
+    if (RUN_VALUE_FLAGS.has(a)) i++;
   }
   const { values, positionals: head } = parseArgs({
     args: args.slice(0, Math.min(split + 1, args.length)),

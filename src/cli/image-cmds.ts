@@ -11,6 +11,7 @@ import { importImage, loadImages } from '../registry/archive.js';
 import { humanAgo, humanSize, table } from './format.js';
 import { configFromChanges } from './changes.js';
 import { saveWriter } from './registry-cmds.js';
+import { checkOutputPath, openInput, openOutput } from './files.js';
 import type { CommandEnv } from './commands.js';
 
 /** The local image verbs: images, tag, rmi, history, inspect, import, save, load. */
@@ -104,8 +105,7 @@ export async function importCmd(args: string[], { layout }: CommandEnv): Promise
   if (positionals.length < 1 || positionals.length > 2) throw new SlipwayError('ERR_USAGE', '"slipway import" requires 1 or 2 arguments: file|- [REPOSITORY[:TAG]]');
   const file = positionals[0]!;
   const config = configFromChanges(values.change ?? []);
-  const input = file === '-' ? process.stdin : fs.createReadStream(file);
-  if (file !== '-' && !fs.existsSync(file)) throw new SlipwayError('ERR_USAGE', `open ${file}: no such file or directory`);
+  const input = file === '-' ? process.stdin : await openInput(file);
   const id = await importImage(layout, input, { config, ...(positionals[1] ? { tag: positionals[1] } : {}), comment: values.message ?? 'Imported from -' });
   out(`sha256:${id}\n`);
   return 0;
@@ -118,23 +118,30 @@ export async function save(args: string[], { layout }: CommandEnv): Promise<numb
   if (!values.output && process.stdout.isTTY) throw new SlipwayError('ERR_USAGE', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
   for (const r of positionals) await resolveImage(layout, r);
   if (values.output) {
+    await checkOutputPath(values.output);
     const tmp = `${values.output}.tmp-${process.pid}`;
     try {
-      await saveImages(layout, positionals, fs.createWriteStream(tmp));
+      await saveImages(layout, positionals, await openOutput(tmp));
       fs.renameSync(tmp, values.output);
     } finally {
       fs.rmSync(tmp, { force: true });
     }
   } else {
-    await saveImages(layout, positionals, process.stdout);
+    try {
+      await saveImages(layout, positionals, process.stdout);
+    } catch (e) {
+      // The reader went away (| head): stop quietly, with the status of a program SIGPIPE ended.
+      if ((e as NodeJS.ErrnoException).code === 'EPIPE') return 141;
+      throw e;
+    }
   }
   return 0;
 }
 
 export async function load(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { input: { type: 'string', short: 'i' }, quiet: { type: 'boolean', short: 'q' } } });
-  const input = values.input ? fs.createReadStream(values.input) : process.stdin;
-  if (values.input && !fs.existsSync(values.input)) throw new SlipwayError('ERR_USAGE', `open ${values.input}: no such file or directory`);
+  if (!values.input && process.stdin.isTTY) throw new SlipwayError('ERR_USAGE', 'requested load from stdin, but stdin is empty');
+  const input = values.input ? await openInput(values.input) : process.stdin;
   for (const r of await loadImages(layout, input)) {
     if (r.tags.length === 0) out(`Loaded image ID: sha256:${r.id}\n`);
     for (const t of r.tags) out(`Loaded image: ${t}\n`);

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 import { SlipwayError } from '../errors.js';
 import { StoreLayout } from '../store/layout.js';
+import { sweepOwnTmp } from '../store/graph.js';
 import { COMMANDS, type Command } from './commands.js';
+import { reportError, takeDebugFlag } from './report-error.js';
 
-const USAGE = `Usage:  slipway [--root DIR] COMMAND [OPTIONS]
+const USAGE = `Usage:  slipway [--root DIR] [--debug] COMMAND [OPTIONS]
 
 A Dockerfile build engine with Docker's image store layout and verbs.
 
 Global options:
       --root DIR   Store root (env SLIPWAY_ROOT; default /var/lib/slipway)
+      --debug      Print the stack trace of an error too (env SLIPWAY_DEBUG=1)
 
 Commands:
 ${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`).join('\n')}
@@ -16,8 +19,17 @@ ${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`).join
 Run 'slipway COMMAND --help' for more information on a command.
 `;
 
+/** Verbs that never touch the store (the farm's client side and registry credentials): no root needed. */
+const ROOTLESS = new Set(['submit', 'farm', 'login', 'logout', 'search']);
+/** Long-running verbs: their scratch folders are swept by their own shutdown, not at exit. */
+const LONG_RUNNING = new Set(['serve', 'worker']);
+
 /** Parses the global options, dispatches to a command, prints errors Docker's way. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv0: string[]): Promise<number> {
+  // run's value flags come with the sandbox's: loaded only when they matter.
+  const runFlags = argv0.includes('--debug') && argv0.includes('run') ? (await import('./run-flags.js')).RUN_VALUE_FLAGS : new Set<string>();
+  const { argv, debug: debugFlag } = takeDebugFlag(argv0, runFlags);
+  const debug = debugFlag || process.env['SLIPWAY_DEBUG'] === '1';
   let root = process.env['SLIPWAY_ROOT'] || '/var/lib/slipway';
   let i = 0;
   for (; i < argv.length; i++) {
@@ -47,19 +59,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`Usage:  slipway ${name} ${cmd.usage}\n\n${cmd.summary}\n${cmd.help ? `\n${cmd.help}\n` : ''}`);
     return 0;
   }
+  const layout = new StoreLayout(root);
   try {
-    return await cmd.run(rest, { layout: new StoreLayout(root) });
+    // The store, overlay mounts and namespaces all need root: say so before anything fails on it.
+    if (!ROOTLESS.has(name) && process.getuid?.() !== 0) throw new SlipwayError('ERR_USAGE', 'slipway needs root (overlay mounts and namespaces)');
+    return await cmd.run(rest, { layout });
   } catch (e) {
-    if (e instanceof SlipwayError) {
-      process.stderr.write(`${e.code === 'ERR_USAGE' ? '' : 'Error: '}${e.message}\n`);
-      return e.exitCode;
-    }
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-      return usageError(`${err.message}\nSee 'slipway ${name} --help'.`);
-    }
-    process.stderr.write(`Error: ${err.stack ?? String(e)}\n`);
-    return 1;
+    return reportError(e, { command: name, root, debug });
+  } finally {
+    // Whatever a failure left in graph/_tmp under this process's name goes with it.
+    if (!ROOTLESS.has(name) && !LONG_RUNNING.has(name)) await sweepOwnTmp(layout).catch(() => undefined);
   }
 }
 
@@ -68,9 +77,29 @@ function usageError(msg: string): number {
   return 125;
 }
 
+/**
+ * A reader that goes away (`slipway stats | head -4`) ends the output quietly: writes after
+ * that are dropped and the command finishes (a build still completes and tags its image).
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') return;
+    throw e;
+  });
+}
+
+/** Last resort for an error no command caught (an 'error' event nobody listened to): one line, then exit. */
+function fatal(e: unknown): void {
+  const debug = process.argv.includes('--debug') || process.env['SLIPWAY_DEBUG'] === '1';
+  reportError(e, { command: 'slipway', root: process.env['SLIPWAY_ROOT'] || '/var/lib/slipway', debug });
+  process.exit(1);
+}
+
+quietOnClosedPipe(process.stdout);
+quietOnClosedPipe(process.stderr);
+process.on('uncaughtException', fatal);
+// `serve` logs a stray rejection and keeps serving: only without such a handler is it fatal.
+process.on('unhandledRejection', (e) => { if (process.listenerCount('unhandledRejection') === 1) fatal(e); });
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
-}, (e) => {
-  process.stderr.write(`${String(e)}\n`);
-  process.exitCode = 1;
-});
+}, fatal);

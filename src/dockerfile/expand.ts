@@ -112,17 +112,34 @@ interface Processed {
   words: string[];
 }
 
+/**
+ * How deep `${a:-${b:-...}}` may nest. Docker's Go lexer has no limit (its stacks grow); ours
+ * recurses once per level, so a hostile 56 KB word would overflow the JavaScript stack. No
+ * real Dockerfile comes near this.
+ */
+export const MAX_SUBSTITUTION_DEPTH = 256;
+
+/** The quoted source of an error message: whole when short, else its start (a hostile word can be 64 KiB). */
+function quotedSource(source: string): string {
+  const chars = Array.from(source);
+  return chars.length <= 80 ? goQuote(source) : `${goQuote(chars.slice(0, 60).join(''))}…`;
+}
+
 function processSource(source: string, lookup: VarLookup, escape: string): Processed {
   const lexer = new WordLexer(source, lookup, escape);
   try {
     return lexer.processStopOn(undefined);
   } catch (e) {
+    if (e instanceof DepthError) throw new SlipwayError('ERR_BAD_SUBSTITUTION', `failed to process ${quotedSource(source)}: ${e.message}`);
     if (e instanceof LexError) {
       throw new SlipwayError('ERR_BAD_SUBSTITUTION', `failed to process ${goQuote(source)}: ${e.message}`);
     }
     throw e;
   }
 }
+
+/** Too many nested substitutions (not a Docker error: Docker has no limit). */
+class DepthError extends LexError {}
 
 /** Docker's `wordsStruct`: collects words while the lexer writes the joined result. */
 class WordCollector {
@@ -167,6 +184,7 @@ class WordCollector {
 class WordLexer {
   private readonly chars: string[];
   private pos = 0;
+  private depth = 0;
 
   constructor(source: string, private readonly lookup: VarLookup, private readonly escape: string) {
     this.chars = Array.from(source);
@@ -312,11 +330,14 @@ class WordLexer {
 
   /** The word of a modifier, itself processed (nested `${...}`, quotes), up to `}`. */
   private modifierWord(): string {
+    if (++this.depth > MAX_SUBSTITUTION_DEPTH) throw new DepthError(`variable substitutions nested more than ${MAX_SUBSTITUTION_DEPTH} deep`);
     try {
       return this.processStopOn('}').text;
     } catch (e) {
-      if (e instanceof LexError && this.peek() === undefined) throw new LexError("syntax error: missing '}'");
+      if (e instanceof LexError && !(e instanceof DepthError) && this.peek() === undefined) throw new LexError("syntax error: missing '}'");
       throw e;
+    } finally {
+      this.depth--;
     }
   }
 

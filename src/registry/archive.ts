@@ -4,17 +4,16 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
-import { SlipwayError } from '../errors.js';
 import { emptyContainerConfig, DOCKER_VERSION, type ContainerConfigJson, type ImageJson } from '../image-config.js';
 import { StoreLayout, type ImageId } from '../store/layout.js';
-import { ensureStore, imageChain, makeTmpDir, registerImage, resolveImage, readLayerSize } from '../store/graph.js';
+import { discardImage, ensureStore, imageChain, makeTmpDir, registerImage, resolveImage, readLayerSize } from '../store/graph.js';
 import { updateRepositories, listTags, readRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
 import { layerSize } from '../snapshot/pack.js';
 import { sha256Hex, exists } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
-import { checkConfigDoc, imageConfigBytes, missingEntries, planChain, registerChain, unpackKeepingTar, writeLayerTar, type PreparedLayer } from './chain.js';
-import { loadOciLayout } from './oci-layout.js';
+import { imageConfigBytes, unpackKeepingTar, writeLayerTar } from './chain.js';
+import { CHAIN_FIELD, savedChain } from './saved-chain.js';
 
 /**
  * `import`: a root filesystem tarball (plain or compressed) becomes a one-layer image; its id is
@@ -36,168 +35,120 @@ export async function importImage(layout: StoreLayout, input: NodeJS.ReadableStr
       id, comment, created: new Date().toISOString(), container_config: emptyContainerConfig(), docker_version: DOCKER_VERSION,
       config, architecture: 'amd64', os: 'linux', Size: size,
     };
-    await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, originalTar: tarFile });
-    if (ref) await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
+    const added = await registerImage(layout, { id, json, layerDir, diffId, layerSize: size, originalTar: tarFile });
+    try {
+      if (ref) await updateRepositories(layout, (r) => { (r.Repositories[ref.repository] ??= {})[ref.tag] = id; });
+    } catch (e) {
+      // A tag that cannot be written (a full disk) must not leave an untagged image behind.
+      if (added) await discardImage(layout, id).catch(() => undefined);
+      throw e;
+    }
     return id;
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
 }
 
+/** The `docker save` tar being written: its entries, each name once. */
+class SaveTar {
+  readonly written = new Set<string>();
+
+  constructor(private readonly pack: tarStream.Pack, private readonly tmp: string) {}
+
+  add(name: string, data: string | Buffer): Promise<void> {
+    return new Promise<void>((res, rej) => {
+      this.pack.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, data, (err) => (err ? rej(err) : res()));
+    });
+  }
+
+  async addOnce(name: string, data: string | Buffer): Promise<void> {
+    if (this.written.has(name)) return;
+    this.written.add(name);
+    await this.add(name, data);
+  }
+
+  /** `<id>/{VERSION,json,layer.tar}` of one image with a layer; returns the layer's name. */
+  async addLayer(layout: StoreLayout, c: { id: ImageId; json: ImageJson }): Promise<string> {
+    const name = `${c.id}/layer.tar`;
+    if (this.written.has(name)) return name;
+    this.written.add(name);
+    await this.add(`${c.id}/VERSION`, '1.0');
+    await this.add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
+    // tar-stream needs the size up front: write the layer to a temp file first, unless the
+    // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
+    const kept = layout.layerTar(c.id);
+    const hasKept = await exists(kept);
+    const file = hasKept ? kept : path.join(this.tmp, `${c.id}.tar`);
+    if (!hasKept) await writeLayerTar(layout, c.id, createWriteStream(file));
+    const st = await fs.stat(file);
+    await new Promise<void>((res, rej) => {
+      const entry = this.pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
+      // pipeline, not pipe: an entry destroyed with the pack (reader gone) must not emit an unhandled 'error'.
+      pipeline(createReadStream(file), entry).catch(rej);
+    });
+    if (!hasKept) await fs.rm(file);
+    return name;
+  }
+}
+
+/** The tags an archive gives `ref`: itself when it names a tag, else every tag of the image. */
+function repoTagsFor(ref: string, id: ImageId, tags: ReturnType<typeof listTags>): string[] {
+  try {
+    const r = parseReference(ref);
+    if (!/^[0-9a-f]{12,64}$/.test(ref)) return [formatReference(r)];
+  } catch {
+    // an id or id prefix
+  }
+  return tags.filter((t) => t.id === id).map((t) => `${t.repository}:${t.tag}`);
+}
+
 /**
  * `save`: the `docker save` format — `manifest.json`, `repositories`, the config as
  * `<sha256>.json`, and `<layer id>/{VERSION,json,layer.tar}` per non-empty layer with overlay
- * whiteouts written as `.wh.` entries. skopeo and `docker load` read it.
+ * whiteouts written as `.wh.` entries; plus each image's chain (saved-chain.ts), so that load
+ * gives every image back its id. skopeo and `docker load` read it.
  */
 export async function saveImages(layout: StoreLayout, refs: string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
+  // A reader gone early (EPIPE) or a failing disk is the error to report, not the pack's
+  // "already finalized or destroyed" that follows it.
+  let outFailed: unknown;
   const done = pipeline(pack, out as NodeJS.WritableStream & import('node:stream').Writable);
-  done.catch(() => undefined); // awaited at the end; a reader gone early must not be an unhandled rejection
-  const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }> = [];
+  done.catch((e: unknown) => { outFailed = e; }); // awaited at the end; must not be an unhandled rejection
+  const manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[]; [CHAIN_FIELD]: string }> = [];
   const repositories: Record<string, Record<string, string>> = {};
-  const written = new Set<string>();
   const tags = listTags(await readRepositories(layout));
-  const add = (name: string, data: string | Buffer) => new Promise<void>((res, rej) => {
-    pack.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, data, (err) => (err ? rej(err) : res()));
-  });
   const tmp = await makeTmpDir(layout, 'save');
+  const tar = new SaveTar(pack, tmp);
   try {
     for (const ref of refs) {
       const id = await resolveImage(layout, ref);
       const configText = await imageConfigBytes(layout, id);
       const configName = `${sha256Hex(configText)}.json`;
-      if (!written.has(configName)) {
-        await add(configName, configText);
-        written.add(configName);
-      }
+      await tar.addOnce(configName, configText);
+      const chain = Buffer.from(JSON.stringify(await savedChain(layout, id)));
+      const chainName = `${sha256Hex(chain)}.chain.json`;
+      await tar.addOnce(chainName, chain);
       const layers: string[] = [];
-      for (const c of (await imageChain(layout, id)).reverse()) {
-        if (c.json.throwaway) continue;
-        const name = `${c.id}/layer.tar`;
-        layers.push(name);
-        if (written.has(name)) continue;
-        written.add(name);
-        await add(`${c.id}/VERSION`, '1.0');
-        await add(`${c.id}/json`, JSON.stringify({ id: c.id, ...(c.json.parent ? { parent: c.json.parent } : {}), created: c.json.created, container_config: c.json.container_config, config: c.json.config, os: c.json.os }));
-        // tar-stream needs the size up front: write the layer to a temp file first, unless the
-        // layer came from elsewhere and its original bytes are kept (their sha256 is the diff id).
-        const kept = layout.layerTar(c.id);
-        const hasKept = await exists(kept);
-        const file = hasKept ? kept : path.join(tmp, `${c.id}.tar`);
-        if (!hasKept) await writeLayerTar(layout, c.id, createWriteStream(file));
-        const st = await fs.stat(file);
-        await new Promise<void>((res, rej) => {
-          const entry = pack.entry({ name, size: st.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, (err) => (err ? rej(err) : res()));
-          // pipeline, not pipe: an entry destroyed with the pack (reader gone) must not emit an unhandled 'error'.
-          pipeline(createReadStream(file), entry).catch(rej);
-        });
-        if (!hasKept) await fs.rm(file);
-      }
-      let repoTags: string[] = [];
-      try {
-        const r = parseReference(ref);
-        if (!/^[0-9a-f]{12,64}$/.test(ref)) repoTags = [formatReference(r)];
-      } catch {
-        repoTags = [];
-      }
-      if (repoTags.length === 0) repoTags = tags.filter((t) => t.id === id).map((t) => `${t.repository}:${t.tag}`);
+      for (const c of (await imageChain(layout, id)).reverse()) if (!c.json.throwaway) layers.push(await tar.addLayer(layout, c));
+      const repoTags = repoTagsFor(ref, id, tags);
       for (const t of repoTags) {
         const r = parseReference(t);
         (repositories[r.repository] ??= {})[r.tag] = layers.length ? layers[layers.length - 1]!.split('/')[0]! : id;
       }
-      manifest.push({ Config: configName, RepoTags: repoTags.length ? repoTags : null, Layers: layers });
+      manifest.push({ Config: configName, RepoTags: repoTags.length ? repoTags : null, Layers: layers, [CHAIN_FIELD]: chainName });
     }
-    await add('manifest.json', JSON.stringify(manifest));
-    await add('repositories', JSON.stringify(repositories));
+    await tar.add('manifest.json', JSON.stringify(manifest));
+    await tar.add('repositories', JSON.stringify(repositories));
     pack.finalize();
     await done;
+  } catch (e) {
+    pack.destroy();
+    throw outFailed ?? e;
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
 }
 
-/**
- * Extracts an outer archive (`docker save` or OCI layout tar: regular files only, names checked)
- * into `dir`; returns its symlinks (name -> target), which older `docker save` uses for shared layers.
- */
-export async function extractOuter(input: NodeJS.ReadableStream, dir: string): Promise<Map<string, string>> {
-  const links = new Map<string, string>();
-  const extract = tarStream.extract();
-  const work = (async () => {
-    for await (const entry of extract) {
-      const h = entry.header;
-      const name = path.posix.normalize(h.name.replace(/^\.?\/+/, ''));
-      if (name.startsWith('..') || path.posix.isAbsolute(name)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name}`);
-      if (h.type === 'symlink' && h.linkname) {
-        const target = path.posix.normalize(path.posix.join(path.posix.dirname(name), h.linkname));
-        // A link may only name another entry of the archive, never a file outside it.
-        if (target.startsWith('..') || path.posix.isAbsolute(target)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive entry: ${h.name} links outside the archive`);
-        links.set(name, target);
-      } else if (h.type === 'file') {
-        const target = path.join(dir, ...name.split('/'));
-        await fs.mkdir(path.dirname(target), { recursive: true });
-        await pipeline(entry, createWriteStream(target));
-        continue;
-      }
-      entry.resume();
-    }
-  })();
-  work.catch(() => undefined); // awaited below; a pipeline error first must not leave it unhandled
-  await pipeline(input as Readable, extract).catch((e) => { throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid tar archive: ${(e as Error).message}`); });
-  await work;
-  return links;
-}
-
-/**
- * `load`: reads a `docker save` archive (or, without `manifest.json`, an OCI image layout),
- * unpacks each missing layer with the safe applier, verifies every diff id against the config,
- * and registers the chain (one image per history entry).
- */
-export async function loadImages(layout: StoreLayout, input: NodeJS.ReadableStream): Promise<Array<{ id: ImageId; tags: string[] }>> {
-  await ensureStore(layout);
-  const tmp = await makeTmpDir(layout, 'load');
-  try {
-    const root = path.join(tmp, 'x');
-    const links = await extractOuter(input, root);
-    const file = (name: string) => path.join(root, ...(links.get(name) ?? name).split('/'));
-    if (!(await exists(file('manifest.json'))) && (await exists(file('oci-layout')))) return await loadOciLayout(layout, root);
-    let manifest: Array<{ Config: string; RepoTags: string[] | null; Layers: string[] }>;
-    try {
-      manifest = JSON.parse(await fs.readFile(file('manifest.json'), 'utf8'));
-      if (!Array.isArray(manifest)) throw new Error('not a list');
-    } catch {
-      throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid archive: no manifest.json or oci-layout (neither the docker save format nor an OCI image layout)');
-    }
-    const results: Array<{ id: ImageId; tags: string[] }> = [];
-    for (const m of manifest) {
-      const configBytes = await fs.readFile(file(m.Config));
-      const doc = checkConfigDoc(JSON.parse(configBytes.toString('utf8')));
-      if (!Array.isArray(m.Layers) || m.Layers.length !== doc.rootfs.diff_ids.length) {
-        throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: ${m.Config} names ${doc.rootfs.diff_ids.length} layers, manifest.json ${m.Layers?.length ?? 0}`);
-      }
-      const plan = planChain(doc);
-      const layers = new Map<number, PreparedLayer>();
-      for (const e of await missingEntries(layout, plan)) {
-        if (e.layerIndex === undefined) continue;
-        const layerDir = path.join(await makeTmpDir(layout, 'layer'), 'layer');
-        await fs.mkdir(layerDir, { mode: 0o755 });
-        const { diffId, tarFile } = await unpackKeepingTar(createReadStream(file(m.Layers[e.layerIndex]!)), layerDir, path.dirname(layerDir));
-        if (diffId !== e.diffId) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid archive: layer ${m.Layers[e.layerIndex]} has diff id ${diffId}, the config says ${e.diffId}`);
-        layers.set(e.layerIndex, { layerDir, diffId, tarFile });
-      }
-      try {
-        const { top } = await registerChain(layout, doc, plan, { layers, configBytes });
-        const refs = (m.RepoTags ?? []).map(parseReference);
-        if (refs.length) await updateRepositories(layout, (r) => { for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = top; });
-        results.push({ id: top, tags: refs.map(formatReference) });
-      } finally {
-        for (const l of layers.values()) await fs.rm(path.dirname(l.layerDir), { recursive: true, force: true });
-      }
-    }
-    return results;
-  } finally {
-    await fs.rm(tmp, { recursive: true, force: true });
-  }
-}
-
+export { loadImages } from './load.js';
 export { readLayerSize, Readable };

@@ -14,6 +14,8 @@ import { unpackLayer, decompressStream } from '../snapshot/unpack.js';
 import { sha256Hex } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
 import { isDigest } from './manifest.js';
+import { badContainerConfig } from './saved-chain.js';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './archive-members.js';
 
 /**
  * The shared path by which images arrive from elsewhere (load, OCI load, pull): a config
@@ -33,6 +35,8 @@ export interface ChainEntry {
   layerIndex: number | undefined;
   diffId: string;
   last: boolean;
+  /** The image's JSON as the archive saved it (see saved-chain.ts); else it is derived from the history entry. */
+  json?: ImageJson;
 }
 
 /** A layer unpacked into a folder on the store's filesystem, with its original tar beside it. */
@@ -46,12 +50,18 @@ export interface PreparedLayer {
 export function checkConfigDoc(doc: unknown): ImageConfigDocJson {
   const d = doc as Partial<ImageConfigDocJson> | null;
   if (!d || typeof d !== 'object') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: not an object');
+  // Every recursive walk after this (canonical JSON, stringify) would overflow on absurd nesting.
+  if (nestsDeeperThan(d, MAX_JSON_DEPTH)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid image config: nests more than ${MAX_JSON_DEPTH} deep`);
   const ids = d.rootfs?.diff_ids;
   if (!Array.isArray(ids) || !ids.every(isDigest)) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: rootfs.diff_ids must be sha256 digests');
   if (d.history !== undefined && d.history !== null && !(Array.isArray(d.history) && d.history.every((h) => h && typeof h === 'object'))) {
     throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: bad history');
   }
-  if (d.config !== undefined && d.config !== null && typeof d.config !== 'object') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: bad config');
+  const why = badContainerConfig(d.config);
+  if (why) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid image config: config: ${why}`);
+  if (d.history?.some((h) => (h.created !== undefined && typeof h.created !== 'string') || (h.created_by !== undefined && typeof h.created_by !== 'string'))) {
+    throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid image config: bad history');
+  }
   return d as ImageConfigDocJson;
 }
 
@@ -91,6 +101,10 @@ export async function missingEntries(layout: StoreLayout, plan: readonly ChainEn
 }
 
 function chainImageJson(doc: ImageConfigDocJson, e: ChainEntry, size: number): ImageJson {
+  if (e.json) {
+    const { parent: _parent, throwaway: _throwaway, ...rest } = e.json;
+    return { ...rest, id: e.id, ...(e.parent ? { parent: e.parent } : {}), Size: size, ...(e.layerIndex === undefined ? { throwaway: true } : {}) };
+  }
   const h = e.history;
   return {
     id: e.id, ...(e.parent ? { parent: e.parent } : {}), created: h.created ?? doc.created ?? new Date(0).toISOString(),
@@ -105,11 +119,11 @@ function chainImageJson(doc: ImageConfigDocJson, e: ChainEntry, size: number): I
 /**
  * Registers every missing image of `plan`, base first. `layers` holds the prepared layer of each
  * missing entry that has one (keyed by layer index); each is checked against the config's diff
- * id. The top image keeps `configBytes` as `config.json`. Returns the top id and how many images
- * were added.
+ * id. The top image keeps `configBytes` as `config.json`. Returns the top id and the ids of the
+ * images added (base first), so a failed load can take them away again.
  */
-export async function registerChain(layout: StoreLayout, doc: ImageConfigDocJson, plan: readonly ChainEntry[], opts: { layers: ReadonlyMap<number, PreparedLayer>; configBytes?: Uint8Array }): Promise<{ top: ImageId; added: number }> {
-  let added = 0;
+export async function registerChain(layout: StoreLayout, doc: ImageConfigDocJson, plan: readonly ChainEntry[], opts: { layers: ReadonlyMap<number, PreparedLayer>; configBytes?: Uint8Array }): Promise<{ top: ImageId; added: ImageId[] }> {
+  const added: ImageId[] = [];
   for (const e of plan) {
     if (await hasImage(layout, e.id)) continue;
     let layerDir: string;
@@ -130,7 +144,7 @@ export async function registerChain(layout: StoreLayout, doc: ImageConfigDocJson
       id: e.id, json: chainImageJson(doc, e, size), layerDir, diffId: e.diffId, layerSize: size,
       ...(tarFile ? { originalTar: tarFile } : {}), ...(e.last && opts.configBytes ? { configJson: opts.configBytes } : {}),
     });
-    if (ok) added++;
+    if (ok) added.push(e.id);
     if (scratch) await fs.rm(scratch, { recursive: true, force: true });
   }
   return { top: plan[plan.length - 1]!.id, added };

@@ -8,10 +8,14 @@ import tarStream from 'tar-stream';
 import { SlipwayError } from '../errors.js';
 import type { ImageId, StoreLayout } from '../store/layout.js';
 import { ensureStore, imageChain, makeTmpDir, readDiffId, resolveImage } from '../store/graph.js';
-import { listTags, readRepositories, updateRepositories } from '../store/repositories.js';
+import { listTags, readRepositories } from '../store/repositories.js';
 import { parseReference } from '../store/reference.js';
-import { exists, sha256Hex, writeFileAtomic } from '../fs.js';
-import { checkConfigDoc, imageConfigBytes, missingEntries, planChain, registerChain, unpackKeepingTar, writeLayerTar, type PreparedLayer } from './chain.js';
+import { sha256Hex, writeFileAtomic } from '../fs.js';
+import { imageConfigBytes, missingEntries, writeLayerTar } from './chain.js';
+import type { ArchiveMembers } from './archive-members.js';
+import { parseArchiveJson } from './archive-members.js';
+import { planItem, unpackMissing, type PreparedImage, type UnpackedLayers } from './load-prepare.js';
+import { CHAIN_ANNOTATION, CHAIN_FIELD, savedChain } from './saved-chain.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MEDIA, isDigest, layerCompression, manifestBytes, parseManifest, selectManifest, type DescriptorJson, type ImageIndexJson, type ImageManifestJson } from './manifest.js';
 import { localTag, parseRemoteReference, qualifiedRepository } from './remote-reference.js';
 
@@ -44,6 +48,8 @@ interface WrittenImage {
   manifest: DescriptorJson;
   configName: string;
   layerNames: string[];
+  /** The blob listing the chain's ids and image JSON (saved-chain.ts). */
+  chainDigest: string;
   /** `name:tag` references (local names) the image is saved under; empty when untagged. */
   tags: string[];
 }
@@ -88,15 +94,19 @@ async function writeImage(layout: StoreLayout, id: ImageId, sink: LayoutSink, tm
   const bytes = manifestBytes(manifest);
   const digest = `sha256:${sha256Hex(bytes)}`;
   if ((await sink.sizeOf(blobName(digest))) === undefined) await sink.addBytes(blobName(digest), bytes);
-  return { manifest: { mediaType: MEDIA.ociManifest, digest, size: bytes.length }, configName: blobName(configDigest), layerNames: layers.map((l) => blobName(l.digest)) };
+  const chain = Buffer.from(JSON.stringify(await savedChain(layout, id)));
+  const chainDigest = `sha256:${sha256Hex(chain)}`;
+  if ((await sink.sizeOf(blobName(chainDigest))) === undefined) await sink.addBytes(blobName(chainDigest), chain);
+  return { manifest: { mediaType: MEDIA.ociManifest, digest, size: bytes.length }, configName: blobName(configDigest), layerNames: layers.map((l) => blobName(l.digest)), chainDigest };
 }
 
 /** Index entries for a written image: one per tag, annotated as moby and containerd do. */
 function indexEntries(img: WrittenImage): DescriptorJson[] {
-  if (img.tags.length === 0) return [img.manifest];
+  const chain = { [CHAIN_ANNOTATION]: img.chainDigest };
+  if (img.tags.length === 0) return [{ ...img.manifest, annotations: chain }];
   return img.tags.map((t) => {
     const r = parseRemoteReference(t);
-    return { ...img.manifest, annotations: { [IMAGE_NAME]: `${qualifiedRepository(r)}:${r.tag}`, [REF_NAME]: r.tag ?? 'latest' } };
+    return { ...img.manifest, annotations: { [IMAGE_NAME]: `${qualifiedRepository(r)}:${r.tag}`, [REF_NAME]: r.tag ?? 'latest', ...chain } };
   });
 }
 
@@ -121,8 +131,9 @@ async function writeImages(layout: StoreLayout, refs: readonly string[], sink: L
  */
 export async function saveOciArchive(layout: StoreLayout, refs: readonly string[], out: NodeJS.WritableStream): Promise<void> {
   const pack = tarStream.pack();
+  let outFailed: unknown;
   const done = pipeline(pack, out as Writable);
-  done.catch(() => undefined);
+  done.catch((e: unknown) => { outFailed = e; });
   const sizes = new Map<string, number>();
   const header = (name: string, size: number) => ({ name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 });
   const sink: LayoutSink = {
@@ -145,7 +156,7 @@ export async function saveOciArchive(layout: StoreLayout, refs: readonly string[
     const images = await writeImages(layout, refs, sink);
     const index: ImageIndexJson = { schemaVersion: 2, mediaType: MEDIA.ociIndex, manifests: images.flatMap(indexEntries) };
     await sink.addBytes('index.json', Buffer.from(JSON.stringify(index)));
-    const manifestJson = images.map((i) => ({ Config: i.configName, RepoTags: i.tags.length ? i.tags : null, Layers: i.layerNames }));
+    const manifestJson = images.map((i) => ({ Config: i.configName, RepoTags: i.tags.length ? i.tags : null, Layers: i.layerNames, [CHAIN_FIELD]: blobName(i.chainDigest) }));
     await sink.addBytes('manifest.json', Buffer.from(JSON.stringify(manifestJson)));
     const repositories: Record<string, Record<string, string>> = {};
     for (const i of images) {
@@ -160,7 +171,7 @@ export async function saveOciArchive(layout: StoreLayout, refs: readonly string[
     pack.finalize();
   } catch (e) {
     pack.destroy(e as Error);
-    throw e;
+    throw outFailed ?? e;
   }
   await done;
 }
@@ -201,27 +212,23 @@ export async function exportOciLayout(layout: StoreLayout, refs: readonly string
 }
 
 /** Reads a blob of an untrusted layout into memory, checking size and digest. */
-async function readBlob(dir: string, desc: DescriptorJson, cap: number): Promise<Buffer> {
-  if (!isDigest(desc.digest)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: bad digest ${JSON.stringify(desc.digest)}`);
-  if (desc.size > cap) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is too large (${desc.size} bytes)`);
-  const bytes = await fs.readFile(path.join(dir, ...blobName(desc.digest).split('/'))).catch(() => {
-    throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is missing`);
-  });
+async function readBlob(members: ArchiveMembers, desc: DescriptorJson, cap: number): Promise<Buffer> {
+  if (!desc || typeof desc !== 'object' || !isDigest(desc.digest)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: bad digest ${JSON.stringify(desc?.digest)}`);
+  if (typeof desc.size !== 'number' || desc.size > cap) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is too large (${desc.size} bytes)`);
+  if (!members.has(blobName(desc.digest))) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is missing`);
+  const bytes = await members.bytes(blobName(desc.digest), 'blob', cap);
   if (bytes.length !== desc.size || `sha256:${sha256Hex(bytes)}` !== desc.digest) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} does not match its digest`);
   return bytes;
 }
 
-/** Checks a (large) blob file's size and digest by streaming it. */
-async function verifyBlobFile(file: string, desc: DescriptorJson): Promise<void> {
+/** Checks a (large) blob's size and digest by streaming it. */
+async function verifyBlobFile(members: ArchiveMembers, desc: DescriptorJson): Promise<void> {
+  if (!members.has(blobName(desc.digest))) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is missing`);
   const hash = createHash('sha256');
   let n = 0;
-  try {
-    for await (const chunk of createReadStream(file)) {
-      hash.update(chunk as Buffer);
-      n += (chunk as Buffer).length;
-    }
-  } catch {
-    throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} is missing`);
+  for await (const chunk of members.stream(blobName(desc.digest), 'blob')) {
+    hash.update(chunk as Buffer);
+    n += (chunk as Buffer).length;
   }
   if (n !== desc.size || `sha256:${hash.digest('hex')}` !== desc.digest) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${desc.digest} does not match its digest`);
 }
@@ -229,7 +236,7 @@ async function verifyBlobFile(file: string, desc: DescriptorJson): Promise<void>
 /** The local tag an index entry names, if any: containerd's full name, else a full-reference ref.name. */
 function entryTag(d: DescriptorJson): string | undefined {
   for (const name of [d.annotations?.[IMAGE_NAME], d.annotations?.[REF_NAME]]) {
-    if (!name || !/[:/]/.test(name)) continue;
+    if (typeof name !== 'string' || !/[:/]/.test(name)) continue;
     try {
       return localTag(parseRemoteReference(name));
     } catch {
@@ -239,51 +246,56 @@ function entryTag(d: DescriptorJson): string | undefined {
   return undefined;
 }
 
+/** The saved chain an index entry's annotation names (see saved-chain.ts). */
+async function readChainBlob(members: ArchiveMembers, digest: unknown): Promise<unknown> {
+  if (!isDigest(digest)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: ${CHAIN_ANNOTATION} is not a digest`);
+  const bytes = await members.bytes(blobName(digest), CHAIN_ANNOTATION, MAX_CONFIG_BYTES);
+  if (`sha256:${sha256Hex(bytes)}` !== digest) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: blob ${digest} does not match its digest`);
+  return parseArchiveJson(bytes, CHAIN_ANNOTATION);
+}
+
+/** A manifest or index blob: checked for depth like every archive JSON, then parsed. */
+function manifestOf(bytes: Buffer, mediaType?: string): ReturnType<typeof parseManifest> {
+  parseArchiveJson(bytes, 'manifest');
+  return parseManifest(bytes, mediaType);
+}
+
+/** The image manifest an index entry names (a nested index picks linux/amd64). */
+async function entryManifest(members: ArchiveMembers, entry: DescriptorJson): Promise<ImageManifestJson> {
+  let parsed = manifestOf(await readBlob(members, entry, MAX_MANIFEST_BYTES), entry.mediaType);
+  if (parsed.kind === 'index') parsed = manifestOf(await readBlob(members, selectManifest(parsed.index), MAX_MANIFEST_BYTES));
+  if (parsed.kind === 'index') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: nested indexes are not supported');
+  return parsed.manifest;
+}
+
 /**
- * `load` of an OCI image layout already extracted into `dir` (or any layout folder): every
- * index entry (a nested index picks linux/amd64) is verified blob by blob, its missing layers are
- * unpacked with the safe applier and registered as a chain; entries with a full image name are tagged.
+ * The images of an OCI image layout extracted from an archive, prepared for `commitImages`:
+ * every index entry's blobs are verified, missing layers unpacked with the safe applier;
+ * entries with a full image name are tagged. Blobs are found by digest among the archive's
+ * members only.
  */
-export async function loadOciLayout(layout: StoreLayout, dir: string): Promise<Array<{ id: ImageId; tags: string[] }>> {
+export async function prepareOciLayout(layout: StoreLayout, members: ArchiveMembers, ctx: { tmp: string; unpacked: UnpackedLayers }): Promise<PreparedImage[]> {
   await ensureStore(layout);
-  if (!(await exists(path.join(dir, 'index.json')))) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: no index.json');
-  const indexBytes = await fs.readFile(path.join(dir, 'index.json'));
-  if (indexBytes.length > MAX_MANIFEST_BYTES) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: index.json is too large');
-  const top = parseManifest(indexBytes, MEDIA.ociIndex);
+  if (!members.has('index.json')) throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: no index.json');
+  const top = manifestOf(await members.bytes('index.json', 'index.json', MAX_MANIFEST_BYTES), MEDIA.ociIndex);
   if (top.kind !== 'index') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: index.json is not an index');
-  const results: Array<{ id: ImageId; tags: string[] }> = [];
+  const items: PreparedImage[] = [];
   for (const entry of top.index.manifests) {
-    let parsed = parseManifest(await readBlob(dir, entry, MAX_MANIFEST_BYTES), entry.mediaType);
-    if (parsed.kind === 'index') parsed = parseManifest(await readBlob(dir, selectManifest(parsed.index), MAX_MANIFEST_BYTES));
-    if (parsed.kind === 'index') throw new SlipwayError('ERR_BAD_ARCHIVE', 'invalid OCI layout: nested indexes are not supported');
-    const m = parsed.manifest;
-    const configBytes = await readBlob(dir, m.config, MAX_CONFIG_BYTES);
-    const doc = checkConfigDoc(JSON.parse(configBytes.toString('utf8')));
+    const m = await entryManifest(members, entry);
+    const configBytes = await readBlob(members, m.config, MAX_CONFIG_BYTES);
+    const chainDigest = entry.annotations?.[CHAIN_ANNOTATION];
+    const saved = chainDigest === undefined ? undefined : await readChainBlob(members, chainDigest);
+    const { doc, plan } = await planItem(layout, configBytes, `config ${m.config.digest}`, saved);
     if (m.layers.length !== doc.rootfs.diff_ids.length) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: the manifest has ${m.layers.length} layers, the config ${doc.rootfs.diff_ids.length}`);
-    const plan = planChain(doc);
-    const layers = new Map<number, PreparedLayer>();
-    try {
-      for (const e of await missingEntries(layout, plan)) {
-        if (e.layerIndex === undefined) continue;
-        const desc = m.layers[e.layerIndex]!;
-        layerCompression(desc.mediaType);
-        const file = path.join(dir, ...blobName(desc.digest).split('/'));
-        await verifyBlobFile(file, desc);
-        const layerDir = path.join(await makeTmpDir(layout, 'layer'), 'layer');
-        await fs.mkdir(layerDir, { mode: 0o755 });
-        const { diffId, tarFile } = await unpackKeepingTar(createReadStream(file), layerDir, path.dirname(layerDir));
-        layers.set(e.layerIndex, { layerDir, diffId, tarFile });
-      }
-      const { top: id } = await registerChain(layout, doc, plan, { layers, configBytes });
-      const tag = entryTag(entry);
-      if (tag) {
-        const r = parseReference(tag);
-        await updateRepositories(layout, (repos) => { (repos.Repositories[r.repository] ??= {})[r.tag] = id; });
-      }
-      results.push({ id, tags: tag ? [tag] : [] });
-    } finally {
-      for (const l of layers.values()) await fs.rm(path.dirname(l.layerDir), { recursive: true, force: true });
+    for (const desc of m.layers) {
+      layerCompression(desc.mediaType);
+      if (!isDigest(desc.digest)) throw new SlipwayError('ERR_BAD_ARCHIVE', `invalid OCI layout: bad digest ${JSON.stringify(desc.digest)}`);
     }
+    const missing = new Set((await missingEntries(layout, plan)).flatMap((e) => (e.layerIndex === undefined ? [] : [e.layerIndex])));
+    for (const i of missing) await verifyBlobFile(members, m.layers[i]!);
+    const layers = await unpackMissing(layout, plan, ctx, (i) => members.stream(blobName(m.layers[i]!.digest), 'layer'), (i) => m.layers[i]!.digest);
+    const tag = entryTag(entry);
+    items.push({ doc, plan, configBytes, layers, tags: tag ? [parseReference(tag)] : [] });
   }
-  return results;
+  return items;
 }

@@ -97,7 +97,7 @@ export async function pullImage(opts: PullOptions): Promise<PullResult> {
       previous = (await readRepositories(opts.layout)).Repositories[repository]?.[t];
       await updateRepositories(opts.layout, (r) => { (r.Repositories[repository] ??= {})[t] = top; });
     }
-    const upToDate = added === 0 && (tag === undefined || previous === top);
+    const upToDate = added.length === 0 && (tag === undefined || previous === top);
     progress({ status: `Digest: ${digest}` });
     progress({ status: `Status: ${upToDate ? 'Image is up to date' : 'Downloaded newer image'} for ${reference}` });
     return { id: top, digest, tag, reference, upToDate };
@@ -122,7 +122,7 @@ export async function pullBaseImage(opts: PullOptions): Promise<boolean> {
 }
 
 /** Fetches the config, plans the chain, downloads what is missing and registers it. */
-async function pullLayers(a: { layout: StoreLayout; client: RegistryClient; remote: RemoteReference; progress: ProgressSink; manifest: ImageManifestJson; concurrency?: number }): Promise<{ top: ImageId; added: number }> {
+async function pullLayers(a: { layout: StoreLayout; client: RegistryClient; remote: RemoteReference; progress: ProgressSink; manifest: ImageManifestJson; concurrency?: number }): Promise<{ top: ImageId; added: ImageId[] }> {
   const { layout, manifest } = a;
   const configBytes = await a.client.getBlobBytes(a.remote.path, manifest.config, MAX_CONFIG_BYTES);
   let docJson: unknown;

@@ -137,7 +137,8 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   } finally {
     if (!opts.plan) await clearRunning(opts.layout, run.buildId);
   }
-  if (!opts.plan && opts.persistStatCache !== false) await context.saveStatCache();
+  // A build that made no image (only `FROM scratch`) fails below and must leave the store as it was.
+  if (!opts.plan && opts.persistStatCache !== false && last.id) await context.saveStatCache();
   if (opts.plan) {
     summarize(run);
     return { id: (last.id ?? '') as ImageId };

@@ -6,6 +6,7 @@ import type { StatCache } from '../cache/context-digest.js';
 import { hashApi, initHash } from '../cache/key.js';
 import type { StoreLayout } from '../store/layout.js';
 import { writeFileAtomic } from '../fs.js';
+import { readRegularText } from '../context/special-file.js';
 
 /** A local build context: its folder, its .dockerignore rules and the stat cache of its files. */
 export interface BuildContext {
@@ -26,7 +27,7 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
   const abs = path.resolve(dir);
   const st = await fs.stat(abs).catch(() => undefined);
   if (!st?.isDirectory()) throw new Error(`unable to prepare context: path "${dir}" not found`);
-  const ignoreText = await fs.readFile(path.join(abs, '.dockerignore'), 'utf8').catch(() => '');
+  const ignoreText = (await readRegularText(path.join(abs, '.dockerignore'), '.dockerignore')) ?? '';
   const selection = new ContextSelection(abs, new IgnoreMatcher(parseDockerignore(ignoreText)));
   await initHash();
   const cacheFile = path.join(layout.statCacheDir, `${hashApi().h64ToString(abs)}.json`);

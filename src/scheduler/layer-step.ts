@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import { SlipwayError, dockerfileError } from '../errors.js';
 import { cloneConfig, containerEnv, type ContainerConfigJson } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
+import { specialFileError, specialKind } from '../context/special-file.js';
 import { lookupIn, predefinedRunArgs, runBuildArgs, shellOf, type StageState } from '../dockerfile/metadata.js';
 import type { CopyStep, RunStep, WorkdirStep } from '../dockerfile/step.js';
 import { mkdirInUpper, resolveChown, resolveUser } from '../snapshot/rootfs.js';
@@ -267,6 +268,8 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
       if (!exists || (rel !== '.' && ignored(rel))) {
         throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: file not found in build context or excluded by .dockerignore: stat ${rel}: file does not exist`, { line: step.line });
       }
+      const special = specialKind(exists);
+      if (special) throw dockerfileError('ERR_CONTEXT_PATH', file, step.line, `${step.kind} failed: ${specialFileError(rel, special).message}`);
       sources.push({ rel, abs });
     }
   }

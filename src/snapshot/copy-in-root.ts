@@ -8,6 +8,7 @@ import { SlipwayError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { hostTool } from './host-tools.js';
+import { specialFileError, specialKind } from '../context/special-file.js';
 
 /** One path below a copied folder; `implied` folders (kept only for what an exception brought back) are 0755. */
 export interface CopyEntry { path: string; type: string; implied?: boolean }
@@ -49,6 +50,8 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
   const existing = await fs.stat(destHost).catch(() => undefined);
   for (const src of op.sources) {
     const st = await fs.stat(src.abs);
+    const special = specialKind(st);
+    if (special) throw new SlipwayError('ERR_CONTEXT_PATH', `${op.kind} failed: ${specialFileError(src.rel, special).message}`);
     if (st.isDirectory()) {
       // Parents a folder COPY creates stay root's; the folder itself, when new, gets the owner.
       await mkdirAll(merged, op.dest, 0, 0, { uid: op.uid, gid: op.gid });
@@ -167,6 +170,8 @@ async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
   for (const name of (await fs.readdir(dir)).sort()) {
     const r = rel === '' ? name : `${rel}/${name}`;
     const st = await fs.lstat(path.join(dir, name));
+    // Named pipes, sockets and devices (a COPY --from of a folder holding one) are skipped.
+    if (specialKind(st)) continue;
     out.push({ path: r, type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file' });
     if (st.isDirectory()) out.push(...(await walkAll(path.join(dir, name), r)));
   }

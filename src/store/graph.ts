@@ -4,20 +4,20 @@ import crypto from 'node:crypto';
 import { StoreLayout, isImageId, type ImageId } from './layout.js';
 import type { ImageJson } from '../image-config.js';
 import { SlipwayError } from '../errors.js';
-import { exists, pidAlive } from '../fs.js';
+import { exists, mkdirAll, pidAlive } from '../fs.js';
 import { parseReference } from './reference.js';
 import { readRepositories } from './repositories.js';
 
 /** Creates the store's folders (idempotent). */
 export async function ensureStore(layout: StoreLayout): Promise<void> {
-  await fs.mkdir(layout.graph, { recursive: true, mode: 0o700 });
-  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
-  await fs.mkdir(layout.cacheDir, { recursive: true, mode: 0o700 });
+  await mkdirAll(layout.graph, 0o700);
+  await mkdirAll(layout.tmp, 0o700);
+  await mkdirAll(layout.cacheDir, 0o700);
 }
 
 /** A fresh private scratch folder in `graph/_tmp/`, named after this process so a crash can be swept. */
 export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<string> {
-  await fs.mkdir(layout.tmp, { recursive: true, mode: 0o700 });
+  await mkdirAll(layout.tmp, 0o700);
   const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
   await fs.mkdir(dir, { mode: 0o700 });
   return dir;
@@ -41,6 +41,28 @@ export async function sweepTmp(layout: StoreLayout): Promise<void> {
   }
 }
 
+/**
+ * Removes this process's own scratch folders from `graph/_tmp/` (what a failed command left
+ * behind), at the end of a one-shot command. A folder with something still mounted below it
+ * is left alone: removing through a mount would reach into what is mounted.
+ */
+export async function sweepOwnTmp(layout: StoreLayout): Promise<void> {
+  let names: string[];
+  try {
+    names = await fs.readdir(layout.tmp);
+  } catch {
+    return;
+  }
+  const mine = names.filter((n) => n.startsWith(`${process.pid}-`));
+  if (mine.length === 0) return;
+  const mounts = await fs.readFile('/proc/self/mountinfo', 'utf8').then((t) => t.split('\n').map((l) => l.split(' ')[4] ?? ''), () => [] as string[]);
+  for (const name of mine) {
+    const dir = path.join(layout.tmp, name);
+    if (mounts.some((m) => m === dir || m.startsWith(`${dir}/`))) continue;
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
 /** What `registerImage` needs: the id, its JSON, and a prepared layer folder to move in. */
 export interface NewImage {
   id: ImageId;
@@ -57,35 +79,47 @@ export interface NewImage {
 
 /**
  * Registers an image atomically (Docker's graph.go): everything is written into a folder in
- * `graph/_tmp/`, then one rename makes `graph/<id>` appear whole. An image that exists already
- * (ids are content-derived) is kept and the new copy discarded. Returns false in that case.
+ * `graph/_tmp/`, then one rename makes `graph/<id>` appear whole; a failure (a full disk)
+ * removes that folder again. An image that exists already (ids are content-derived) is kept
+ * and the new copy discarded, after checking that it is the same layer on the same parent:
+ * an id is never allowed to name two different contents. Returns false in that case.
  */
 export async function registerImage(layout: StoreLayout, img: NewImage): Promise<boolean> {
   const final = layout.imageDir(img.id);
   if (await exists(path.join(final, 'json'))) {
+    await checkSameImage(layout, img);
     await fs.rm(img.layerDir, { recursive: true, force: true });
     return false;
   }
   const staging = await makeTmpDir(layout, 'img');
-  await fs.rename(img.layerDir, path.join(staging, 'layer'));
-  await fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
-  await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
-  await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
-  if (img.originalTar) await fs.rename(img.originalTar, path.join(staging, 'layer.tar'));
-  if (img.configJson !== undefined) await fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
-  // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
   try {
+    await fs.rename(img.layerDir, path.join(staging, 'layer'));
+    await fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
+    await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
+    await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
+    if (img.originalTar) await fs.rename(img.originalTar, path.join(staging, 'layer.tar'));
+    if (img.configJson !== undefined) await fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
+    // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
     await fs.rename(staging, final);
     return true;
   } catch (e) {
+    await fs.rm(staging, { recursive: true, force: true }).catch(() => undefined);
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST') {
       // Another process registered the same content-derived id first: theirs is as good as ours.
-      await fs.rm(staging, { recursive: true, force: true });
+      await checkSameImage(layout, img);
       return false;
     }
     throw e;
   }
+}
+
+/** Refuses a second content under an existing id (a forged id in a loaded archive, say). */
+async function checkSameImage(layout: StoreLayout, img: NewImage): Promise<void> {
+  const had = await readImage(layout, img.id);
+  const hadDiff = await readDiffId(layout, img.id).catch(() => undefined);
+  if ((had.parent ?? '') === (img.json.parent ?? '') && (hadDiff === undefined || hadDiff === img.diffId)) return;
+  throw new SlipwayError('ERR_IMAGE_CONFLICT', `image ${img.id.slice(0, 12)} already exists with a different layer or parent; remove it (slipway rmi) before adding this one`);
 }
 
 /** Reads `graph/<id>/json`. */
@@ -189,4 +223,16 @@ export async function removeImageDir(layout: StoreLayout, id: ImageId): Promise<
   const trash = await makeTmpDir(layout, 'del');
   await fs.rename(layout.imageDir(id), path.join(trash, 'img'));
   await fs.rm(trash, { recursive: true, force: true });
+}
+
+/**
+ * Takes away an image this process just added (a load rolled back). Renamed away first when
+ * there is room for a scratch folder; on a full disk it is removed in place.
+ */
+export async function discardImage(layout: StoreLayout, id: ImageId): Promise<void> {
+  try {
+    await removeImageDir(layout, id);
+  } catch {
+    await fs.rm(layout.imageDir(id), { recursive: true, force: true });
+  }
 }

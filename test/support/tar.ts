@@ -2,7 +2,7 @@
 import { Readable } from 'node:stream';
 import { extract, pack, type Header } from 'tar-stream';
 
-export type Spec = Partial<Header> & { name: string; body?: string };
+export type Spec = Partial<Header> & { name: string; body?: string | Buffer };
 
 /** Builds a tar in memory; every field is explicit so tar-stream fills in nothing. */
 export async function makeTar(entries: Spec[]): Promise<Buffer> {
