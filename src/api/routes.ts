@@ -5,6 +5,8 @@ import type { ApiLimits } from './body.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { FarmMetrics } from '../farm/metrics.js';
 import type { SandboxPolicy } from '../sandbox/limits.js';
+import type { Principal } from './tenant-tokens.js';
+import type { Credentials } from '../registry/client.js';
 import { ApiError } from './http-errors.js';
 import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
@@ -20,6 +22,11 @@ import { metricsRoute } from './metrics-route.js';
 export interface FarmConfig {
   redisUrl: string;
   registry: string;
+  /** This server's own credentials for the farm's registry (it uploads the contexts). */
+  registryCredentials?: Credentials | undefined;
+  /** Cache-affinity routing of submitted builds (default on), and the chosen worker's head start. */
+  affinity?: boolean;
+  affinityWaitMs?: number;
 }
 
 /** What every handler shares: one store, one worker pool, one set of limits per server. */
@@ -49,6 +56,8 @@ export interface ApiRequest {
   query: URLSearchParams;
   /** The path's `{name}` (image, container, ...), or '' for routes without one. */
   name: string;
+  /** Who sent it: the farm's endpoints queue and read builds of this tenant only. */
+  principal: Principal;
 }
 
 export type Handler = (r: ApiRequest, ctx: ApiContext) => Promise<void>;

@@ -4,7 +4,8 @@
  * submit.ts, which the CLI uses; merging them is left to do.
  */
 import { Queue, type Job } from 'bullmq';
-import { connect, QUEUE_NAME } from './connection.js';
+import { connect } from './connection.js';
+import { JobQueues } from './job-location.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 
 /** A farm build's state, in the API's words. */
@@ -37,15 +38,18 @@ const POLL_MS = 250;
 
 const iso = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : null);
 
-/** Runs `fn` with a queue on its own connection (a producer's: it fails fast when Redis is down). */
-async function withQueue<T>(redisUrl: string, fn: (q: Queue<BuildJobData, BuildJobResult>) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with the queue that holds build `id` now, on its own connection (a producer's: it
+ * fails fast when Redis is down); `fn` may ask again (a routed build's record can move).
+ */
+async function withQueue<T>(redisUrl: string, id: string, fn: (q: Queue<BuildJobData, BuildJobResult>, locate: () => Promise<Queue<BuildJobData, BuildJobResult>>) => Promise<T>): Promise<T> {
   const conn = connect(redisUrl, 'producer');
   conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
+  const qs = new JobQueues(conn);
   try {
-    return await fn(queue);
+    return await fn(await qs.queueFor(id), () => qs.queueFor(id));
   } finally {
-    await queue.close().catch(() => undefined);
+    await qs.close();
     conn.disconnect();
   }
 }
@@ -66,7 +70,7 @@ function statusOf(state: string, result: BuildJobResult | undefined): FarmBuildS
 
 /** One build's state, result and log; undefined when the farm has no job of that id. */
 export async function readFarmBuild(redisUrl: string, id: string): Promise<FarmBuildJson | undefined> {
-  return withQueue(redisUrl, async (queue) => {
+  return withQueue(redisUrl, id, async (queue) => {
     const job = await queue.getJob(id);
     if (!job) return undefined;
     const state = await job.getState();
@@ -89,15 +93,18 @@ export async function readFarmBuild(redisUrl: string, id: string): Promise<FarmB
  * rejects when the job disappears (removed) or Redis fails.
  */
 export async function followFarmBuild(redisUrl: string, id: string, onText: (text: string) => void, signal: AbortSignal): Promise<BuildJobResult | undefined> {
-  return withQueue(redisUrl, async (queue) => {
-    let seen = 0;
-    const drain = async () => {
-      const { logs } = await queue.getJobLogs(id, seen, -1, true);
-      // Each entry is one progress text as the worker rendered it (newlines included).
-      for (const text of logs) onText(text);
-      seen += logs.length;
-    };
+  return withQueue(redisUrl, id, async (_first, locate) => {
+    // Each copy's log is read from where it was left (a routed build's record can move).
+    const seen = new Map<string, number>();
     while (!signal.aborted) {
+      const queue = await locate();
+      const drain = async () => {
+        const from = seen.get(queue.name) ?? 0;
+        const { logs } = await queue.getJobLogs(id, from, -1, true);
+        // Each entry is one progress text as the worker rendered it (newlines included).
+        for (const text of logs) onText(text);
+        seen.set(queue.name, from + logs.length);
+      };
       const job = await queue.getJob(id);
       const state = job ? await job.getState() : 'unknown';
       if (!job || state === 'unknown') throw new Error(`build ${id} disappeared from the queue`);

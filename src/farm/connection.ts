@@ -1,7 +1,16 @@
 import { Redis, type RedisOptions } from 'ioredis';
+import { FARM_PREFIX } from './namespace.js';
 
 /** The queue every producer and worker of one farm shares. */
 export const QUEUE_NAME = 'slipway-builds';
+
+/**
+ * Options of every bullmq queue and worker of the farm: its keys live under the farm's prefix
+ * (`slipway:<queue>:…`), so the workers' Redis ACL user can be limited to `~slipway:*`.
+ */
+export function queueOptions(connection: Redis): { connection: Redis; prefix: string } {
+  return { connection, prefix: FARM_PREFIX };
+}
 
 /** `--redis URL` > `$REDIS_URL` > `redis://127.0.0.1:6379`. */
 export function redisUrl(flag: string | undefined): string {

@@ -5,9 +5,16 @@ import { Queue } from 'bullmq';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
-import { BlobStore, CONTEXT_REPO } from './blobs.js';
+import { BlobStore } from './blobs.js';
 import { packContext } from '../snapshot/context-tar.js';
-import { connect, QUEUE_NAME } from './connection.js';
+import { readTarMember } from '../snapshot/tar-member.js';
+import type { Credentials } from '../registry/client.js';
+import { connect, queueOptions, QUEUE_NAME } from './connection.js';
+import { DEFAULT_TENANT, checkTenant, contextRepo } from './namespace.js';
+import { routeKeys } from './route-keys.js';
+import { enqueueBuild } from './enqueue.js';
+import { JobQueues } from './job-location.js';
+import { routingStats } from './routing.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 
 
@@ -23,9 +30,15 @@ export interface SubmitOptions {
   target?: string;
   noCache?: boolean;
   push: boolean;
+  /** The authenticated tenant (never a user's parameter); the operator's `default` when absent. */
   tenant?: string;
   /** Retries for infrastructure faults (user errors are never retried). */
   attempts?: number;
+  /** Cache-affinity routing (default on) and how long the chosen worker has to start the build. */
+  affinity?: boolean;
+  affinityWaitMs?: number;
+  /** The farm registry's credentials (the API server's, or the operator's). */
+  registryCredentials?: Credentials | undefined;
 }
 
 /**
@@ -33,8 +46,8 @@ export interface SubmitOptions {
  * build. The job id is a digest of every input, so the same inputs submitted while a build of
  * them is queued or running attach to that job instead of building twice.
  */
-export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string; deduplicated: boolean; data: BuildJobData }> {
-  const blobs = new BlobStore(opts.registry);
+export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string; deduplicated: boolean; data: BuildJobData; routedTo?: string }> {
+  const blobs = new BlobStore(opts.registry, opts.registryCredentials);
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-submit-'));
   try {
     let tarFile = opts.contextTar;
@@ -45,34 +58,22 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       tarFile = path.join(tmp, 'context.tar');
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
-    const put = await blobs.put(CONTEXT_REPO, tarFile);
+    const tenant = checkTenant(opts.tenant ?? DEFAULT_TENANT);
+    const put = await blobs.put(contextRepo(tenant), tarFile);
+    const dockerfileText = (await readTarMember(tarFile, opts.dockerfile ?? 'Dockerfile').catch(() => undefined)) ?? '';
     const data: BuildJobData = {
-      contextDigest: put.digest, contextSize: put.size, contextRepo: CONTEXT_REPO,
+      contextDigest: put.digest, contextSize: put.size, contextRepo: contextRepo(tenant),
       ...(opts.dockerfile ? { dockerfile: opts.dockerfile } : {}), tags: opts.tags, buildArgs: opts.buildArgs,
-      ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant: opts.tenant ?? 'default',
+      ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant,
+      routeKeys: routeKeys({ tenant, dockerfileText, dockerfile: opts.dockerfile ?? 'Dockerfile', contextDigest: put.digest, buildArgs: opts.buildArgs, target: opts.target }),
     };
     const jobId = `b-${sha256Hex(canonicalJson(data)).slice(0, 32)}`;
     const conn = connect(opts.redisUrl, 'producer');
     conn.on('error', () => undefined);
-    const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
     try {
-      const existing = await queue.getJob(jobId);
-      const state = existing ? await existing.getState() : undefined;
-      if (existing && (state === 'waiting' || state === 'active' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children')) {
-        return { jobId, deduplicated: true, data };
-      }
-      // A finished job of the same inputs: remove it so the id can be used again (a rebuild).
-      if (existing) await existing.remove().catch(() => undefined);
-      const added = await queue.add('build', data, {
-        jobId, attempts: opts.attempts ?? 3, backoff: { type: 'exponential', delay: 1000 },
-        removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 },
-      });
-      // Two submits racing past the check above: Redis keeps the first job of an id and
-      // ignores the second add, whose local timestamp then differs from the stored one.
-      const stored = await queue.getJob(jobId);
-      return { jobId, deduplicated: stored !== undefined && stored.timestamp !== added.timestamp, data };
+      const q = await enqueueBuild(conn, jobId, data, { attempts: opts.attempts, affinity: opts.affinity, affinityWaitMs: opts.affinityWaitMs });
+      return { jobId, deduplicated: q.deduplicated, data, ...(q.routedTo ? { routedTo: q.routedTo } : {}) };
     } finally {
-      await queue.close();
       conn.disconnect();
     }
   } finally {
@@ -90,19 +91,22 @@ export async function followBuild(redisUrl: string, jobId: string, onText: (t: s
   // Waits through Redis outages (retries forever), as a worker does.
   const conn = connect(redisUrl, 'worker');
   conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-  queue.on('error', () => undefined);
-  let printed = 0;
-  const drain = async () => {
-    const { logs } = await queue.getJobLogs(jobId, printed, -1);
-    for (const l of logs) onText(l);
-    printed += logs.length;
-  };
+  // The build's record may move (a routed build taken by the fallback copy): located each tick,
+  // each copy's log printed from where it was left.
+  const qs = new JobQueues(conn);
+  const printed = new Map<string, number>();
   try {
     for (;;) {
+      const queue = await qs.queueFor(jobId);
+      const drain = async () => {
+        const from = printed.get(queue.name) ?? 0;
+        const { logs } = await queue.getJobLogs(jobId, from, -1);
+        for (const l of logs) onText(l);
+        printed.set(queue.name, from + logs.length);
+      };
       // State first, then the job: a job read before it finished has no result yet.
       const state = await queue.getJobState(jobId);
-      if (state === 'unknown') throw new SlipwayError('ERR_USAGE', printed ? `build ${jobId} was removed` : `no such build: ${jobId}`);
+      if (state === 'unknown') throw new SlipwayError('ERR_USAGE', printed.size ? `build ${jobId} was removed` : `no such build: ${jobId}`);
       // The worker writes its last log lines before it finishes the job (same connection, in order).
       await drain();
       const job = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
@@ -113,16 +117,16 @@ export async function followBuild(redisUrl: string, jobId: string, onText: (t: s
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 150));
     }
   } finally {
-    await queue.close();
+    await qs.close();
     conn.disconnect();
   }
 }
 
 /** `farm status`: queue depth, workers, running builds. */
-export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }> }> {
+export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }>; routing: Awaited<ReturnType<typeof routingStats>> }> {
   const conn = connect(redisUrl, 'producer');
   conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
+  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, queueOptions(conn));
   try {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
@@ -132,7 +136,7 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
       return { name: at >= 0 ? raw.slice(at + 3) : raw, addr: String(w['addr'] ?? '') };
     });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
-    return { counts, workers, running };
+    return { counts, workers, running, routing: await routingStats(conn) };
   } finally {
     await queue.close();
     conn.disconnect();
@@ -162,9 +166,10 @@ export interface BuildInfo {
 export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<BuildInfo | undefined>> {
   const conn = connect(redisUrl, 'producer');
   conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
+  const qs = new JobQueues(conn);
   try {
     return await Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+      const queue = await qs.queueFor(id);
       // State first, then the job: a job read before it finished has no result yet.
       const state = await queue.getJobState(id);
       const job = state === 'unknown' ? undefined : await queue.getJob(id);
@@ -177,7 +182,7 @@ export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<
       };
     }));
   } finally {
-    await queue.close();
+    await qs.close();
     conn.disconnect();
   }
 }
