@@ -1,7 +1,7 @@
 import { sha256Hex } from '../fs.js';
 
 /** How many leading steps a build is routed by. */
-export const ROUTE_DEPTH = 4;
+export const ROUTE_DEPTH = 5;
 
 /**
  * The Dockerfile's first instructions, cheaply: logical lines (comments dropped, `\`
@@ -38,8 +38,8 @@ export interface RouteInputs {
 }
 
 /**
- * The build's route keys, one per leading step: key i covers the tenant, the build's options
- * and steps 1..i, plus the context's digest once a COPY or ADD is among them (so two builds
+ * The build's route keys, one per leading step after the first FROM: key i covers the tenant,
+ * the build's options and the instructions up to that step, plus the context's digest once a COPY or ADD is among them (so two builds
  * share a key exactly when their first i steps can share a cache chain). 16 hex each: a
  * worker's advertised set stays small.
  */
@@ -48,9 +48,14 @@ export function routeKeys(r: RouteInputs): string[] {
   const keys: string[] = [];
   let acc = head;
   let usesContext = false;
+  let steps = 0;
   for (const ins of leadingInstructions(r.dockerfileText)) {
     if (/^(COPY|ADD)\s/i.test(ins)) usesContext = true;
     acc += `\n${ins}`;
+    // A prefix of only FROM and ARG holds nothing worth routing for (every worker fetches
+    // the base alike): keys start at the first step after them.
+    if (/^(FROM|ARG)\s/i.test(ins) && steps === 0) continue;
+    steps++;
     keys.push(sha256Hex(`${acc}\n${usesContext ? r.contextDigest : ''}`).slice(0, 16));
   }
   return keys;
