@@ -37,7 +37,7 @@ export class FarmCluster {
 
   private constructor(readonly redis: TestRedis, readonly reg: TestRegistry, readonly workerRedisUrl: string, readonly seed: string) {}
 
-  static async start(names: string[]): Promise<FarmCluster> {
+  static async start(names: string[], workerArgs: string[] = []): Promise<FarmCluster> {
     const users = ['seed', 'serve', ...names].map((user) => ({ user, password: crypto.randomBytes(12).toString('hex') }));
     const [redis, reg] = await Promise.all([startRedis(), startRegistry({ htpasswd: users })]);
     const aclPass = crypto.randomBytes(16).toString('hex');
@@ -51,7 +51,7 @@ export class FarmCluster {
       const r = await slipway(seed, args, { env: { ...process.env, SLIPWAY_CONFIG: seedConfig } });
       if (r.code !== 0) throw new Error(`${args.join(' ')}: ${r.stderr}`);
     }
-    for (const n of names) await c.startWorker(n);
+    await Promise.all(names.map((n) => c.startWorker(n, workerArgs)));
     return c;
   }
 
