@@ -40,7 +40,7 @@ function farmConfig(flags: { redis: string | undefined; registry: string | undef
   const redisUrl = flags.redis ?? (process.env['REDIS_URL'] || undefined);
   const registry = flags.registry ?? (process.env['SLIPWAY_REGISTRY'] || undefined);
   if (redisUrl && registry) {
-    if (!/^rediss?:\/\//.test(redisUrl)) throw new SlipwayError('ERR_USAGE', `invalid Redis URL ${JSON.stringify(redisUrl)}: use redis://HOST:PORT`);
+    if (!/^(rediss?|redis-sentinel):\/\//.test(redisUrl)) throw new SlipwayError('ERR_USAGE', `invalid Redis URL ${JSON.stringify(redisUrl)}: use redis://HOST:PORT or redis-sentinel://HOST:PORT,.../MASTER`);
     return { redisUrl, registry: normalizeRegistry(registry) };
   }
   if (flags.redis !== undefined) throw new SlipwayError('ERR_USAGE', '--redis needs a registry for the farm: --registry HOST[:PORT] or SLIPWAY_REGISTRY');

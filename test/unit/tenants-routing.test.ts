@@ -7,6 +7,7 @@ import { parseTenantTokens, TenantTokens } from '../../src/api/tenant-tokens.js'
 import { TENANT_NAME, checkTenant, tenantRoot } from '../../src/farm/namespace.js';
 import { farmImageName } from '../../src/farm/tenant-images.js';
 import { leadingInstructions, routeKeys } from '../../src/farm/route-keys.js';
+import { parseSentinelUrl } from '../../src/farm/connection.js';
 
 const T = 'x'.repeat(16);
 
@@ -72,4 +73,13 @@ test('route keys: the same leading steps share keys, a changed step or context o
   assert.notDeepEqual(routeKeys({ ...base, tenant: 'b', dockerfileText: df }), k);
   assert.notEqual(routeKeys({ ...base, dockerfileText: df.replace('echo a', 'echo z') })[0], k[0]);
   assert.notEqual(routeKeys({ ...base, buildArgs: { V: '1' }, dockerfileText: df })[0], k[0]);
+});
+
+test('redis-sentinel:// URLs name the sentinels, the master and the farm user', () => {
+  assert.equal(parseSentinelUrl('redis://h:6379'), undefined);
+  assert.deepEqual(parseSentinelUrl('redis-sentinel://farm:p%40ss@s1:26379,s2,10.0.0.3:26380/mymaster/2'), {
+    sentinels: [{ host: 's1', port: 26379 }, { host: 's2', port: 26379 }, { host: '10.0.0.3', port: 26380 }], name: 'mymaster', username: 'farm', password: 'p@ss', db: 2,
+  });
+  assert.throws(() => parseSentinelUrl('redis-sentinel://s1:26379'), /invalid Sentinel URL/);
+  assert.throws(() => parseSentinelUrl('redis-sentinel://s1:99999/m'), /invalid Sentinel address/);
 });
