@@ -74,8 +74,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
     allowPositionals: true,
   });
   if (positionals.length > 0) throw new SlipwayError('ERR_USAGE', '"slipway serve" accepts no arguments');
-  const tenantLog = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-  const tenants = values['tenants-file'] !== undefined ? await TenantTokens.open(values['tenants-file'], tenantLog) : undefined;
+  const tenants = await openTenants(values['tenants-file']);
   let endpoints: Endpoint[];
   try {
     endpoints = (values.host ?? [`unix://${path.join(path.resolve(layout.root), 'slipway.sock')}`]).map(parseEndpoint);
@@ -112,17 +111,21 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   }
   if (farm) process.stderr.write(`build farm: queue on ${redactUrl(farm.redisUrl)}, registry ${farm.registry}\n`);
   for (const a of server.addresses) process.stdout.write(`Slipway Engine API ${API_VERSION} listening on ${a}\n`);
-  // SIGHUP reads the tenants file again (it is also checked for changes on use).
-  const hup = () => void tenants?.reload();
-  process.on('SIGHUP', hup);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  process.off('SIGHUP', hup);
   await server.close();
   await pool.close();
   return 0;
+}
+
+/** `--tenants-file FILE`, read again on SIGHUP (it is also checked for changes on use). */
+async function openTenants(file: string | undefined): Promise<TenantTokens | undefined> {
+  if (file === undefined) return undefined;
+  const tenants = await TenantTokens.open(file, (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
+  process.on('SIGHUP', () => void tenants.reload());
+  return tenants;
 }
 
 /** The farm's registry credentials (what `slipway login` stored) and its routing flags. */
