@@ -8,6 +8,7 @@ import {
 import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
 import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
 import { metricsRoute } from './metrics-route.js';
+import { localBuildRoute } from './local-build-route.js';
 import type { Handler } from './api-context.js';
 
 export type { ApiContext, ApiRequest, FarmConfig, Handler } from './api-context.js';
@@ -57,6 +58,7 @@ const ROUTES: readonly Route[] = [
   { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
   // Slipway's own: Prometheus metrics and the build farm.
   { methods: ['GET'], pattern: /^\/metrics$/, handler: metricsRoute },
+  { methods: ['POST'], pattern: /^\/slipway\/v1\/local-builds$/, handler: localBuildRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/slipway\/v1\/builds$/, handler: submitFarmBuildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)$/, handler: farmBuildRoute },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)\/events$/, handler: farmBuildEventsRoute },

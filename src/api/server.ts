@@ -9,6 +9,7 @@ import type { StoreLayout } from '../store/layout.js';
 import type { WorkerPool } from '../scheduler/pool.js';
 import { ApiError, sendError, toApiError } from './http-errors.js';
 import { DEFAULT_LIMITS, readSmallBody, type ApiLimits } from './body.js';
+import { recordSocketPath } from './unix-sockets.js';
 import { KeyedQueue } from './keyed-queue.js';
 import { FarmMetrics } from '../farm/metrics.js';
 import { matchRoute, type ApiContext, type FarmConfig } from './routes.js';
@@ -231,11 +232,13 @@ async function listenUnix(server: http.Server, target: string): Promise<void> {
     if (Buffer.byteLength(tmp) > 107) {
       await bind(target);
       await fs.chmod(target, 0o660);
+      recordSocketPath(server, target);
       return;
     }
     await bind(tmp);
     await fs.chmod(tmp, 0o660);
     await fs.rename(tmp, target);
+    recordSocketPath(server, target);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { lowerDirsOf } from '../store/graph.js';
+import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
@@ -52,6 +53,35 @@ async function checkDockerfile(contextDir: string, file: string | undefined): Pr
   if (inside || kind !== 'a named pipe') throw specialFileError(file ?? 'Dockerfile', kind);
 }
 
+/** The options an in-process build has and the engine's API does not take. */
+const IN_PROCESS_ONLY = ['plan', 'storage-driver', 'workers', 'network', ...Object.keys(SANDBOX_FLAGS)];
+
+/** The running engine to hand this build to (see engine-client.ts), unless an option needs an engine of its own. */
+async function engineFor(values: Record<string, unknown>, layout: CommandEnv['layout']): Promise<string | undefined> {
+  if (IN_PROCESS_ONLY.some((k) => values[k] !== undefined)) return undefined;
+  return runningEngine(layout);
+}
+
+/** `slipway build` through the resident engine: the same request, the same output, the engine's warm process. */
+async function buildInEngine(sock: string, values: { tag?: string[]; file?: string; 'build-arg'?: string[]; target?: string; 'no-cache'?: boolean; quiet?: boolean }, contextDir: string): Promise<number> {
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const dir = path.resolve(contextDir);
+    const { id } = await buildThroughEngine(sock, {
+      contextDir: dir, ...(values.file !== undefined ? { dockerfile: path.relative(dir, path.resolve(values.file)) } : {}), tags: values.tag ?? [],
+      buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}), noCache: values['no-cache'] ?? false,
+    }, legacyPrinter(values.quiet ?? false), abort.signal);
+    if (values.quiet) process.stdout.write(`sha256:${id}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
 /** The legacy `docker build` output on stdout (nothing with `-q`). */
 function legacyPrinter(quiet: boolean): (e: BuildEvent) => void {
   return (e) => {
@@ -91,6 +121,8 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
   for (const t of values.tag ?? []) parseReference(t);
   await checkDockerfile(contextDir, values.file);
+  const engine = await engineFor(values, layout);
+  if (engine) return buildInEngine(engine, values, contextDir);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
