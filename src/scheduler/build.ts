@@ -25,6 +25,7 @@ import { claimStep } from './claim-step.js';
 import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
 import { OrderedOutput } from './ordered-output.js';
+import { outlineOf, type ProgressTap } from './progress-tap.js';
 import { sha256Hex } from '../fs.js';
 
 /** What `build` needs. The Dockerfile defaults to `<context>/Dockerfile`. */
@@ -45,6 +46,8 @@ export interface BuildOptions {
   storageDriver?: 'overlay' | 'vfs';
   pool: WorkerPool;
   onEvent: (e: BuildEvent) => void;
+  /** Live views (`--progress=tty|plain|rawjson`): every stage's events as they happen. */
+  progress?: ProgressTap;
   signal?: AbortSignal;
   /** Predict each step's outcome from the cache and history; run nothing, write nothing. */
   plan?: boolean;
@@ -127,6 +130,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     }).catch(() => undefined);
   };
 
+  opts.progress?.plan(outlineOf(plan), plan.total);
   for (const a of plan.globalArgs) opts.onEvent({ type: 'step', n: 0 + plan.globalArgs.indexOf(a) + 1, total: plan.total, text: a.text });
   let last: StageResult;
   try {
@@ -173,7 +177,7 @@ function summarize(run: BuildRun): void {
  */
 async function buildStages(run: BuildRun): Promise<StageResult> {
   const { opts, plan } = run;
-  const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent);
+  const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent, opts.progress);
   const inner = new AbortController();
   const onOuterAbort = () => inner.abort();
   opts.signal?.addEventListener('abort', onOuterAbort);
@@ -182,14 +186,16 @@ async function buildStages(run: BuildRun): Promise<StageResult> {
   for (const stage of plan.stages) {
     const stageRun: BuildRun = { ...run, currentStage: stage.index, opts: { ...opts, onEvent: output.channel(stage.index), signal: inner.signal } };
     const p = (async () => {
+      let failed: unknown;
       try {
         return await buildStage(stageRun, stage);
       } catch (e) {
+        failed = e;
         firstError ??= e;
         inner.abort();
         throw e;
       } finally {
-        output.finish(stage.index);
+        output.finish(stage.index, failed);
       }
     })();
     p.catch(() => undefined);
