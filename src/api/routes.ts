@@ -15,6 +15,13 @@ import {
 import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
 import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
 import { metricsRoute } from './metrics-route.js';
+import type { ContainerTable } from './container-table.js';
+import {
+  createContainerRoute, killContainerRoute, logsContainerRoute, removeContainerRoute, resizeContainerRoute, startContainerRoute,
+  stopContainerRoute, waitContainerRoute,
+} from './container-routes.js';
+import { inspectContainerRoute, listContainersRoute } from './container-info.js';
+import { pruneImagesRoute, systemDfRoute } from './system-df.js';
 
 /** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
 export interface FarmConfig {
@@ -39,6 +46,8 @@ export interface ApiContext {
   metrics: FarmMetrics;
   /** The sandbox of every build: the operator's defaults, ceilings and entitlements. */
   policy: SandboxPolicy;
+  /** `docker run`'s containers (in memory: they do not outlive the server). */
+  containers: ContainerTable;
 }
 
 /** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */
@@ -80,6 +89,8 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/auth$/, handler: authRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/build$/, handler: buildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/images\/json$/, handler: listImagesRoute },
+  { methods: ['POST'], pattern: /^\/images\/prune$/, handler: pruneImagesRoute },
+  { methods: ['GET'], pattern: /^\/system\/df$/, handler: systemDfRoute },
   { methods: ['GET'], pattern: /^\/images\/get$/, handler: saveRoute },
   { methods: ['POST'], pattern: /^\/images\/load$/, handler: loadRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/images\/create$/, handler: pullRoute },
@@ -90,9 +101,18 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/images\/(.+)\/tag$/, handler: tagRoute },
   { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: pushRoute },
   { methods: ['DELETE'], pattern: /^\/images\/(.+)$/, handler: deleteImageRoute },
-  // What `docker inspect NAME` probes besides images, and `docker ps`: Slipway has no containers.
-  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: async ({ res }) => sendJson(res, 200, []) },
-  { methods: ['GET'], pattern: /^\/containers\/(.+)\/json$/, handler: missingObject.container },
+  // `docker run`: containers under the sandbox of `slipway run` (attach is hijacked: server.ts).
+  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: listContainersRoute },
+  { methods: ['POST'], pattern: /^\/containers\/create$/, handler: createContainerRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/json$/, handler: inspectContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/start$/, handler: startContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/wait$/, handler: waitContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/resize$/, handler: resizeContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/kill$/, handler: killContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/stop$/, handler: stopContainerRoute },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/logs$/, handler: logsContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/attach$/, handler: async () => { throw new ApiError(400, 'attach needs a hijacked connection (Connection: Upgrade, Upgrade: tcp)'); } },
+  { methods: ['DELETE'], pattern: /^\/containers\/([^/]+)$/, handler: removeContainerRoute },
   { methods: ['GET'], pattern: /^\/networks\/(.+)$/, handler: missingObject.network },
   { methods: ['GET'], pattern: /^\/volumes\/(.+)$/, handler: missingObject.volume },
   { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
@@ -125,6 +145,6 @@ export function matchRoute(method: string, path: string): { handler: Handler; na
     return { handler: r.handler, name, streamsBody: r.streamsBody === true };
   }
   if (pathKnown) throw new ApiError(405, `method ${method} is not allowed on ${path}`);
-  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, 'slipway builds images and runs no containers (try "slipway run")');
+  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, `slipway does not implement ${path.startsWith('/exec/') ? 'exec' : 'this container endpoint'}`);
   throw new ApiError(404, 'page not found');
 }
