@@ -6,7 +6,6 @@ import type { KeyedQueue } from './keyed-queue.js';
 import type { FarmMetrics } from '../farm/metrics.js';
 import type { SandboxPolicy } from '../sandbox/limits.js';
 import { ApiError } from './http-errors.js';
-import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
 import { buildRoute } from './build-route.js';
 import {
