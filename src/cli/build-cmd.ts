@@ -20,6 +20,7 @@ import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './commands.js';
 import { parseBuildArgs } from './args.js';
+import { terminalAttach } from './run-terminal.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
@@ -161,6 +162,8 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
   const hostname = crypto.randomBytes(6).toString('hex');
   env = containerEnv(env, { hostname, home: ident.home });
   const dir = await makeTmpDir(layout, 'run');
+  // -t on a terminal: the pty is relayed, so that resizing the window reaches the container.
+  const term = values.tty && process.stdout.isTTY ? terminalAttach(values.interactive ?? false) : undefined;
   try {
     await fs.mkdir(path.join(dir, 'upper'));
     await fs.mkdir(path.join(dir, 'scratch'));
@@ -169,11 +172,12 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
       uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
       hostname, network, sandbox,
       volumes: Object.keys(config.Volumes ?? {}),
-      interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false },
+      ...(term ? { attach: term.attach, onOutput: term.onOutput } : { interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false } }),
     });
     if (res.limits) process.stderr.write(`slipway: the container ran into its limits: ${limitMessage(res.limits, sandbox)}\n`);
     return res.exitCode;
   } finally {
+    term?.stop();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }
