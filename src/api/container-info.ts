@@ -1,7 +1,7 @@
 import { boolParam, sendJson } from './body.js';
 import { badParameter } from './http-errors.js';
 import type { Container } from './container.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ContainerApiContext as ApiContext, ContainerApiRequest as ApiRequest } from './container-context.js';
 
 function command(c: Container): string {
   return [...(c.req.entrypoint ?? []), ...(c.req.cmd ?? [])].join(' ');

@@ -7,7 +7,7 @@ import { boolParam, readSmallBody, sendJson } from './body.js';
 import { familiarName } from './names.js';
 import { parseCreate, parseName } from './container-config.js';
 import type { Container, StreamName } from './container.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ContainerApiContext as ApiContext, ContainerApiRequest as ApiRequest } from './container-context.js';
 
 /** `POST /containers/create`: checks the config and the image; the container runs on start. */
 export async function createContainerRoute({ req, res, query }: ApiRequest, ctx: ApiContext): Promise<void> {
@@ -56,9 +56,10 @@ export async function waitContainerRoute({ res, name, query }: ApiRequest, ctx: 
   if (!['not-running', 'next-exit', 'removed'].includes(condition)) throw badParameter(`invalid condition: "${condition.slice(0, 64)}"`);
   res.writeHead(200, { 'Content-Type': 'application/json' });
   res.flushHeaders();
-  if (condition === 'removed') await c.gone();
-  else if (condition === 'next-exit' && c.state === 'exited') await new Promise<void>((r) => res.once('close', () => r()));
-  else await c.exited();
+  // A client that goes away stops the wait (nothing is left waiting for a removal that never comes).
+  const gone = new Promise<'gone'>((r) => res.once('close', () => r('gone')));
+  const cond = condition === 'removed' ? c.gone() : condition === 'next-exit' && c.state === 'exited' ? gone : c.exited();
+  if ((await Promise.race([cond, gone])) === 'gone') return;
   res.end(`${JSON.stringify({ StatusCode: c.exitCode })}\n`);
 }
 

@@ -6,7 +6,7 @@ import { imageChain, readLayerSize } from '../store/graph.js';
 import type { ImageId } from '../store/layout.js';
 import { badParameter } from './http-errors.js';
 import { jsonParam, sendJson } from './body.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ContainerApiContext as ApiContext, ContainerApiRequest as ApiRequest } from './container-context.js';
 
 /** Image summaries as `/images/json` gives them, with the number of containers that use each. */
 async function imageSummaries(ctx: ApiContext): Promise<Array<Record<string, unknown>>> {

@@ -6,7 +6,7 @@ import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { lowerDirsOf } from '../scheduler/build.js';
 import { WorkerPool } from '../scheduler/pool.js';
-import { buildProgress, progressMode } from './build-progress.js';
+import { progressFor } from './build-progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
@@ -87,10 +87,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const quiet = values.quiet ?? false;
-  const mode = progressMode(values.progress, process.stderr.isTTY === true);
-  if (values.plan && mode !== 'legacy') throw new SlipwayError('ERR_USAGE', '--plan prints its prediction in the legacy form only: leave out --progress or use --progress=legacy');
-  if (quiet && values.progress !== undefined && values.progress !== 'auto' && values.progress !== 'legacy') throw new SlipwayError('ERR_USAGE', '--quiet and --progress cannot be used together');
-  const progress = buildProgress(mode, quiet);
+  const progress = progressFor(values);
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const abort = new AbortController();
   const onSignal = () => abort.abort();
@@ -101,19 +98,15 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent: progress.onEvent,
-      ...(progress.tap ? { progress: progress.tap } : {}), signal: abort.signal, plan: values.plan ?? false,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
       sandbox,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
-    });
+    }).catch((e: unknown) => { progress.end(e); throw e; });
     progress.end();
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;
-  } catch (e) {
-    progress.end(e);
-    throw e;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

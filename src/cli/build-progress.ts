@@ -12,8 +12,8 @@ export type ProgressMode = (typeof PROGRESS_MODES)[number];
 
 /** How a build's progress is shown: the legacy `onEvent` stream, or a live view on the tap. */
 export interface BuildProgress {
-  onEvent: (e: BuildEvent) => void;
-  tap?: ProgressTap;
+  /** The build's `onEvent`, and `progress` (the tap) for the live views. */
+  sinks: { onEvent: (e: BuildEvent) => void; progress?: ProgressTap };
   /** After the build: the live views' last event (and the tty summary). */
   end: (error?: unknown) => void;
 }
@@ -37,8 +37,8 @@ export function progressMode(flag: string | undefined, isTty: boolean): Exclude<
  * ViewEvent stream that ProgressTracker makes of the scheduler's tap.
  */
 export function buildProgress(mode: Exclude<ProgressMode, 'auto'>, quiet: boolean): BuildProgress {
-  if (quiet) return { onEvent: () => undefined, end: () => undefined };
-  if (mode === 'legacy') return { onEvent: (e) => process.stdout.write(e.type === 'output' ? e.text : renderLegacy(e)), end: () => undefined };
+  if (quiet) return { sinks: { onEvent: () => undefined }, end: () => undefined };
+  if (mode === 'legacy') return { sinks: { onEvent: (e) => process.stdout.write(e.type === 'output' ? e.text : renderLegacy(e)) }, end: () => undefined };
   const err = process.stderr;
   let sink: (e: ViewEvent) => void;
   if (mode === 'rawjson') sink = (e) => err.write(`${JSON.stringify(e)}\n`);
@@ -52,8 +52,16 @@ export function buildProgress(mode: Exclude<ProgressMode, 'auto'>, quiet: boolea
   const tracker = new ProgressTracker(sink);
   return {
     // Events within stages come through the tap; onEvent adds those outside any stage.
-    onEvent: (e) => tracker.global(e),
-    tap: tracker,
+    sinks: { onEvent: (e) => tracker.global(e), progress: tracker },
     end: (error) => tracker.end(error === undefined ? undefined : error instanceof Error ? error.message : String(error)),
   };
+}
+
+/** `build`'s progress from its flags: `--progress`, with `-q` and `--plan` checked against it. */
+export function progressFor(v: { progress?: string | undefined; quiet?: boolean | undefined; plan?: boolean | undefined }): BuildProgress {
+  const mode = progressMode(v.progress, process.stderr.isTTY === true);
+  if (v.plan && mode !== 'legacy') throw new SlipwayError('ERR_USAGE', '--plan prints its prediction in the legacy form only: leave out --progress or use --progress=legacy');
+  const live = v.progress !== undefined && v.progress !== 'auto' && v.progress !== 'legacy';
+  if (v.quiet && live) throw new SlipwayError('ERR_USAGE', '--quiet and --progress cannot be used together');
+  return buildProgress(mode, v.quiet ?? false);
 }

@@ -130,7 +130,6 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     }).catch(() => undefined);
   };
 
-  opts.progress?.plan(outlineOf(plan), plan.total);
   for (const a of plan.globalArgs) opts.onEvent({ type: 'step', n: 0 + plan.globalArgs.indexOf(a) + 1, total: plan.total, text: a.text });
   let last: StageResult;
   try {
@@ -177,6 +176,7 @@ function summarize(run: BuildRun): void {
  */
 async function buildStages(run: BuildRun): Promise<StageResult> {
   const { opts, plan } = run;
+  opts.progress?.plan(outlineOf(plan), plan.total);
   const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent, opts.progress);
   const inner = new AbortController();
   const onOuterAbort = () => inner.abort();
