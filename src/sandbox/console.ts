@@ -40,6 +40,19 @@ function relayPath(): string {
   return p;
 }
 
+/** Folders left by a process that was killed (named after its pid) are removed. */
+function sweepStale(): void {
+  for (const n of fs.readdirSync('/run')) {
+    const m = /^slipway-console-(\d+)-[0-9a-f]{16}$/.exec(n);
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join('/run', n), { recursive: true, force: true });
+    }
+  }
+}
+
 /** A console socket for one container, and the relay command line that wraps the shim's. */
 export interface ConsoleSocket {
   socket: string;
@@ -52,7 +65,8 @@ export interface ConsoleSocket {
  * (the runtime connects from inside the user namespace), so no other user can connect first.
  */
 export function consoleSocket(m: IdMapping | undefined): ConsoleSocket {
-  const dir = path.join('/run', `slipway-console-${crypto.randomBytes(8).toString('hex')}`);
+  sweepStale();
+  const dir = path.join('/run', `slipway-console-${process.pid}-${crypto.randomBytes(8).toString('hex')}`);
   fs.mkdirSync(dir, { mode: 0o700 });
   if (m) fs.chownSync(dir, m.uid.host, m.gid.host);
   const socket = path.join(dir, 'c.sock');
