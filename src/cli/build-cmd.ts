@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
-import { lowerDirsOf } from '../scheduler/build.js';
+import { lowerDirsOf } from '../store/graph.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { progressFor } from './build-progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
@@ -18,7 +18,7 @@ import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
 import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { terminalAttach } from './run-terminal.js';
 
@@ -98,7 +98,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
       sandbox,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
