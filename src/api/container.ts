@@ -9,6 +9,7 @@ import { runInSandbox } from '../snapshot/sandbox.js';
 import { containerEnv, envGet } from '../image-config.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { CreateRequest } from './container-config.js';
+import { ApiError } from './http-errors.js';
 
 /** Which stream a chunk of output came from (a tty has only stdout). */
 export type StreamName = 'stdout' | 'stderr';
@@ -144,7 +145,7 @@ export class Container {
     const { req } = this;
     const config = (await readImage(layout, this.imageId)).config;
     const argv = [...(req.entrypoint ?? config.Entrypoint ?? []), ...(req.cmd ?? (req.entrypoint ? [] : config.Cmd ?? []))];
-    if (argv.length === 0) throw new SlipwayError('ERR_USAGE', 'no command specified');
+    if (argv.length === 0) throw new ApiError(400, 'No command specified');
     const lowerDirs = await lowerDirsOf(layout, this.imageId);
     const ident = await resolveUser(lowerDirs, req.user || config.User || '');
     let env = [...(config.Env ?? [])];
