@@ -5,6 +5,7 @@ import type { ApiLimits } from './body.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { FarmMetrics } from '../farm/metrics.js';
 import type { SandboxPolicy } from '../sandbox/limits.js';
+import type { ContainerTable } from './container-table.js';
 
 /** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
 export interface FarmConfig {
@@ -29,6 +30,8 @@ export interface ApiContext {
   metrics: FarmMetrics;
   /** The sandbox of every build: the operator's defaults, ceilings and entitlements. */
   policy: SandboxPolicy;
+  /** `docker run`'s containers (in memory: they do not outlive the server). */
+  containers: ContainerTable;
 }
 
 /** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */

@@ -1,5 +1,4 @@
 import { ApiError } from './http-errors.js';
-import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
 import { buildRoute } from './build-route.js';
 import {
@@ -10,6 +9,12 @@ import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './fa
 import { metricsRoute } from './metrics-route.js';
 import { localBuildRoute } from './local-build-route.js';
 import type { Handler } from './api-context.js';
+import {
+  createContainerRoute, killContainerRoute, logsContainerRoute, removeContainerRoute, resizeContainerRoute, startContainerRoute,
+  stopContainerRoute, waitContainerRoute,
+} from './container-routes.js';
+import { inspectContainerRoute, listContainersRoute } from './container-info.js';
+import { pruneImagesRoute, systemDfRoute } from './system-df.js';
 
 export type { ApiContext, ApiRequest, FarmConfig, Handler } from './api-context.js';
 
@@ -40,6 +45,8 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/auth$/, handler: authRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/build$/, handler: buildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/images\/json$/, handler: listImagesRoute },
+  { methods: ['POST'], pattern: /^\/images\/prune$/, handler: pruneImagesRoute },
+  { methods: ['GET'], pattern: /^\/system\/df$/, handler: systemDfRoute },
   { methods: ['GET'], pattern: /^\/images\/get$/, handler: saveRoute },
   { methods: ['POST'], pattern: /^\/images\/load$/, handler: loadRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/images\/create$/, handler: pullRoute },
@@ -50,9 +57,18 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/images\/(.+)\/tag$/, handler: tagRoute },
   { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: pushRoute },
   { methods: ['DELETE'], pattern: /^\/images\/(.+)$/, handler: deleteImageRoute },
-  // What `docker inspect NAME` probes besides images, and `docker ps`: Slipway has no containers.
-  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: async ({ res }) => sendJson(res, 200, []) },
-  { methods: ['GET'], pattern: /^\/containers\/(.+)\/json$/, handler: missingObject.container },
+  // `docker run`: containers under the sandbox of `slipway run` (attach is hijacked: server.ts).
+  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: listContainersRoute },
+  { methods: ['POST'], pattern: /^\/containers\/create$/, handler: createContainerRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/json$/, handler: inspectContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/start$/, handler: startContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/wait$/, handler: waitContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/resize$/, handler: resizeContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/kill$/, handler: killContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/stop$/, handler: stopContainerRoute },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/logs$/, handler: logsContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/attach$/, handler: async () => { throw new ApiError(400, 'attach needs a hijacked connection (Connection: Upgrade, Upgrade: tcp)'); } },
+  { methods: ['DELETE'], pattern: /^\/containers\/([^/]+)$/, handler: removeContainerRoute },
   { methods: ['GET'], pattern: /^\/networks\/(.+)$/, handler: missingObject.network },
   { methods: ['GET'], pattern: /^\/volumes\/(.+)$/, handler: missingObject.volume },
   { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
@@ -86,6 +102,6 @@ export function matchRoute(method: string, path: string): { handler: Handler; na
     return { handler: r.handler, name, streamsBody: r.streamsBody === true };
   }
   if (pathKnown) throw new ApiError(405, `method ${method} is not allowed on ${path}`);
-  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, 'slipway builds images and runs no containers (try "slipway run")');
+  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, `slipway does not implement ${path.startsWith('/exec/') ? 'exec' : 'this container endpoint'}`);
   throw new ApiError(404, 'page not found');
 }

@@ -14,6 +14,8 @@ import { KeyedQueue } from './keyed-queue.js';
 import { FarmMetrics } from '../farm/metrics.js';
 import { matchRoute, type ApiContext, type FarmConfig } from './routes.js';
 import { API_VERSION, MIN_API_VERSION, SERVER_VERSION } from './system-routes.js';
+import { ContainerTable } from './container-table.js';
+import { attachHijacked } from './container-routes.js';
 
 /** Where the server listens: a unix socket (mode 0660) or a TCP port (token required). */
 export type Endpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
@@ -107,6 +109,7 @@ export class EngineServer {
       layout: opts.layout, pool: opts.pool, limits: this.limits, identicalBuilds: new KeyedQueue(),
       insecureRegistries: opts.insecureRegistries ?? [], farm: opts.farm, metrics: opts.metrics ?? new FarmMetrics(),
       policy: opts.policy ?? { sandbox: {}, entitlements: [] },
+      containers: new ContainerTable(opts.layout),
       trackBuild: (abort) => {
         this.builds.add(abort);
         return () => this.builds.delete(abort);
@@ -134,6 +137,7 @@ export class EngineServer {
       void this.handle(req, res, token);
     });
     server.on('clientError', (err: Error & { code?: string }, socket) => onClientError(err, socket, this.limits));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head, token));
     return server;
   }
 
@@ -181,9 +185,35 @@ export class EngineServer {
     }
   }
 
-  /** Stops listening, cancels running builds, waits for requests to end, removes the sockets. */
+  /**
+   * A hijacked connection: only `POST /containers/{id}/attach` takes one. Errors get Docker's
+   * JSON body on the raw socket, which then closes.
+   */
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, token: string | undefined): void {
+    socket.on('error', () => undefined);
+    try {
+      if (token !== undefined && !authorized(req, token)) throw new ApiError(401, 'Unauthorized: this endpoint needs "Authorization: Bearer <token>"');
+      const { path: p, query } = parseTarget(req.url);
+      const m = /^\/containers\/([^/]+)\/attach$/.exec(p);
+      if (!m || req.method !== 'POST' || (req.headers.upgrade ?? '').toLowerCase() !== 'tcp') throw new ApiError(400, 'only POST /containers/{id}/attach takes Upgrade: tcp');
+      let name: string;
+      try {
+        name = decodeURIComponent(m[1]!);
+      } catch {
+        throw new ApiError(400, 'invalid escape in path');
+      }
+      attachHijacked(this.ctx.containers.get(name), query, socket, head);
+    } catch (e) {
+      const err = toApiError(e);
+      const body = `${JSON.stringify({ message: err.message })}\n`;
+      socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    }
+  }
+
+  /** Stops listening, cancels running builds, kills containers, waits for requests to end, removes the sockets. */
   async close(): Promise<void> {
     for (const b of this.builds) b.abort();
+    await this.ctx.containers.closeAll();
     await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => {
       if (!server.listening) return resolve();
       const force = setTimeout(() => server.closeAllConnections(), 10_000);

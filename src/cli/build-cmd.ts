@@ -7,6 +7,7 @@ import { build } from '../scheduler/build.js';
 import { lowerDirsOf } from '../store/graph.js';
 import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { WorkerPool } from '../scheduler/pool.js';
+import { progressFor } from './build-progress.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
@@ -21,6 +22,7 @@ import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
+import { terminalAttach } from './run-terminal.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
@@ -54,7 +56,7 @@ async function checkDockerfile(contextDir: string, file: string | undefined): Pr
 }
 
 /** The options an in-process build has and the engine's API does not take. */
-const IN_PROCESS_ONLY = ['plan', 'storage-driver', 'workers', 'network', ...Object.keys(SANDBOX_FLAGS)];
+const IN_PROCESS_ONLY = ['plan', 'progress', 'storage-driver', 'workers', 'network', ...Object.keys(SANDBOX_FLAGS)];
 
 /** The running engine to hand this build to (see engine-client.ts), unless an option needs an engine of its own. */
 async function engineFor(values: Record<string, unknown>, layout: CommandEnv['layout']): Promise<string | undefined> {
@@ -64,10 +66,7 @@ async function engineFor(values: Record<string, unknown>, layout: CommandEnv['la
 
 /** `slipway build` through the resident engine: the same request, the same output, the engine's warm process. */
 async function buildInEngine(sock: string, values: { tag?: string[]; file?: string; 'build-arg'?: string[]; target?: string; 'no-cache'?: boolean; quiet?: boolean }, contextDir: string): Promise<number> {
-  const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const { abort, release } = interruptible();
   try {
     const dir = path.resolve(contextDir);
     const { id } = await buildThroughEngine(sock, {
@@ -77,9 +76,17 @@ async function buildInEngine(sock: string, values: { tag?: string[]; file?: stri
     if (values.quiet) process.stdout.write(`sha256:${id}\n`);
     return 0;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    release();
   }
+}
+
+/** SIGINT and SIGTERM cancel the build (running steps are killed, nothing after them is committed). */
+function interruptible(): { abort: AbortController; release: () => void } {
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return { abort, release: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); } };
 }
 
 /** The legacy `docker build` output on stdout (nothing with `-q`). */
@@ -108,6 +115,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       plan: { type: 'boolean' },
       rm: { type: 'boolean' },
       'force-rm': { type: 'boolean' },
+      progress: { type: 'string' },
       ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
@@ -125,29 +133,26 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (engine) return buildInEngine(engine, values, contextDir);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
-  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
-  const onEvent = legacyPrinter(quiet);
-  const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const progress = progressFor(values);
+  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
+  const { abort, release } = interruptible();
   try {
     const file = values.file !== undefined ? path.relative(contextDir, path.resolve(values.file)) : undefined;
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
       sandbox,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
-    });
+    }).catch((e: unknown) => { progress.end(e); throw e; });
+    progress.end();
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
     return 0;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    release();
     await pool.close();
   }
 }
@@ -193,6 +198,8 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
   const hostname = crypto.randomBytes(6).toString('hex');
   env = containerEnv(env, { hostname, home: ident.home });
   const dir = await makeTmpDir(layout, 'run');
+  // -t on a terminal: the pty is relayed, so that resizing the window reaches the container.
+  const term = values.tty && process.stdout.isTTY ? terminalAttach(values.interactive ?? false) : undefined;
   try {
     await fs.mkdir(path.join(dir, 'upper'));
     await fs.mkdir(path.join(dir, 'scratch'));
@@ -201,11 +208,12 @@ export async function runCommand(args: string[], { layout }: CommandEnv): Promis
       uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
       hostname, network, sandbox,
       volumes: Object.keys(config.Volumes ?? {}),
-      interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false },
+      ...(term ? { attach: term.attach, onOutput: term.onOutput } : { interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false } }),
     });
     if (res.limits) process.stderr.write(`slipway: the container ran into its limits: ${limitMessage(res.limits, sandbox)}\n`);
     return res.exitCode;
   } finally {
+    term?.stop();
     await fs.rm(dir, { recursive: true, force: true });
   }
 }

@@ -23,6 +23,8 @@ import { containerFiles } from './etc-files.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
 import { prewarmNetwork, takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
+import { consoleSocket, CONSOLE_CONTROL_FD, type AttachedIo, type ConsoleSocket } from './console.js';
+import type { Writable } from 'node:stream';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
 export interface SandboxOptions {
@@ -61,6 +63,8 @@ export interface ContainerRun {
   volumes?: string[];
   /** `slipway run`: the terminal's stdio, `-t` for a pty, `-i` to pass stdin. */
   interactive?: { tty: boolean; stdin: boolean };
+  /** The API's attached container: stdio on pipes (and a relayed pty with `tty`). */
+  attach?: AttachedIo;
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   signal?: AbortSignal;
   sandbox?: SandboxOptions;
@@ -126,8 +130,9 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   const etc = { hosts: `${STAGE}/files/hosts`, hostname: `${STAGE}/files/hostname`, resolvConf: `${STAGE}/files/resolv.conf` };
   const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
     rootfs: `${STAGE}/rootfs`, argv: run.argv, env: run.env, cwd: run.cwd, uid: run.uid, gid: run.gid, groups: run.groups ?? [],
-    hostname: run.hostname ?? '', terminal: run.interactive?.tty ?? false, network: run.network, etc,
+    hostname: run.hostname ?? '', terminal: (run.interactive?.tty || run.attach?.tty) ?? false, network: run.network, etc,
     ...(run.interactive?.tty && process.stdout.rows ? { consoleSize: { height: process.stdout.rows, width: process.stdout.columns } } : {}),
+    ...(run.attach?.tty && run.attach.size ? { consoleSize: { height: run.attach.size.rows, width: run.attach.size.cols } } : {}),
     join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
     ...(m ? { idMappings: m } : {}),
   });
@@ -139,7 +144,7 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
 }
 
-function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined): string[] {
+function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined, console?: ConsoleSocket): string[] {
   const a: string[] = [];
   for (const d of cgroup?.dirs ?? []) a.push('--cgroup', d);
   if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
@@ -161,7 +166,7 @@ function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undef
   const pathVar = run.env.filter((e) => e.startsWith('PATH=')).pop()?.slice(5);
   a.push('--exec', run.argv[0] ?? '', '--exec-cwd', run.cwd, ...(pathVar !== undefined ? ['--exec-path', pathVar] : []));
   if (rt.kind === 'crun' && fs.existsSync('/sys/fs/cgroup/unified')) a.push('--hide-cgroup2');
-  a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log }));
+  a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log, ...(console ? { consoleSocket: console.socket } : {}) }));
   return a;
 }
 
@@ -209,12 +214,13 @@ async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | 
   if (run.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const io: StdioOptions = run.interactive
     ? [run.interactive.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit', 'pipe']
-    : ['ignore', 'pipe', 'pipe', 'pipe'];
+    : [run.attach?.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe', run.attach?.tty ? 'pipe' : 'ignore'];
   // Its own session: a terminal's ^C reaches only us, and we forward it (as docker's sig-proxy).
   const child = spawn(argv[0]!, argv.slice(1), { stdio: io, detached: true, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   child.stdout?.on('data', (b: Buffer) => run.onOutput?.(b, 'stdout'));
   child.stderr?.on('data', (b: Buffer) => run.onOutput?.(b, 'stderr'));
   const status = readStatus(child);
+  if (run.attach) startAttached(run.attach, child);
   let stopped: 'timeout' | 'abort' | undefined;
   // SIGKILL to pid 1 rather than the outer shim: the outer one then reaps it, so its exit means
   // the pid namespace, and with it the mount namespace, is torn down.
@@ -241,6 +247,18 @@ async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | 
     run.signal?.removeEventListener('abort', onAbort);
     if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.off(s, forward);
   }
+}
+
+/** Hands an attached container's stdin and resize to the caller. */
+function startAttached(a: AttachedIo, child: ChildProcess): void {
+  const ctl = child.stdio[CONSOLE_CONTROL_FD] as Writable | null | undefined;
+  ctl?.on('error', () => undefined);
+  child.stdin?.on('error', () => undefined);
+  a.onStart({
+    stdin: child.stdin ?? null,
+    resize: (rows, cols) => { if (ctl?.writable) ctl.write(`${rows} ${cols}\n`); },
+    kill: (sig) => { child.kill(sig); },
+  });
 }
 
 /** The signal a 128+n status stands for (a shell's convention, and the runtime's). */
@@ -299,6 +317,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
   let cgroup: StepCgroup | undefined;
   let warm: WarmNetwork | undefined;
+  let pty: ConsoleSocket | undefined;
   try {
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
@@ -310,7 +329,9 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
     warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
-    const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm)], o);
+    if (run.attach?.tty) pty = setup(() => consoleSocket(m));
+    const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
+    const res = await supervise(run, pty ? pty.wrap(argv) : argv, o);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
@@ -325,6 +346,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     if (limits.length > 0) result.limits = limits;
     return result;
   } finally {
+    pty?.remove();
     warm?.release();
     // After this step has returned: a spawn blocks the thread for a few milliseconds.
     if (run.network === 'default' && !run.interactive) setImmediate(() => prewarmNetwork(shim, findSlirp(), m));

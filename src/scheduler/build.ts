@@ -11,6 +11,7 @@ import { newBuildId } from '../cache/history.js';
 import { clearRunning } from '../cache/prune.js';
 import { loadContext } from '../context/load.js';
 import { OrderedOutput } from './ordered-output.js';
+import { outlineOf } from './progress-tap.js';
 import { baseOf, buildStage, validateFromFlags } from './stage.js';
 import { recordBuild, summarize } from './recorder.js';
 import type { BuildOptions, BuildRun, StageResult } from './run-types.js';
@@ -88,7 +89,8 @@ async function tagBuilt(opts: BuildOptions, id: ImageId, tags: string[]): Promis
  */
 async function buildStages(run: BuildRun): Promise<StageResult> {
   const { opts, plan } = run;
-  const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent);
+  opts.progress?.plan(outlineOf(plan), plan.total);
+  const output = new OrderedOutput(plan.stages.map((s) => s.index), opts.onEvent, opts.progress);
   const inner = new AbortController();
   const onOuterAbort = () => inner.abort();
   opts.signal?.addEventListener('abort', onOuterAbort);
@@ -97,14 +99,16 @@ async function buildStages(run: BuildRun): Promise<StageResult> {
   for (const stage of plan.stages) {
     const stageRun: BuildRun = { ...run, currentStage: stage.index, opts: { ...opts, onEvent: output.channel(stage.index), signal: inner.signal } };
     const p = (async () => {
+      let failed: unknown;
       try {
         return await buildStage(stageRun, stage);
       } catch (e) {
+        failed = e;
         firstError ??= e;
         inner.abort();
         throw e;
       } finally {
-        output.finish(stage.index);
+        output.finish(stage.index, failed);
       }
     })();
     p.catch(() => undefined);

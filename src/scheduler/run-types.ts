@@ -7,6 +7,7 @@ import type { StepRecord } from '../cache/history.js';
 import type { StepResult, StepTask } from '../snapshot/run-step.js';
 import type { BuildContext } from '../context/load.js';
 import type { RemoteCache } from './remote-cache.js';
+import type { ProgressTap } from './progress-tap.js';
 import type { BuildEvent } from './progress.js';
 
 /**
@@ -37,6 +38,8 @@ export interface BuildOptions {
   storageDriver?: 'overlay' | 'vfs';
   executor: StepExecutor;
   onEvent: (e: BuildEvent) => void;
+  /** Live views (`--progress=tty|plain|rawjson`): every stage's events as they happen. */
+  progress?: ProgressTap;
   signal?: AbortSignal;
   /** Predict each step's outcome from the cache and history; run nothing, write nothing. */
   plan?: boolean;
