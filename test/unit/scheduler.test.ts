@@ -142,5 +142,6 @@ test('the store lease: two builds of the same steps at once run each step once; 
   const [ra, rb] = await Promise.all([a, b]);
   assert.equal(ra.id, rb.id);
   assert.deepEqual(t.exec.ran, ['slow', 'after'], 'each step ran once');
-  assert.equal(t.events.filter((e) => e.type === 'lease-wait').length, 1);
+  // The second build waited for `slow` (and, depending on how the two interleave, for `after` too).
+  assert.ok(t.events.filter((e) => e.type === 'lease-wait').length >= 1);
 });
