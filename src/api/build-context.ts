@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage } from 'node:http';
 import { applyTarToRoot } from '../snapshot/apply.js';
@@ -21,6 +21,11 @@ import { byteLimit, requestBody } from './body.js';
  */
 export async function receiveContext(req: IncomingMessage, contextDir: string, max: number): Promise<string> {
   if (Number(req.headers['content-length'] ?? 0) > max) throw new ApiError(413, `build context exceeds the server's limit of ${max} bytes`);
+  return extractContext(requestBody(req), contextDir, max);
+}
+
+/** The same for any stream of a context tar (`slipway build -` reads one from stdin). */
+export async function extractContext(body: Readable, contextDir: string, max: number): Promise<string> {
   await fs.mkdir(contextDir, { mode: 0o755 });
   const sent = byteLimit(max, 'build context');
   const extracted = byteLimit(max, 'extracted build context');
@@ -28,7 +33,7 @@ export async function receiveContext(req: IncomingMessage, contextDir: string, m
   for (const s of [sent, extracted]) s.on('error', (e) => { if (e instanceof ApiError) tooBig ??= e; });
   const hash = crypto.createHash('sha256');
   const hashing = new Transform({ transform(chunk: Buffer, _e, cb) { hash.update(chunk); cb(null, chunk); } });
-  const fed = pipeline(requestBody(req), hashing, sent);
+  const fed = pipeline(body, hashing, sent);
   fed.catch(() => undefined);
   try {
     const { stream } = await decompressStream(sent);

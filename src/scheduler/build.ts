@@ -26,6 +26,7 @@ import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
 import { OrderedOutput } from './ordered-output.js';
 import { sha256Hex } from '../fs.js';
+import { refreshBases } from './refresh-bases.js';
 
 /** What `build` needs. The Dockerfile defaults to `<context>/Dockerfile`. */
 export interface BuildOptions {
@@ -54,6 +55,8 @@ export interface BuildOptions {
   remote?: RemoteCache;
   /** Called for a FROM image the store lacks (the farm pulls it); true when it is there now. */
   fetchBase?: (ref: string) => Promise<boolean>;
+  /** `--pull`: every base is pulled again through fetchBase before the build (see refresh-bases.ts). */
+  pull?: boolean;
   /** Clamp layer mtimes to this (seconds since the epoch), so layers are reproducible anywhere. */
   sourceDateEpoch?: number;
 }
@@ -110,6 +113,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const plan = planBuild(df, { buildArgs: opts.buildArgs ?? {}, target: opts.target });
   for (const t of opts.tags ?? []) parseReference(t);
   validateFromFlags(plan);
+  if (opts.pull && !opts.plan) await refreshBases(plan, opts);
   // Every base image must exist before anything runs, so a typo in a later FROM fails cleanly.
   for (const stage of plan.stages) if (stage.baseStage === undefined && stage.base !== 'scratch') await baseOf({ opts, plan } as BuildRun, stage);
   await ensureStore(opts.layout);
@@ -337,7 +341,7 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
       state.config = newConfig;
       await useImage(run, claim.id);
       await recordCache(opts.layout, { key: key as CacheKey, preimage: text, imageId: claim.id, created: new Date().toISOString(), durationMs: claim.durationMs });
-      opts.onEvent({ type: 'cache-hit', n: pos.n, source: 'remote' });
+      opts.onEvent({ type: 'cache-hit', n: pos.n, source: opts.remote?.source ?? 'remote' });
       run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'remote', durationMs: 0, bytes: await readLayerSize(opts.layout, claim.id).catch(() => 0), savedMs: claim.durationMs, imageId: claim.id });
       return claim.id;
     }
