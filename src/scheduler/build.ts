@@ -108,12 +108,11 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   } catch {
     throw new SlipwayError('ERR_USAGE', `Cannot locate specified Dockerfile: ${opts.dockerfile ?? 'Dockerfile'}`);
   }
-  const displayName = path.basename(dockerfilePath);
-  const df = parseDockerfile(text, displayName);
+  const df = parseDockerfile(text, path.basename(dockerfilePath));
   const plan = planBuild(df, { buildArgs: opts.buildArgs ?? {}, target: opts.target });
   for (const t of opts.tags ?? []) parseReference(t);
   validateFromFlags(plan);
-  if (opts.pull && !opts.plan) await refreshBases(plan, opts);
+  await refreshBases(plan, opts);
   // Every base image must exist before anything runs, so a typo in a later FROM fails cleanly.
   for (const stage of plan.stages) if (stage.baseStage === undefined && stage.base !== 'scratch') await baseOf({ opts, plan } as BuildRun, stage);
   await ensureStore(opts.layout);
