@@ -41,8 +41,10 @@ export async function main(argv0: string[]): Promise<number> {
     if (a === '-h' || a === '--help') {
       process.stdout.write(USAGE);
       return 0;
-    } else if (a.startsWith('-')) return usageError(`unknown flag: ${a.replace(/=.*$/s, '')}\nSee 'slipway --help'.`);
-    else break;
+    } else if (a.startsWith('-')) {
+      process.stderr.write(`unknown flag: ${a.replace(/=.*$/s, '')}\nSee 'slipway --help'.\n`);
+      return 125;
+    } else break;
   }
   const name = argv[i];
   if (!name) {
