@@ -4,27 +4,56 @@
  * worker threads and queues as plain data (`SlipwayErrorData`), because structured clone
  * drops custom classes and own properties.
  */
-export type ErrorCode =
-  | 'ERR_DOCKERFILE_SYNTAX'
-  | 'ERR_DOCKERFILE_NO_STAGE'
-  | 'ERR_UNKNOWN_STAGE'
-  | 'ERR_BAD_SUBSTITUTION'
-  | 'ERR_CONTEXT_PATH'
-  | 'ERR_FILE_NOT_FOUND'
-  | 'ERR_COPY_DEST'
-  | 'ERR_NO_SUCH_USER'
-  | 'ERR_STEP_FAILED'
-  | 'ERR_IMAGE_NOT_FOUND'
-  | 'ERR_AMBIGUOUS_REFERENCE'
-  | 'ERR_INVALID_REFERENCE'
-  | 'ERR_IMAGE_CONFLICT'
-  | 'ERR_BAD_ARCHIVE'
-  | 'ERR_REGISTRY'
-  | 'ERR_UNAUTHORIZED'
-  | 'ERR_USAGE'
-  | 'ERR_SANDBOX'
-  | 'ERR_CANCELLED'
-  | 'ERR_INTERNAL';
+/**
+ * The one table of error codes: the HTTP status the Engine API answers with (as moby's errdefs
+ * map the same failures) and whose fault it is. A `user` error (a bad Dockerfile, a failing RUN,
+ * a missing image) is final: the farm reports it and never retries it, metrics count it as a
+ * failed build. An `infrastructure` error (the sandbox, a registry, an internal fault) may go
+ * away on another attempt. Every other table (API status, farm retry, metrics outcome, the
+ * worker-thread boundary) is derived from this one.
+ */
+export const ERRORS = {
+  ERR_DOCKERFILE_SYNTAX: { http: 400, kind: 'user' },
+  ERR_DOCKERFILE_NO_STAGE: { http: 400, kind: 'user' },
+  ERR_UNKNOWN_STAGE: { http: 400, kind: 'user' },
+  ERR_BAD_SUBSTITUTION: { http: 400, kind: 'user' },
+  ERR_CONTEXT_PATH: { http: 400, kind: 'user' },
+  ERR_FILE_NOT_FOUND: { http: 400, kind: 'user' },
+  ERR_COPY_DEST: { http: 400, kind: 'user' },
+  ERR_NO_SUCH_USER: { http: 400, kind: 'user' },
+  ERR_STEP_FAILED: { http: 500, kind: 'user' },
+  ERR_IMAGE_NOT_FOUND: { http: 404, kind: 'user' },
+  ERR_AMBIGUOUS_REFERENCE: { http: 400, kind: 'user' },
+  ERR_INVALID_REFERENCE: { http: 400, kind: 'user' },
+  ERR_IMAGE_CONFLICT: { http: 409, kind: 'user' },
+  ERR_BAD_ARCHIVE: { http: 400, kind: 'user' },
+  /** An option's value the engine cannot use (a limit, a format, a policy), wherever it came from. */
+  ERR_INVALID_OPTION: { http: 400, kind: 'user' },
+  ERR_UNAUTHORIZED: { http: 401, kind: 'user' },
+  /** The command line itself (unknown flag, missing argument): only the CLI throws it. */
+  ERR_USAGE: { http: 400, kind: 'user' },
+  ERR_REGISTRY: { http: 502, kind: 'infrastructure' },
+  ERR_SANDBOX: { http: 500, kind: 'infrastructure' },
+  ERR_CANCELLED: { http: 503, kind: 'infrastructure' },
+  ERR_INTERNAL: { http: 500, kind: 'infrastructure' },
+} as const satisfies Record<string, { http: number; kind: 'user' | 'infrastructure' }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** True for a string that is one of the codes (data from another thread or process). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERRORS, code);
+}
+
+/** A user's error is final; anything else may be retried. */
+export function isUserError(code: ErrorCode): boolean {
+  return ERRORS[code].kind === 'user';
+}
+
+/** The Engine API's status for a code. */
+export function httpStatusOf(code: ErrorCode): number {
+  return ERRORS[code].http;
+}
 
 /** The plain-data form of a `SlipwayError`, safe to post across threads and processes. */
 export interface SlipwayErrorData {
@@ -68,9 +97,29 @@ export class SlipwayError extends Error {
   }
 }
 
-/** A Dockerfile error printed as `Dockerfile:3: unknown instruction: FROBNICATE`. */
+/**
+ * The one place a Dockerfile location goes into an error: `Dockerfile:3: unknown instruction:
+ * FROBNICATE`. The line and file stay fields; `detailOf` gives the message without them.
+ */
 export function dockerfileError(code: ErrorCode, file: string, line: number, detail: string): SlipwayError {
   return new SlipwayError(code, `${file}:${line}: ${detail}`, { line, file });
+}
+
+/** A located error's message without its `file:line: ` (the API's build stream shows it so, as dockerd). */
+export function detailOf(d: Pick<SlipwayErrorData, 'message' | 'line' | 'file'>): string {
+  if (d.line === undefined) return d.message;
+  const prefix = `${d.file ?? 'Dockerfile'}:${d.line}: `;
+  return d.message.startsWith(prefix) ? d.message.slice(prefix.length) : d.message;
+}
+
+/**
+ * A located error with its location always shown (the farm's result): a failing RUN's message,
+ * Docker's own `The command … returned a non-zero code`, carries its line as a field only.
+ */
+export function withLocation(d: SlipwayErrorData): SlipwayErrorData {
+  if (d.line === undefined) return d;
+  const prefix = `${d.file ?? 'Dockerfile'}:${d.line}: `;
+  return d.message.startsWith(prefix) ? d : { ...d, message: `${prefix}${d.message}` };
 }
 
 /** Turns anything thrown into plain data (an unexpected error becomes ERR_INTERNAL). */

@@ -18,7 +18,7 @@ import { boolParam, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
 import { dockerfileWithLabels, locateDockerfile, pinDockerignore, receiveContext } from './build-context.js';
 import { outcomeOf, tapBuild } from './metrics-route.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
 /** What `POST /build`'s query asks for, checked before a byte of the body is read. */
 interface BuildQuery {
@@ -217,7 +217,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
     const sandbox = buildSandbox(q, ctx);
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
-      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
+      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, executor: ctx.pool,
       sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), pull: q.extras.pull,
       ...(q.extras.cacheFrom.length > 0 ? { remote: new CacheFrom(ctx.layout, () => loadCacheSources(ctx.layout, q.extras.cacheFrom, { insecureRegistries: ctx.insecureRegistries }, (text) => out.event({ type: 'warning', text }))) } : {}),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,

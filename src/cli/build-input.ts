@@ -7,12 +7,26 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { SlipwayError } from '../errors.js';
 import { ensureStore, makeTmpDir } from '../store/graph.js';
 import type { StoreLayout } from '../store/layout.js';
-import { extractContext } from '../api/build-context.js';
-import { DEFAULT_LIMITS } from '../api/body.js';
+import { receiveContext } from '../context/receive.js';
+
+/** A context from stdin, as sent and as extracted, is at most this big (as the API's default). */
+const MAX_STDIN_CONTEXT = 4 * 1024 ** 3;
+
+/** A pass-through that fails once more than `max` bytes went through it. */
+function limit(what: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      seen += chunk.length;
+      if (seen > MAX_STDIN_CONTEXT) cb(new SlipwayError('ERR_USAGE', `${what} from stdin is larger than ${MAX_STDIN_CONTEXT} bytes`));
+      else cb(null, chunk);
+    },
+  });
+}
 
 /** A Dockerfile from stdin is at most this big (Docker's own limit is far larger; no Dockerfile is). */
 const MAX_STDIN_DOCKERFILE = 16 * 1024 * 1024;
@@ -80,7 +94,7 @@ export async function buildInput(layout: StoreLayout, context: string, file: str
     const contextDir = path.join(dir, 'context');
     const { head, stream } = await peek(stdin, 512);
     if (looksLikeArchive(head)) {
-      await extractContext(stream, contextDir, DEFAULT_LIMITS.maxContextBytes);
+      await receiveContext(stream, contextDir, limit);
       // -f names a file inside the archive; it must not leave it.
       if (file !== undefined && path.relative(contextDir, path.resolve(contextDir, file)).startsWith('..')) {
         throw new SlipwayError('ERR_USAGE', `-f ${file}: with a context from stdin, -f names a file inside the archive`);

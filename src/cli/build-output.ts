@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
-import { lowerDirsOf } from '../scheduler/build.js';
+import { lowerDirsOf } from '../store/graph.js';
 import { assembleRootfs } from '../snapshot/vfs-assemble.js';
 import { packLayer } from '../snapshot/pack.js';
 import { makeTmpDir } from '../store/graph.js';

@@ -12,7 +12,7 @@ import { humanAgo, humanSize, table } from './format.js';
 import { configFromChanges } from './changes.js';
 import { saveWriter } from './registry-cmds.js';
 import { checkOutputPath, openInput, openOutput } from './files.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { renderRows } from './format-template.js';
 import { execTemplate, parseTemplate } from './go-template.js';
 import { HISTORY_HEADER, IMAGE_HEADER, historyRow, imageRow } from './image-format.js';

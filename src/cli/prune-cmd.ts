@@ -4,7 +4,7 @@ import { pruneCache } from '../cache/prune.js';
 import { shortId } from '../store/layout.js';
 import { humanSize } from './format.js';
 import { parseSince } from './stats-cmd.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 
 /** `10GB`, `512MB`, `1.5G`, `2048` (bytes) -> bytes (decimal units, as Docker's). */
 export function parseSize(s: string): number {

@@ -70,7 +70,7 @@ export function platformArgs(): Record<string, string> {
 export function checkPlatform(text: string, where?: { file: string; line: number; flag: string }): PlatformSpec {
   const host = hostPlatform();
   const p = parsePlatform(text);
-  const say = (detail: string) => (where ? dockerfileError('ERR_DOCKERFILE_SYNTAX', where.file, where.line, `${where.flag}: ${detail}`) : new SlipwayError('ERR_USAGE', `--platform: ${detail}`));
+  const say = (detail: string) => (where ? dockerfileError('ERR_DOCKERFILE_SYNTAX', where.file, where.line, `${where.flag}: ${detail}`) : new SlipwayError('ERR_INVALID_OPTION', `--platform: ${detail}`));
   if (!p) throw say(`invalid platform "${text}": use os/arch[/variant], e.g. ${formatPlatform(host)}`);
   if (!samePlatform(p, host)) {
     throw say(`platform ${formatPlatform(p)} is not supported: Slipway builds only for the host platform ${formatPlatform(host)} (no emulation)`);

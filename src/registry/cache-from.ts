@@ -20,7 +20,8 @@ import { EMPTY_LAYER_DIFF_ID, type ImageId, type StoreLayout } from '../store/la
 import { hasImage, imageChain, makeTmpDir, readDiffId, registerImage, resolveImage } from '../store/graph.js';
 import { createdBy } from '../store/inspect.js';
 import { packLayer, layerSize } from '../snapshot/pack.js';
-import { decompressStream, unpackLayer } from '../snapshot/unpack.js';
+import { unpackLayer } from '../snapshot/unpack.js';
+import { decompressStream } from '../snapshot/tar-read.js';
 import { sha256Hex } from '../fs.js';
 
 /** One history entry, as far as matching needs it. */

@@ -12,7 +12,7 @@ export interface ExtraHost { host: string; ip: string }
 export interface Ulimit { name: string; soft: number; hard: number }
 
 function usage(msg: string): SlipwayError {
-  return new SlipwayError('ERR_USAGE', msg);
+  return new SlipwayError('ERR_INVALID_OPTION', msg);
 }
 
 /** `HOST:IP` or `HOST=IP` (IPv6 addresses keep their colons: the first separator splits). */
