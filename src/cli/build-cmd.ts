@@ -5,8 +5,8 @@ import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { lowerDirsOf } from '../store/graph.js';
-import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { WorkerPool } from '../scheduler/pool.js';
+import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { progressFor } from './build-progress.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
@@ -23,6 +23,12 @@ import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { terminalAttach } from './run-terminal.js';
+import { BUILD_EXTRA_FLAGS, buildExtras } from './build-flags.js';
+import { checkOutputs, writeOutputs } from './build-output.js';
+import { buildInput, type BuildInput } from './build-input.js';
+import { dockerfileWithLabels } from '../api/build-context.js';
+import type { SandboxOptions } from '../sandbox/container.js';
+import type { RemoteCache } from '../scheduler/remote-cache.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
@@ -55,12 +61,44 @@ async function checkDockerfile(contextDir: string, file: string | undefined): Pr
   if (inside || kind !== 'a named pipe') throw specialFileError(file ?? 'Dockerfile', kind);
 }
 
-/** The options an in-process build has and the engine's API does not take. */
-const IN_PROCESS_ONLY = ['plan', 'progress', 'storage-driver', 'workers', 'network', ...Object.keys(SANDBOX_FLAGS)];
+/** Every option of `slipway build`. */
+const BUILD_OPTIONS = {
+  tag: { type: 'string', short: 't', multiple: true },
+  file: { type: 'string', short: 'f' },
+  'build-arg': { type: 'string', multiple: true },
+  target: { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  network: { type: 'string' },
+  workers: { type: 'string' },
+  'storage-driver': { type: 'string' },
+  plan: { type: 'boolean' },
+  rm: { type: 'boolean' },
+  'force-rm': { type: 'boolean' },
+  ...BUILD_EXTRA_FLAGS,
+  ...SANDBOX_FLAGS,
+} as const;
+
+/** `--label`s go in as LABEL steps at the end of the built stage, in a copy of the Dockerfile outside the context. */
+async function labelledDockerfile(layout: CommandEnv['layout'], input: BuildInput, labels: Record<string, string>, target: string | undefined): Promise<string | undefined> {
+  const original = path.resolve(input.contextDir, input.file ?? 'Dockerfile');
+  if (Object.keys(labels).length === 0) return input.file;
+  const text = await fs.readFile(original, 'utf8').catch(() => undefined);
+  if (text === undefined) return input.file; // the build says the Dockerfile is missing
+  const dir = await makeTmpDir(layout, 'labels');
+  const copy = path.join(dir, path.basename(original));
+  await fs.writeFile(copy, dockerfileWithLabels(text, labels, target));
+  const previous = input.cleanup;
+  input.cleanup = async () => { await fs.rm(dir, { recursive: true, force: true }); await previous(); };
+  return copy;
+}
+
+/** The options the resident engine takes; any other one (--plan, --output, sandbox limits, …) builds in-process. */
+const ENGINE_OPTIONS = new Set(['tag', 'file', 'build-arg', 'target', 'no-cache', 'quiet', 'rm', 'force-rm']);
 
 /** The running engine to hand this build to (see engine-client.ts), unless an option needs an engine of its own. */
 async function engineFor(values: Record<string, unknown>, layout: CommandEnv['layout']): Promise<string | undefined> {
-  if (IN_PROCESS_ONLY.some((k) => values[k] !== undefined)) return undefined;
+  if (Object.keys(values).some((k) => !ENGINE_OPTIONS.has(k) && values[k] !== undefined)) return undefined;
   return runningEngine(layout);
 }
 
@@ -100,61 +138,61 @@ function legacyPrinter(quiet: boolean): (e: BuildEvent) => void {
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
 export async function buildCommand(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: {
-      tag: { type: 'string', short: 't', multiple: true },
-      file: { type: 'string', short: 'f' },
-      'build-arg': { type: 'string', multiple: true },
-      target: { type: 'string' },
-      'no-cache': { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-      network: { type: 'string' },
-      workers: { type: 'string' },
-      'storage-driver': { type: 'string' },
-      plan: { type: 'boolean' },
-      rm: { type: 'boolean' },
-      'force-rm': { type: 'boolean' },
-      progress: { type: 'string' },
-      ...SANDBOX_FLAGS,
-    },
-    allowPositionals: true,
-  });
-  if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
-  const contextDir = positionals[0]!;
+  const { values, positionals } = parseArgs({ args, options: BUILD_OPTIONS, allowPositionals: true });
+  if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH | -');
   const network = parseNetwork(values.network);
-  const sandbox = sandboxFromFlags(values);
+  const extras = buildExtras(values);
+  const sandbox: SandboxOptions = {
+    ...sandboxFromFlags(values), extraHosts: extras.extraHosts, ulimits: extras.ulimits, ...(extras.shmSize !== undefined ? { shmSize: extras.shmSize } : {}),
+  };
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
   // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
   for (const t of values.tag ?? []) parseReference(t);
-  await checkDockerfile(contextDir, values.file);
-  const engine = await engineFor(values, layout);
-  if (engine) return buildInEngine(engine, values, contextDir);
+  await checkOutputs(extras.outputs);
+  if (positionals[0] !== '-' && values.file !== '-') await checkDockerfile(positionals[0]!, values.file);
+  const engine = positionals[0] !== '-' && values.file !== '-' ? await engineFor(values, layout) : undefined;
+  if (engine) return buildInEngine(engine, values, positionals[0]!);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
+  const input = await buildInput(layout, positionals[0]!, values.file);
+  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
   const progress = progressFor(values);
-  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
+  const onEvent = progress.sinks.onEvent;
   const { abort, release } = interruptible();
   try {
-    const file = values.file !== undefined ? path.relative(contextDir, path.resolve(values.file)) : undefined;
+    const contextDir = input.contextDir;
+    const chosen = await labelledDockerfile(layout, input, extras.labels, values.target);
+    const file = chosen !== undefined ? path.relative(contextDir, path.resolve(chosen)) : undefined;
+    const cacheFrom = extras.cacheFrom.length > 0 ? await cacheFromFor(layout, extras.cacheFrom, (text) => onEvent({ type: 'warning', text })) : undefined;
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
       noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
-      sandbox,
+      sandbox, pull: extras.pull, ...(cacheFrom ? { remote: cacheFrom } : {}), ...(input.throwaway ? { persistStatCache: false } : {}),
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     }).catch((e: unknown) => { progress.end(e); throw e; });
     progress.end();
-    if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
+    if (values.plan) return 0;
+    await writeOutputs(layout, id, extras.outputs);
+    // As docker: the id, without a newline, written once the build succeeded.
+    if (extras.iidfile !== undefined) await writeFileAtomic(extras.iidfile, `sha256:${id}`, 0o644, { fsync: false });
+    if (quiet) process.stdout.write(`sha256:${id}\n`);
     return 0;
   } finally {
     release();
     await pool.close();
+    await input.cleanup();
   }
+}
+
+/** The `--cache-from` cache: local images, or registry references read lazily. */
+async function cacheFromFor(layout: CommandEnv['layout'], names: string[], warn: (text: string) => void): Promise<RemoteCache> {
+  const [{ CacheFrom }, { loadCacheSources }, reg] = await Promise.all([import('../registry/cache-from.js'), import('../registry/cache-from-registry.js'), import('./registry-cmds.js')]);
+  return new CacheFrom(layout, () => loadCacheSources(layout, names, reg.registryAccess(), warn));
 }
 
 /** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */

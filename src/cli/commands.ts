@@ -43,25 +43,35 @@ const SANDBOX_HELP = `
 
 /** Every verb, in help order. */
 export const COMMANDS: Record<string, Command> = {
-  build: { usage: '[OPTIONS] PATH', summary: 'Build an image from a Dockerfile', help: `Options:
+  build: { usage: '[OPTIONS] PATH | -', summary: 'Build an image from a Dockerfile', help: `Options:
+      --add-host list     Add a custom host-to-IP mapping (host:ip) to RUN steps' /etc/hosts
       --build-arg list    Set build-time variables
-  -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile)
+      --cache-from list   Images to consider as cache sources (local, or a registry reference read lazily)
+  -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile; - reads it from stdin)
+      --iidfile string    Write the image ID to the file
+      --label list        Set metadata for an image
+  -o, --output list       Also export the filesystem: type=local,dest=DIR or type=tar,dest=FILE
       --network string    Network mode for RUN: default (outbound only, no host loopback), none or host
       --no-cache          Do not use cache when building the image
       --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
+      --platform string   Target platform: only the host's own (no emulation)
+      --progress string   legacy (the default and only output for now)
+      --pull              Pull every base image that names a registry again
   -q, --quiet             Suppress the build output and print image ID on success
+      --shm-size bytes    Size of RUN steps' /dev/shm (default 64m)
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build
+      --ulimit list       Ulimit options for RUN steps (nofile=1024:2048)
       --storage-driver s  overlay (default) or vfs: assemble the rootfs by copying where overlayfs is unavailable
       --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)${SANDBOX_HELP}`, run: buildCommand },
   images: { usage: '[OPTIONS] [REPOSITORY[:TAG]]', summary: 'List images', help: `Options:
   -a, --all             Show all images (default hides intermediate images)
-      --format string   json: one JSON object per line
+      --format string   json (one JSON object per line), a Go template ({{.Repository}}:{{.Tag}}), or table TEMPLATE
   -q, --quiet           Only show image IDs`, run: images },
   tag: { usage: 'SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]', summary: 'Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE', run: tag },
   rmi: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Remove one or more images', help: 'Options:\n  -f, --force   Remove an image referenced by several tags', run: rmi },
-  history: { usage: '[OPTIONS] IMAGE', summary: 'Show the history of an image', help: 'Options:\n      --no-trunc   Don\'t truncate output\n  -q, --quiet      Only show image IDs\n      --format json', run: history },
-  inspect: { usage: 'IMAGE [IMAGE...]', summary: 'Return low-level information on images', run: inspect },
+  history: { usage: '[OPTIONS] IMAGE', summary: 'Show the history of an image', help: 'Options:\n      --no-trunc   Don\'t truncate output\n  -q, --quiet      Only show image IDs\n      --format     json, a Go template ({{.ID}} {{.CreatedBy}}), or table TEMPLATE', run: history },
+  inspect: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Return low-level information on images', help: 'Options:\n  -f, --format string   A Go template ({{.Id}}, {{json .Config}}), or json', run: inspect },
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },

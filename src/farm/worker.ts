@@ -93,7 +93,7 @@ function stepRecorder(tap: BuildTap, progress: (text: string) => void): { steps:
       lastStep = { n: e.n, text: e.text };
     } else if (e.type === 'cache-hit' || e.type === 'cache-miss') {
       const hit = e.type === 'cache-hit';
-      const source = e.type === 'cache-hit' ? e.source ?? 'local' : 'local';
+      const source = e.type === 'cache-hit' ? (e.source === 'cache-from' ? 'remote' : e.source ?? 'local') : 'local';
       const step: FarmStep = { n: lastStep?.n ?? -1, text: lastStep?.text ?? '', hit, source, durationMs: 0, ...(e.type === 'cache-miss' ? { reason: e.reason } : {}) };
       steps.push(step);
       current = { step, startedAt: Date.now() };

@@ -8,7 +8,7 @@ export type ViewEvent = { time: string } & (
   | { type: 'plan'; stages: Array<{ index: number; name: string | null; steps: number }>; total: number }
   /** A step starts; `step` is its `Step N/M` number, `label` BuildKit's `[stage k/n]`. */
   | { type: 'step'; step: number; stage: number; label: string; text: string }
-  | { type: 'cached'; step: number; source: 'local' | 'remote' }
+  | { type: 'cached'; step: number; source: 'local' | 'remote' | 'cache-from' }
   | { type: 'miss'; step: number; reason: string }
   /** Another process on this store builds the same step; this one waits for it. */
   | { type: 'wait'; step: number; pid: number; host: string }

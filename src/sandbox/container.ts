@@ -20,6 +20,7 @@ import { hostIdMapping, type IdMapping } from './userns.js';
 import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
 import { containerFiles } from './etc-files.js';
+import type { ExtraHost, Ulimit } from './container-flags.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
 import { prewarmNetwork, takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
@@ -35,6 +36,12 @@ export interface SandboxOptions {
   limits?: StepLimits;
   /** `--step-timeout`, milliseconds. */
   timeoutMs?: number;
+  /** `--add-host`: lines added to the container's /etc/hosts. */
+  extraHosts?: ExtraHost[];
+  /** `--ulimit`: the process's rlimits. */
+  ulimits?: Ulimit[];
+  /** `--shm-size`: bytes of /dev/shm (default 64 MiB). */
+  shmSize?: number;
 }
 
 /** Docker has none; a step gets this many processes unless told otherwise, so a fork bomb stays in its box. */
@@ -126,7 +133,7 @@ function prepareVolumes(run: ContainerRun, p: Paths, m: IdMapping | undefined): 
 }
 
 function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, cgroup: StepCgroup | undefined, bpf: string | undefined): void {
-  containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0) });
+  containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0), extraHosts: run.sandbox?.extraHosts ?? [] });
   const etc = { hosts: `${STAGE}/files/hosts`, hostname: `${STAGE}/files/hostname`, resolvConf: `${STAGE}/files/resolv.conf` };
   const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
     rootfs: `${STAGE}/rootfs`, argv: run.argv, env: run.env, cwd: run.cwd, uid: run.uid, gid: run.gid, groups: run.groups ?? [],
@@ -135,6 +142,8 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
     ...(run.attach?.tty && run.attach.size ? { consoleSize: { height: run.attach.size.rows, width: run.attach.size.cols } } : {}),
     join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
     ...(m ? { idMappings: m } : {}),
+    ...(run.sandbox?.shmSize !== undefined ? { shmSize: run.sandbox.shmSize } : {}),
+    ...(run.sandbox?.ulimits?.length ? { ulimits: run.sandbox.ulimits } : {}),
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
   if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;

@@ -5,6 +5,7 @@
  * default capabilities, masked and read-only paths, device set and mounts.
  */
 import { defaultSeccompProfile, type SeccompProfile } from './seccomp.js';
+import { rlimitType, type Ulimit } from './container-flags.js';
 
 /** How a step reaches the network. */
 export type NetworkMode = 'default' | 'none' | 'host';
@@ -32,6 +33,8 @@ export interface ContainerSpec {
   etc: { hosts: string; hostname: string; resolvConf: string };
   /** Size of /dev/shm in bytes (Docker's default is 64 MiB). */
   shmSize?: number;
+  /** `--ulimit`: rlimits of the container's processes (-1 is unlimited). */
+  ulimits?: readonly Ulimit[];
   /** Overrides Docker's default capabilities (names without the CAP_ prefix). */
   capabilities?: readonly string[];
   /** false drops the seccomp filter (never by default). */
@@ -51,6 +54,7 @@ export interface OciSpec {
     cwd: string;
     capabilities: Record<'bounding' | 'effective' | 'permitted', string[]>;
     noNewPrivileges: boolean;
+    rlimits?: Array<{ type: string; hard: number; soft: number }>;
   };
   root: { path: string; readonly: boolean };
   hostname: string;
@@ -163,6 +167,11 @@ export function ociSpec(c: ContainerSpec): OciSpec {
       resources: { devices: DEVICE_RULES.map((r) => ({ ...r })) },
     },
   };
+  if (c.ulimits?.length) {
+    // -1 (unlimited) is RLIM_INFINITY, which the runtime spec writes as the largest uint64.
+    const n = (v: number) => (v < 0 ? Number.MAX_SAFE_INTEGER : v);
+    spec.process.rlimits = c.ulimits.map((u) => ({ type: rlimitType(u.name), hard: n(u.hard), soft: n(u.soft) }));
+  }
   if (c.seccomp !== false) spec.linux.seccomp = defaultSeccompProfile();
   if (c.join.user !== undefined && c.idMappings) {
     spec.linux.uidMappings = [{ containerID: 0, hostID: c.idMappings.uid.host, size: c.idMappings.uid.count }];

@@ -12,6 +12,7 @@ import { clearRunning } from '../cache/prune.js';
 import { loadContext } from '../context/load.js';
 import { OrderedOutput } from './ordered-output.js';
 import { outlineOf } from './progress-tap.js';
+import { refreshBases } from './refresh-bases.js';
 import { baseOf, buildStage, validateFromFlags } from './stage.js';
 import { recordBuild, summarize } from './recorder.js';
 import type { BuildOptions, BuildRun, StageResult } from './run-types.js';
@@ -40,6 +41,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const plan = planBuild(df, { buildArgs: opts.buildArgs ?? {}, target: opts.target });
   const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
   validateFromFlags(plan);
+  await refreshBases(plan, opts);
   // Every base image must exist before anything runs, so a typo in a later FROM fails cleanly.
   for (const stage of plan.stages) if (stage.baseStage === undefined && stage.base !== 'scratch') await baseOf({ opts, plan, stages: new Map() }, stage);
   await ensureStore(opts.layout);

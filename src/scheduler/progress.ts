@@ -5,7 +5,7 @@ export type BuildEvent =
   | { type: 'step'; n: number; total: number; text: string }
   | { type: 'base'; id: string }
   | { type: 'triggers'; count: number }
-  | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' }
+  | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' | 'cache-from' }
   /** Another process on this store is building the same step: this build waits, then takes it from the cache. */
   | { type: 'lease-wait'; n: number; pid: number; host: string }
   | { type: 'running'; container: string }

@@ -49,6 +49,8 @@ export interface BuildOptions {
   remote?: RemoteCache;
   /** Called for a FROM image the store lacks (the farm pulls it); true when it is there now. */
   fetchBase?: (ref: string) => Promise<boolean>;
+  /** `--pull`: every base is pulled again through fetchBase before the build (see refresh-bases.ts). */
+  pull?: boolean;
   /** Clamp layer mtimes to this (seconds since the epoch), so layers are reproducible anywhere. */
   sourceDateEpoch?: number;
 }

@@ -77,7 +77,7 @@ export async function executeStep(run: BuildRun, state: StageState, track: Stage
     if (claim.kind === 'remote') {
       state.config = r.newConfig;
       await recordCache(opts.layout, { key: r.key as CacheKey, preimage: r.text, imageId: claim.id, created: new Date().toISOString(), durationMs: claim.durationMs });
-      await recordHit(run, pos, step.text, claim.id, claim.durationMs, 'remote');
+      await recordHit(run, pos, step.text, claim.id, claim.durationMs, opts.remote?.source ?? 'remote');
       return claim.id;
     }
     return await runAndCommit(run, state, track, parent, step, pos, { ...r, identities, ...(await explain()) });
