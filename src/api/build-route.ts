@@ -206,7 +206,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
       ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
-      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'),
+      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), allowInsecure: ctx.policy.entitlements.includes('security.insecure'),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
       // A missing base from a named registry is pulled, as dockerd does (anonymously here).
       fetchBase: (ref) => pullBaseImage({

@@ -176,6 +176,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
         buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
         pool, onEvent, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
         sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
+        allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: data.tenant,
         fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
       });
       const pushed: Array<{ tag: string; digest: string }> = [];
