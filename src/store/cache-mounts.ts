@@ -176,3 +176,26 @@ export async function removeCacheMount(layout: StoreLayout, key: string, instanc
     return true;
   });
 }
+
+/** What `pruneCacheMounts` removed (or would remove with `dryRun`). */
+export interface CacheMountPruneResult { removed: CacheMountInfo[]; reclaimedBytes: number; remainingBytes: number }
+
+/**
+ * Removes cache mount instances no step uses now, least recently used first: all of them
+ * (used longer ago than `keepDurationMs` when given), or, with `budget`, only until the
+ * remaining instances fit in it.
+ */
+export async function pruneCacheMounts(layout: StoreLayout, opts: { budget?: number; keepDurationMs?: number; dryRun?: boolean; now?: number } = {}): Promise<CacheMountPruneResult> {
+  const now = opts.now ?? Date.now();
+  const all = (await listCacheMounts(layout)).sort((a, b) => a.lastUsedMs - b.lastUsedMs);
+  let remaining = all.reduce((a, m) => a + m.bytes, 0);
+  const removed: CacheMountInfo[] = [];
+  for (const m of all) {
+    if (opts.budget !== undefined && remaining <= opts.budget) break;
+    if (m.inUse || (opts.keepDurationMs !== undefined && now - m.lastUsedMs < opts.keepDurationMs)) continue;
+    if (!opts.dryRun && !(await removeCacheMount(layout, m.key, m.instance))) continue;
+    removed.push(m);
+    remaining -= m.bytes;
+  }
+  return { removed, reclaimedBytes: removed.reduce((a, m) => a + m.bytes, 0), remainingBytes: remaining };
+}
