@@ -86,7 +86,8 @@ export const COMMANDS: Record<string, Command> = {
       --push              Push the result to the farm's registry
       --wait              Stream the build's progress and exit with its status
       --no-cache          Do not use the cache
-      --tenant string     Cache namespace (default "default")
+      --tenant string     Cache namespace (default "default"; also of cache mounts)
+      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed for the workers' keys, never sent in the clear
       --redis URL         Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
       --registry HOST     The farm's registry (default $SLIPWAY_REGISTRY)`, run: submitCommand },
   worker: { usage: '[OPTIONS]', summary: 'Run a farm worker: take builds from the queue, share the cache through Redis and the registry', help: `Options:

@@ -21,6 +21,7 @@ import { BlobStore } from './blobs.js';
 import { RedisCacheIndex } from './redis-cache-index.js';
 import { connect, QUEUE_NAME } from './connection.js';
 import { FarmMetrics } from './metrics.js';
+import { loadWorkerKey, openSecrets, publishWorkerKey, withdrawWorkerKey } from './secret-box.js';
 import type { BuildJobData, BuildJobResult, FarmStep } from './job.js';
 
 /** Errors that are the user's (bad Dockerfile, failing RUN …): a finished job with a failed result, never retried. */
@@ -142,6 +143,9 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   const metrics = new FarmMetrics();
   const sde = Number(process.env['SOURCE_DATE_EPOCH'] ?? 0);
   const lockDurationMs = opts.lockDurationMs ?? 30_000;
+  // Builds' secrets are sealed for this key (secret-box.ts): publish it before taking jobs.
+  const secretKey = await loadWorkerKey(opts.root);
+  await publishWorkerKey(cacheRedis, name, secretKey);
 
   const processor = async (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => {
     const data = job.data;
@@ -177,6 +181,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
         pool, onEvent, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
         sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
         allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: data.tenant,
+        ...(data.secrets ? { secrets: openSecrets(data.secrets, secretKey) } : {}),
         fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
       });
       const pushed: Array<{ tag: string; digest: string }> = [];
@@ -239,6 +244,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
       await served?.close();
       await pool.close();
       await statsQueue.close().catch(() => undefined);
+      await withdrawWorkerKey(cacheRedis, name).catch(() => undefined);
       cacheRedis.disconnect();
       workerConn.disconnect();
     },
