@@ -10,8 +10,8 @@ import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
-import { SANDBOX_FLAGS, limitMessage, parseAllow, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
-import { parseSecrets, parseSsh } from './session-flags.js';
+import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
+import { sessionInputs } from './session-flags.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { containerEnv, envGet } from '../image-config.js';
 import os from 'node:os';
@@ -63,23 +63,15 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       'build-arg': { type: 'string', multiple: true },
       target: { type: 'string' },
       'no-cache': { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-      network: { type: 'string' },
-      workers: { type: 'string' },
+      quiet: { type: 'boolean', short: 'q' }, network: { type: 'string' }, workers: { type: 'string' },
       'storage-driver': { type: 'string' },
-      plan: { type: 'boolean' },
-      rm: { type: 'boolean' },
-      'force-rm': { type: 'boolean' },
-      secret: { type: 'string', multiple: true },
-      ssh: { type: 'string', multiple: true },
-      allow: { type: 'string', multiple: true },
+      plan: { type: 'boolean' }, rm: { type: 'boolean' }, 'force-rm': { type: 'boolean' },
+      secret: { type: 'string', multiple: true }, ssh: { type: 'string', multiple: true }, allow: { type: 'string', multiple: true },
       ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
-  const entitlements = parseAllow(values.allow);
-  const secrets = await parseSecrets(values.secret ?? []);
   const contextDir = positionals[0]!;
   const network = parseNetwork(values.network);
   const sandbox = sandboxFromFlags(values);
@@ -90,8 +82,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   await checkDockerfile(contextDir, values.file);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
-  // Last of the checks: it may start ssh-agents, stopped in the finally below.
-  const agents = await parseSsh(values.ssh ?? []);
+  const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
   const onEvent = (e: BuildEvent) => {
@@ -109,10 +100,9 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
       noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
-      sandbox, secrets, ssh: agents.sockets,
+      sandbox, ...session.build,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
-      allowInsecure: entitlements.includes('security.insecure'),
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     });
     if (quiet && !values.plan) process.stdout.write(`sha256:${id}\n`);
@@ -121,7 +111,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await pool.close();
-    await agents.close();
+    await session.close();
   }
 }
 

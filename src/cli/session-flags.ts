@@ -17,6 +17,7 @@ import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { SlipwayError } from '../errors.js';
 import { hostTool } from '../snapshot/host-tools.js';
+import { parseAllow } from '../sandbox/limits.js';
 
 function usage(msg: string): SlipwayError {
   return new SlipwayError('ERR_USAGE', msg);
@@ -129,4 +130,15 @@ export async function parseSsh(specs: readonly string[]): Promise<SshAgents> {
     await close();
     throw e;
   }
+}
+
+/** What `build` takes from `--secret`, `--ssh` and `--allow`, ready for BuildOptions; `close` stops the agents. */
+export async function sessionInputs(v: { secret?: string[]; ssh?: string[]; allow?: string[] }): Promise<{
+  build: { secrets: Map<string, Buffer>; ssh: Map<string, string>; allowInsecure: boolean }; close: () => Promise<void>;
+}> {
+  const allowInsecure = parseAllow(v.allow).includes('security.insecure');
+  const secrets = await parseSecrets(v.secret ?? []);
+  // Last: it may start ssh-agents, which `close` stops.
+  const agents = await parseSsh(v.ssh ?? []);
+  return { build: { secrets, ssh: agents.sockets, allowInsecure }, close: agents.close };
 }

@@ -48,10 +48,12 @@ export async function loadWorkerKey(root: string): Promise<WorkerKey> {
   return { keyId: keyIdOf(publicDer), privateKey, publicDer };
 }
 
-/** Publishes the worker's public key under its name. */
-export async function publishWorkerKey(redis: Redis, name: string, key: WorkerKey): Promise<void> {
+/** Loads (or makes) the worker's key pair from `root` and publishes the public key under its name. */
+export async function publishWorkerKey(redis: Redis, name: string, root: string): Promise<WorkerKey> {
+  const key = await loadWorkerKey(root);
   const rec: WorkerKeyJson = { keyId: key.keyId, publicKey: key.publicDer.toString('base64'), published: new Date().toISOString() };
   await redis.hset(WORKER_KEYS, name, JSON.stringify(rec));
+  return key;
 }
 
 /** Withdraws it (a worker that shuts down). */

@@ -21,7 +21,7 @@ import { BlobStore } from './blobs.js';
 import { RedisCacheIndex } from './redis-cache-index.js';
 import { connect, QUEUE_NAME } from './connection.js';
 import { FarmMetrics } from './metrics.js';
-import { loadWorkerKey, openSecrets, publishWorkerKey, withdrawWorkerKey } from './secret-box.js';
+import { openSecrets, publishWorkerKey, withdrawWorkerKey } from './secret-box.js';
 import type { BuildJobData, BuildJobResult, FarmStep } from './job.js';
 
 /** Errors that are the user's (bad Dockerfile, failing RUN …): a finished job with a failed result, never retried. */
@@ -143,9 +143,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   const metrics = new FarmMetrics();
   const sde = Number(process.env['SOURCE_DATE_EPOCH'] ?? 0);
   const lockDurationMs = opts.lockDurationMs ?? 30_000;
-  // Builds' secrets are sealed for this key (secret-box.ts): publish it before taking jobs.
-  const secretKey = await loadWorkerKey(opts.root);
-  await publishWorkerKey(cacheRedis, name, secretKey);
+  const secretKey = await publishWorkerKey(cacheRedis, name, opts.root); // submit seals secrets for it
 
   const processor = async (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => {
     const data = job.data;

@@ -21,7 +21,7 @@ import { expandSourcePattern, hasWildcard } from '../context/glob.js';
 import { resolveImage } from '../store/graph.js';
 import type { ImageId } from '../store/layout.js';
 import type { BuildRun } from './build.js';
-import { checkSecurity, prepareRunMounts, type MountEnv } from './run-mounts.js';
+import { checkSecurity, mountEnv, prepareRunMounts, withMounts } from './run-mounts.js';
 
 /** A prepared RUN/COPY/ADD/WORKDIR: its history Cmd, its key inputs and how to execute it. */
 export interface LayerWork {
@@ -84,7 +84,7 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
   const cmd = args.length > 0 ? [`|${args.length}`, ...args, ...argv] : argv;
   const mode = runNetwork(run, step);
   const insecure = checkSecurity(run.plan.file, step, run.opts.allowInsecure);
-  const mounts = await prepareRunMounts(mountEnvOf(run), state, step);
+  const mounts = await prepareRunMounts(mountEnv(run.opts, { file: run.plan.file, escape: run.escape, context: run.context, resolveFrom: (f, l) => fromLowerDirs(run, f, l) }), state, step);
   let ident;
   try {
     ident = await resolveUser(lowerDirs, config.User);
@@ -104,34 +104,12 @@ async function prepareRun(run: BuildRun, state: StageState, step: RunStep, lower
     keyExtra: { network: mode, ...(mounts.keyExtra.length > 0 ? { mounts: mounts.keyExtra } : {}), ...(insecure ? { security: 'insecure' } : {}) },
     displayCmd: argv.join(' '),
     container,
-    execute: async (onOutput) => {
-      const opened = await mounts.open();
-      try {
-        return await run.opts.pool.runStep({
-          type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env: [...env, ...opened.env], uid: ident.uid, gid: ident.gid, groups: ident.groups,
-          cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname, mounts: opened.mounts, insecure,
-          driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sandbox ? { sandbox: run.opts.sandbox } : {}),
-          ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}),
-        }, onOutput, run.opts.signal);
-      } finally {
-        await opened.release();
-      }
-    },
-  };
-}
-
-/** What RUN --mount needs of this build (run-mounts.ts sees nothing else of it). */
-function mountEnvOf(run: BuildRun): MountEnv {
-  const o = run.opts;
-  return {
-    layout: o.layout, file: run.plan.file, escape: run.escape, context: run.context,
-    ...(o.sandbox ? { sandbox: o.sandbox } : {}), ...(o.secrets ? { secrets: o.secrets } : {}), ...(o.ssh ? { ssh: o.ssh } : {}),
-    noCache: o.noCache ?? false, tenant: o.tenant ?? 'default', ...(o.signal ? { signal: o.signal } : {}),
-    warn: (text) => o.onEvent({ type: 'warning', text }),
-    resolveFrom: async (from, line) => {
-      const r = await fromLowerDirs(run, from, line);
-      return { lowerDirs: r.lowerDirs, id: r.id };
-    },
+    execute: (onOutput) => withMounts(mounts, (opened) => run.opts.pool.runStep({
+      type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env: [...env, ...opened.env], uid: ident.uid, gid: ident.gid, groups: ident.groups,
+      cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname, mounts: opened.mounts, insecure,
+      driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sandbox ? { sandbox: run.opts.sandbox } : {}),
+      ...(run.opts.sourceDateEpoch !== undefined ? { clampMtime: run.opts.sourceDateEpoch } : {}),
+    }, onOutput, run.opts.signal)),
   };
 }
 

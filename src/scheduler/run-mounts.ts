@@ -37,11 +37,41 @@ export interface MountEnv {
   ssh?: ReadonlyMap<string, string>;
   noCache?: boolean;
   tenant?: string;
-  allowInsecure?: boolean;
   warn: (text: string) => void;
   signal?: AbortSignal;
   /** A stage (by name or index) or image: its layer folders and id. */
   resolveFrom: (from: string, line: number) => Promise<{ lowerDirs: string[]; id: string }>;
+}
+
+/** The build options the mounts read (a structural slice of BuildOptions). */
+interface MountOptions {
+  layout: StoreLayout;
+  sandbox?: SandboxOptions;
+  secrets?: ReadonlyMap<string, Buffer>;
+  ssh?: ReadonlyMap<string, string>;
+  noCache?: boolean;
+  tenant?: string;
+  signal?: AbortSignal;
+  onEvent: (e: { type: 'warning'; text: string }) => void;
+}
+
+/** A MountEnv from a build's options and what the scheduler knows of the build. */
+export function mountEnv(o: MountOptions, b: Pick<MountEnv, 'file' | 'escape' | 'context' | 'resolveFrom'>): MountEnv {
+  return {
+    ...b, layout: o.layout, ...(o.sandbox ? { sandbox: o.sandbox } : {}), ...(o.secrets ? { secrets: o.secrets } : {}),
+    ...(o.ssh ? { ssh: o.ssh } : {}), noCache: o.noCache ?? false, tenant: o.tenant ?? 'default', ...(o.signal ? { signal: o.signal } : {}),
+    warn: (text) => o.onEvent({ type: 'warning', text }),
+  };
+}
+
+/** Runs `fn` with the mounts made, and releases them afterwards whatever happens. */
+export async function withMounts<T>(mounts: PreparedMounts, fn: (opened: OpenedMounts) => Promise<T>): Promise<T> {
+  const opened = await mounts.open();
+  try {
+    return await fn(opened);
+  } finally {
+    await opened.release();
+  }
 }
 
 /** The mounts of one RUN: what goes into its cache key, and how to make them for a run. */
