@@ -14,7 +14,7 @@ import { boolParam, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
 import { dockerfileWithLabels, locateDockerfile, pinDockerignore, receiveContext } from './build-context.js';
 import { outcomeOf, tapBuild } from './metrics-route.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
 /** What `POST /build`'s query asks for, checked before a byte of the body is read. */
 interface BuildQuery {
@@ -205,7 +205,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
     }
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
-      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
+      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, executor: ctx.pool,
       sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), allowInsecure: ctx.policy.entitlements.includes('security.insecure'),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
       // A missing base from a named registry is pulled, as dockerd does (anonymously here).

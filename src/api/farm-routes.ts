@@ -10,7 +10,7 @@ import { ApiError, badParameter, notFound, toApiError } from './http-errors.js';
 import { boolParam, byteLimit, requestBody, sendJson, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
 import { followFarmBuild, readFarmBuild } from '../farm/build-jobs.js';
-import type { ApiContext, ApiRequest, FarmConfig } from './routes.js';
+import type { ApiContext, ApiRequest, FarmConfig } from './api-context.js';
 
 /** The farm's endpoints answer 503 until `serve` is told where the farm is. */
 function farmOf(ctx: ApiContext): FarmConfig {

@@ -1,10 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StoreLayout } from '../store/layout.js';
-import type { WorkerPool } from '../scheduler/pool.js';
-import type { ApiLimits } from './body.js';
-import type { KeyedQueue } from './keyed-queue.js';
-import type { FarmMetrics } from '../farm/metrics.js';
-import type { SandboxPolicy } from '../sandbox/limits.js';
 import { ApiError } from './http-errors.js';
 import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
@@ -15,43 +8,9 @@ import {
 import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
 import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
 import { metricsRoute } from './metrics-route.js';
+import type { Handler } from './api-context.js';
 
-/** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
-export interface FarmConfig {
-  redisUrl: string;
-  registry: string;
-}
-
-/** What every handler shares: one store, one worker pool, one set of limits per server. */
-export interface ApiContext {
-  layout: StoreLayout;
-  pool: WorkerPool;
-  limits: ApiLimits;
-  /** Builds with the same context bytes and options run one after another (see KeyedQueue). */
-  identicalBuilds: KeyedQueue;
-  /** Registers a running build so that shutdown can cancel it; returns the unregister function. */
-  trackBuild: (abort: AbortController) => () => void;
-  /** Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`). */
-  insecureRegistries: readonly string[];
-  /** The farm the `/slipway/v1/builds` endpoints submit to; undefined answers them 503. */
-  farm: FarmConfig | undefined;
-  /** What `GET /metrics` shows; the build route counts its builds and steps here. */
-  metrics: FarmMetrics;
-  /** The sandbox of every build: the operator's defaults, ceilings and entitlements. */
-  policy: SandboxPolicy;
-}
-
-/** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */
-export interface ApiRequest {
-  req: IncomingMessage;
-  res: ServerResponse;
-  path: string;
-  query: URLSearchParams;
-  /** The path's `{name}` (image, container, ...), or '' for routes without one. */
-  name: string;
-}
-
-export type Handler = (r: ApiRequest, ctx: ApiContext) => Promise<void>;
+export type { ApiContext, ApiRequest, FarmConfig, Handler } from './api-context.js';
 
 /**
  * One endpoint: methods, a path pattern whose first group (if any) is `{name}`, a handler, and

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { build } from '../scheduler/build.js';
-import { lowerDirsOf } from '../scheduler/build.js';
+import { lowerDirsOf } from '../store/graph.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
 import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
@@ -51,6 +51,15 @@ async function checkDockerfile(contextDir: string, file: string | undefined): Pr
   if (!kind) return;
   const inside = !path.relative(path.resolve(contextDir), abs).startsWith('..');
   if (inside || kind !== 'a named pipe') throw specialFileError(file ?? 'Dockerfile', kind);
+}
+
+/** The legacy `docker build` output on stdout (nothing with `-q`). */
+function legacyPrinter(quiet: boolean): (e: BuildEvent) => void {
+  return (e) => {
+    if (quiet) return;
+    if (e.type === 'output') process.stdout.write(e.text);
+    else process.stdout.write(renderLegacy(e));
+  };
 }
 
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
@@ -85,11 +94,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
-  const onEvent = (e: BuildEvent) => {
-    if (quiet) return;
-    if (e.type === 'output') process.stdout.write(e.text);
-    else process.stdout.write(renderLegacy(e));
-  };
+  const onEvent = legacyPrinter(quiet);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
@@ -99,7 +104,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     const { id } = await build({
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
-      noCache: values['no-cache'] ?? false, network, storageDriver: driver, pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
+      noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, onEvent, signal: abort.signal, plan: values.plan ?? false,
       sandbox, ...session.build,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,

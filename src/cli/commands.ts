@@ -1,16 +1,10 @@
-import type { StoreLayout } from '../store/layout.js';
 import { REGISTRY_COMMANDS } from './registry-verbs.js';
 
-/** What a command gets besides its arguments. */
-export interface CommandEnv { layout: StoreLayout }
+import type { Command, CommandEnv } from './command-env.js';
 
-/** One CLI verb. Its code is imported only when it runs: `images` must not pay for bullmq or the registry client. */
-export interface Command {
-  usage: string;
-  summary: string;
-  help?: string;
-  run: (args: string[], env: CommandEnv) => Promise<number>;
-}
+export type { CommandEnv } from './command-env.js';
+
+export type { Command } from './command-env.js';
 
 type Runner = (args: string[], env: CommandEnv) => Promise<number>;
 

@@ -4,7 +4,7 @@ import { redisUrl, registryHost } from '../farm/connection.js';
 import { buildInfo, farmStatus, followBuild, submitBuild, type BuildInfo } from '../farm/submit.js';
 import { startFarmWorker } from '../farm/worker.js';
 import { table } from './format.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';

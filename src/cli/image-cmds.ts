@@ -12,7 +12,7 @@ import { humanAgo, humanSize, table } from './format.js';
 import { configFromChanges } from './changes.js';
 import { saveWriter } from './registry-cmds.js';
 import { checkOutputPath, openInput, openOutput } from './files.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 
 /** The local image verbs: images, tag, rmi, history, inspect, import, save, load. */
 function out(s: string): void {

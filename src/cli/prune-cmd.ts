@@ -5,7 +5,7 @@ import { listCacheMounts, pruneCacheMounts } from '../store/cache-mounts.js';
 import { shortId } from '../store/layout.js';
 import { humanSize } from './format.js';
 import { parseSince } from './stats-cmd.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 
 /** `10GB`, `512MB`, `1.5G`, `2048` (bytes) -> bytes (decimal units, as Docker's). */
 export function parseSize(s: string): number {

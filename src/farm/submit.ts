@@ -1,29 +1,24 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { Queue } from 'bullmq';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
 import { BlobStore, CONTEXT_REPO } from './blobs.js';
-import { packContext } from '../snapshot/context-tar.js';
-import { connect, QUEUE_NAME } from './connection.js';
+import { packContext } from '../context/pack.js';
+import { followJob, withQueue } from './queue.js';
+import { connect } from './connection.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 import { sealSecrets, type SealedSecretsJson } from './secret-box.js';
 
 
-export interface SubmitOptions {
+/** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
+export interface SubmitOptions extends Pick<BuildJobData, 'dockerfile' | 'tags' | 'buildArgs' | 'target' | 'noCache' | 'push'> {
   redisUrl: string;
   registry: string;
   contextDir?: string;
   /** A context tar already made (the API receives one). */
   contextTar?: string;
-  dockerfile?: string;
-  tags: string[];
-  buildArgs: Record<string, string>;
-  target?: string;
-  noCache?: boolean;
-  push: boolean;
   tenant?: string;
   /** Retries for infrastructure faults (user errors are never retried). */
   attempts?: number;
@@ -54,9 +49,9 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
   try {
     let tarFile = opts.contextTar;
     if (!tarFile) {
-      if (!opts.contextDir) throw new SlipwayError('ERR_USAGE', 'submit needs a context');
+      if (!opts.contextDir) throw new SlipwayError('ERR_INVALID_OPTION', 'submit needs a context');
       const st = await fs.stat(opts.contextDir).catch(() => undefined);
-      if (!st?.isDirectory()) throw new SlipwayError('ERR_USAGE', `unable to prepare context: path "${opts.contextDir}" not found`);
+      if (!st?.isDirectory()) throw new SlipwayError('ERR_FILE_NOT_FOUND', `unable to prepare context: path "${opts.contextDir}" not found`);
       tarFile = path.join(tmp, 'context.tar');
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
@@ -69,10 +64,7 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       ...(sealed ? { secrets: sealed } : {}),
     };
     const jobId = `b-${sha256Hex(canonicalJson(data)).slice(0, 32)}`;
-    const conn = connect(opts.redisUrl, 'producer');
-    conn.on('error', () => undefined);
-    const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-    try {
+    return await withQueue(opts.redisUrl, 'producer', async (queue) => {
       const existing = await queue.getJob(jobId);
       const state = existing ? await existing.getState() : undefined;
       if (existing && (state === 'waiting' || state === 'active' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children')) {
@@ -88,10 +80,7 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       // ignores the second add, whose local timestamp then differs from the stored one.
       const stored = await queue.getJob(jobId);
       return { jobId, deduplicated: stored !== undefined && stored.timestamp !== added.timestamp, data };
-    } finally {
-      await queue.close();
-      conn.disconnect();
-    }
+    });
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
@@ -104,43 +93,14 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
  * result too). Polls: one LRANGE of what is new and one state read per tick.
  */
 export async function followBuild(redisUrl: string, jobId: string, onText: (t: string) => void, opts: { pollMs?: number } = {}): Promise<BuildJobResult> {
-  // Waits through Redis outages (retries forever), as a worker does.
-  const conn = connect(redisUrl, 'worker');
-  conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-  queue.on('error', () => undefined);
-  let printed = 0;
-  const drain = async () => {
-    const { logs } = await queue.getJobLogs(jobId, printed, -1);
-    for (const l of logs) onText(l);
-    printed += logs.length;
-  };
-  try {
-    for (;;) {
-      // State first, then the job: a job read before it finished has no result yet.
-      const state = await queue.getJobState(jobId);
-      if (state === 'unknown') throw new SlipwayError('ERR_USAGE', printed ? `build ${jobId} was removed` : `no such build: ${jobId}`);
-      // The worker writes its last log lines before it finishes the job (same connection, in order).
-      await drain();
-      const job = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
-      if (state === 'completed' && job) return job.returnvalue;
-      if (state === 'failed' && job) {
-        return { ok: false, error: { code: 'ERR_INTERNAL', message: `build failed after ${job.attemptsMade} attempts: ${job.failedReason}` }, steps: [], worker: job.processedBy ?? '', durationMs: 0 };
-      }
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 150));
-    }
-  } finally {
-    await queue.close();
-    conn.disconnect();
-  }
+  // Waits through Redis outages (a worker's connection retries forever).
+  const result = await withQueue(redisUrl, 'worker', (queue) => followJob(queue, jobId, onText, { pollMs: opts.pollMs ?? 150 }));
+  return result!;
 }
 
 /** `farm status`: queue depth, workers, running builds. */
 export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }> }> {
-  const conn = connect(redisUrl, 'producer');
-  conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-  try {
+  return withQueue(redisUrl, 'producer', async (queue) => {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
     const workers = (await queue.getWorkers()).map((w) => {
@@ -150,10 +110,7 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
     });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
     return { counts, workers, running };
-  } finally {
-    await queue.close();
-    conn.disconnect();
-  }
+  });
 }
 
 /** One build as the queue knows it: state, attempts, the worker that took it last, and its result. */
@@ -177,11 +134,7 @@ export interface BuildInfo {
 
 /** `farm status ID…`: what the queue knows of these builds (undefined for an unknown id). */
 export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<BuildInfo | undefined>> {
-  const conn = connect(redisUrl, 'producer');
-  conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
-  try {
-    return await Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+  return withQueue(redisUrl, 'producer', (queue) => Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
       // State first, then the job: a job read before it finished has no result yet.
       const state = await queue.getJobState(id);
       const job = state === 'unknown' ? undefined : await queue.getJob(id);
@@ -192,9 +145,5 @@ export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<
         ...(job.finishedOn ? { finishedOn: job.finishedOn } : {}), ...(job.failedReason ? { failedReason: job.failedReason } : {}),
         ...(state === 'completed' && job.returnvalue ? { result: job.returnvalue } : {}),
       };
-    }));
-  } finally {
-    await queue.close();
-    conn.disconnect();
-  }
+    })));
 }

@@ -5,31 +5,23 @@ import path from 'node:path';
 import { createReadStream } from 'node:fs';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { SlipwayError, errorToData, type ErrorCode, type SlipwayErrorData } from '../errors.js';
-import { StoreLayout } from '../store/layout.js';
+import { SlipwayError, errorToData, isUserError, withLocation } from '../errors.js';
+import { StoreLayout, type ImageId } from '../store/layout.js';
 import { ensureStore, makeTmpDir, resolveImage, sweepTmp } from '../store/graph.js';
 import { updateRepositories } from '../store/repositories.js';
 import { parseReference } from '../store/reference.js';
 import { build } from '../scheduler/build.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
-import { applyTarToRoot } from '../snapshot/apply.js';
-import { decompressStream } from '../snapshot/unpack.js';
+import { receiveContext } from '../context/receive.js';
 import { pushImage } from '../registry/push.js';
 import { pullImage } from '../registry/pull.js';
 import { BlobStore } from './blobs.js';
 import { RedisCacheIndex } from './redis-cache-index.js';
 import { connect, QUEUE_NAME } from './connection.js';
-import { FarmMetrics } from './metrics.js';
-import { openSecrets, publishWorkerKey, withdrawWorkerKey } from './secret-box.js';
+import { FarmMetrics, tapBuild, type BuildTap } from './metrics.js';
+import { openSecrets, publishWorkerKey, withdrawWorkerKey, type WorkerKey } from './secret-box.js';
 import type { BuildJobData, BuildJobResult, FarmStep } from './job.js';
-
-/** Errors that are the user's (bad Dockerfile, failing RUN …): a finished job with a failed result, never retried. */
-const USER_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'ERR_DOCKERFILE_SYNTAX', 'ERR_DOCKERFILE_NO_STAGE', 'ERR_UNKNOWN_STAGE', 'ERR_BAD_SUBSTITUTION', 'ERR_CONTEXT_PATH',
-  'ERR_FILE_NOT_FOUND', 'ERR_COPY_DEST', 'ERR_NO_SUCH_USER', 'ERR_STEP_FAILED', 'ERR_IMAGE_NOT_FOUND',
-  'ERR_INVALID_REFERENCE', 'ERR_USAGE', 'ERR_BAD_ARCHIVE',
-]);
 
 export interface FarmWorkerOptions {
   redisUrl: string;
@@ -74,7 +66,7 @@ async function fetchBase(layout: StoreLayout, registry: string, ref: string): Pr
     await pullImage({ layout, ref: qualified, insecureRegistries: [registry] });
   } catch (e) {
     if (e instanceof SlipwayError && (e.code === 'ERR_IMAGE_NOT_FOUND' || e.code === 'ERR_INVALID_REFERENCE')) return false;
-    throw e instanceof SlipwayError && USER_ERRORS.has(e.code) ? new SlipwayError('ERR_REGISTRY', `pulling ${qualified}: ${e.message}`) : e;
+    throw e instanceof SlipwayError && isUserError(e.code) ? new SlipwayError('ERR_REGISTRY', `pulling ${qualified}: ${e.message}`) : e;
   }
   const r = parseReference(ref);
   const q = parseReference(qualified);
@@ -83,29 +75,20 @@ async function fetchBase(layout: StoreLayout, registry: string, ref: string): Pr
   return true;
 }
 
-/** A user error's message names its Dockerfile line (a failing RUN's message, Docker's own, does not). */
-function withLine(d: SlipwayErrorData): SlipwayErrorData {
-  if (d.line === undefined) return d;
-  const prefix = `${d.file ?? 'Dockerfile'}:${d.line}: `;
-  return d.message.includes(`:${d.line}: `) ? d : { ...d, message: `${prefix}${d.message}` };
-}
-
 /**
- * Turns a build's events into the job's output (rendered as `docker build` prints them), the
- * result's step list (hit or miss, where from, how long a miss ran) and the step metrics.
+ * Turns a build's events into the job's output (rendered as `docker build` prints them) and the
+ * result's step list (hit or miss, where from, how long a miss ran); metrics see every event.
  */
-function stepRecorder(metrics: FarmMetrics, progress: (text: string) => void): { steps: FarmStep[]; onEvent: (e: BuildEvent) => void; finishStep: () => void } {
+function stepRecorder(tap: BuildTap, progress: (text: string) => void): { steps: FarmStep[]; onEvent: (e: BuildEvent) => void; finishStep: () => void } {
   const steps: FarmStep[] = [];
   let current: { step: FarmStep; startedAt: number } | undefined;
   let lastStep: { n: number; text: string } | undefined;
   const finishStep = () => {
-    if (current && !current.step.hit) {
-      current.step.durationMs = Date.now() - current.startedAt;
-      metrics.stepSeconds.observe(current.step.durationMs / 1000);
-    }
+    if (current && !current.step.hit) current.step.durationMs = Date.now() - current.startedAt;
     current = undefined;
   };
   const onEvent = (e: BuildEvent) => {
+    tap.event(e);
     if (e.type === 'step') {
       finishStep();
       lastStep = { n: e.n, text: e.text };
@@ -115,12 +98,97 @@ function stepRecorder(metrics: FarmMetrics, progress: (text: string) => void): {
       const step: FarmStep = { n: lastStep?.n ?? -1, text: lastStep?.text ?? '', hit, source, durationMs: 0, ...(e.type === 'cache-miss' ? { reason: e.reason } : {}) };
       steps.push(step);
       current = { step, startedAt: Date.now() };
-      metrics.steps.inc({ outcome: hit ? 'hit' : 'miss', source });
     } else if (e.type === 'image') finishStep();
-    else if (e.type === 'summary') metrics.cacheSavedSeconds.inc(e.savedMs / 1000);
     progress(renderLegacy(e));
   };
   return { steps, onEvent, finishStep };
+}
+
+/** What every job of one worker process shares. */
+interface WorkerEnv {
+  opts: FarmWorkerOptions;
+  /** The key `submit --secret` seals a build's secrets for (secret-box.ts). */
+  secretKey: WorkerKey;
+  name: string;
+  log: (line: string) => void;
+  layout: StoreLayout;
+  pool: WorkerPool;
+  blobs: BlobStore;
+  cacheRedis: Redis;
+  metrics: FarmMetrics;
+  lockDurationMs: number;
+}
+
+/** The job's output: both go out in order on the worker's one connection (the log is the durable copy a follower replays). */
+function jobProgress(job: Job<BuildJobData, BuildJobResult>): (text: string) => void {
+  let seq = 0;
+  return (text: string) => {
+    if (!text) return;
+    void job.updateProgress({ seq: seq++, text }).catch(() => undefined);
+    void job.log(text).catch(() => undefined);
+  };
+}
+
+/** Builds one job's context in `tmp` with the farm's cache, and pushes its tags when asked. */
+async function buildJob(w: WorkerEnv, job: Job<BuildJobData, BuildJobResult>, tmp: string, onEvent: (e: BuildEvent) => void, progress: (text: string) => void): Promise<{ id: ImageId; pushed: Array<{ tag: string; digest: string }> }> {
+  const { opts, layout } = w;
+  const data = job.data;
+  const tarFile = path.join(tmp, 'context.tar');
+  await w.blobs.get(data.contextRepo, data.contextDigest, data.contextSize, tarFile);
+  const ctx = path.join(tmp, 'context');
+  await receiveContext(createReadStream(tarFile), ctx);
+  // The step lease lasts as long as the job lock: a dead worker's step is free again as soon as its job is.
+  const cache = new RedisCacheIndex({ redis: w.cacheRedis, blobs: w.blobs, layout, tenant: data.tenant, worker: w.name, build: String(job.id), leaseMs: w.lockDurationMs });
+  const localTags = data.tags.map((t) => pushName(opts.registry, t));
+  const { id } = await build({
+    layout, contextDir: ctx, ...(data.dockerfile ? { dockerfile: data.dockerfile } : {}), tags: localTags,
+    buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
+    executor: w.pool, onEvent, remote: cache, sourceDateEpoch: Number(process.env['SOURCE_DATE_EPOCH'] ?? 0), persistStatCache: false,
+    sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
+    allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: data.tenant,
+    ...(data.secrets ? { secrets: openSecrets(data.secrets, w.secretKey) } : {}),
+    fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
+  });
+  const pushed: Array<{ tag: string; digest: string }> = [];
+  if (!data.push) return { id, pushed };
+  for (const t of localTags) {
+    const res = await pushImage({ layout, ref: t, insecureRegistries: [opts.registry] });
+    for (const r of res) pushed.push({ tag: t, digest: r.digest });
+    progress(`pushed ${t} ${res[0]?.digest ?? ''}\n`);
+  }
+  return { id, pushed };
+}
+
+/**
+ * One job. A user's error completes it with a failed result; an infrastructure fault throws,
+ * so bullmq retries it with backoff.
+ */
+async function processJob(w: WorkerEnv, job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> {
+  const started = Date.now();
+  const tmp = await makeTmpDir(w.layout, 'job');
+  const progress = jobProgress(job);
+  // A job taken again (its worker died, or a retried fault) says so in the shared log.
+  if (job.attemptsStarted > 1 || job.stalledCounter > 0) progress(`Taken again by ${w.name} (attempt ${job.attemptsStarted})\n`);
+  const tap = tapBuild(w.metrics);
+  const { steps, onEvent, finishStep } = stepRecorder(tap, progress);
+  try {
+    const { id, pushed } = await buildJob(w, job, tmp, onEvent, progress);
+    tap.done('success');
+    return { ok: true, imageId: id, pushed, steps, worker: w.name, durationMs: Date.now() - started };
+  } catch (e) {
+    finishStep();
+    if (e instanceof SlipwayError && isUserError(e.code)) {
+      const error = withLocation(e.toData());
+      progress(`error: ${error.message}\n`);
+      tap.done('failure');
+      return { ok: false, error, steps, worker: w.name, durationMs: Date.now() - started };
+    }
+    tap.done('error');
+    w.log(`job ${job.id}: infrastructure fault, will be retried: ${errorToData(e).message}`);
+    throw e instanceof Error ? e : new Error(String(e));
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
 }
 
 /**
@@ -141,75 +209,10 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   const cacheRedis: Redis = connect(opts.redisUrl, 'worker');
   cacheRedis.on('error', () => undefined);
   const metrics = new FarmMetrics();
-  const sde = Number(process.env['SOURCE_DATE_EPOCH'] ?? 0);
   const lockDurationMs = opts.lockDurationMs ?? 30_000;
-  const secretKey = await publishWorkerKey(cacheRedis, name, opts.root); // submit seals secrets for it
-
-  const processor = async (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => {
-    const data = job.data;
-    const started = Date.now();
-    const tmp = await makeTmpDir(layout, 'job');
-    let seq = 0;
-    const progress = (text: string) => {
-      if (!text) return;
-      // Fire and forget, but in order: both go out on the worker's one connection. The log is
-      // the durable copy a follower replays from the start (events published before it
-      // subscribed are gone); the progress event is for live listeners.
-      void job.updateProgress({ seq: seq++, text }).catch(() => undefined);
-      void job.log(text).catch(() => undefined);
-    };
-    // A job taken again (its worker died, or a retried fault) says so in the shared log.
-    if (job.attemptsStarted > 1 || job.stalledCounter > 0) progress(`Taken again by ${name} (attempt ${job.attemptsStarted})\n`);
-    metrics.running.inc();
-    const { steps, onEvent, finishStep } = stepRecorder(metrics, progress);
-    try {
-      const tarFile = path.join(tmp, 'context.tar');
-      await blobs.get(data.contextRepo, data.contextDigest, data.contextSize, tarFile);
-      const ctx = path.join(tmp, 'context');
-      await fs.mkdir(ctx, { mode: 0o755 });
-      const { stream } = await decompressStream(createReadStream(tarFile));
-      await applyTarToRoot(stream, ctx, '/');
-      // The step lease lasts as long as the job lock: a dead worker's step is free again as
-      // soon as its job is.
-      const cache = new RedisCacheIndex({ redis: cacheRedis, blobs, layout, tenant: data.tenant, worker: name, build: String(job.id), leaseMs: lockDurationMs });
-      const localTags = data.tags.map((t) => pushName(opts.registry, t));
-      const { id } = await build({
-        layout, contextDir: ctx, ...(data.dockerfile ? { dockerfile: data.dockerfile } : {}), tags: localTags,
-        buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
-        pool, onEvent, remote: cache, sourceDateEpoch: sde, persistStatCache: false,
-        sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
-        allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: data.tenant,
-        ...(data.secrets ? { secrets: openSecrets(data.secrets, secretKey) } : {}),
-        fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
-      });
-      const pushed: Array<{ tag: string; digest: string }> = [];
-      if (data.push) {
-        for (const t of localTags) {
-          const res = await pushImage({ layout, ref: t, insecureRegistries: [opts.registry] });
-          for (const r of res) pushed.push({ tag: t, digest: r.digest });
-          progress(`pushed ${t} ${res[0]?.digest ?? ''}\n`);
-        }
-      }
-      metrics.builds.inc({ result: 'success' });
-      metrics.buildSeconds.observe((Date.now() - started) / 1000);
-      return { ok: true, imageId: id, pushed, steps, worker: name, durationMs: Date.now() - started };
-    } catch (e) {
-      finishStep();
-      if (e instanceof SlipwayError && USER_ERRORS.has(e.code)) {
-        const error = withLine(e.toData());
-        progress(`error: ${error.message}\n`);
-        metrics.builds.inc({ result: 'failure' });
-        return { ok: false, error, steps, worker: name, durationMs: Date.now() - started };
-      }
-      const data2 = errorToData(e);
-      metrics.builds.inc({ result: 'error' });
-      log(`job ${job.id}: infrastructure fault, will be retried: ${data2.message}`);
-      throw e instanceof Error ? e : new Error(String(e));
-    } finally {
-      metrics.running.dec();
-      await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    }
-  };
+  const secretKey = await publishWorkerKey(cacheRedis, name, opts.root);
+  const env: WorkerEnv = { opts, name, log, layout, pool, blobs, cacheRedis, metrics, lockDurationMs, secretKey };
+  const processor = (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => processJob(env, job);
 
   const workerConn = connect(opts.redisUrl, 'worker');
   workerConn.on('error', () => undefined);

@@ -28,7 +28,7 @@ export const SANDBOX_FLAGS = {
 export type SandboxFlagValues = Partial<Record<keyof typeof SANDBOX_FLAGS, string>>;
 
 function usage(msg: string): SlipwayError {
-  return new SlipwayError('ERR_USAGE', msg);
+  return new SlipwayError('ERR_INVALID_OPTION', msg);
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { resolveInRoot } from './resolve-in-root.js';
 import { applyTarToRoot } from './apply.js';
-import { decompressStream } from './unpack.js';
+import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
