@@ -81,7 +81,7 @@ function ungcm(key: Buffer, box: { iv: string; tag: string; data: string }): Buf
 /** Seals `secrets` for every worker key published in Redis. */
 export async function sealSecrets(redis: Redis, secrets: ReadonlyMap<string, Buffer>): Promise<SealedSecretsJson> {
   const keys = Object.values(await redis.hgetall(WORKER_KEYS)).map((t) => JSON.parse(t) as WorkerKeyJson);
-  if (keys.length === 0) throw new SlipwayError('ERR_USAGE', '--secret: no farm worker has published a key to seal secrets for (start a worker first)');
+  if (keys.length === 0) throw new SlipwayError('ERR_INVALID_OPTION', '--secret: no farm worker has published a key to seal secrets for (start a worker first)');
   const dataKey = crypto.randomBytes(32);
   const plain = Buffer.from(JSON.stringify(Object.fromEntries([...secrets].map(([id, v]) => [id, v.toString('base64')]))));
   const body = gcm(dataKey, plain);

@@ -55,7 +55,7 @@ test('submit --secret: refused while no worker has published a key', async () =>
   const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN true\n' });
   const r = await slipway(seed, ['submit', '--redis', redis.url, '--registry', reg.host, '--secret', `id=tok,src=${path.join(dir, 'tok')}`, ctx]);
   assert.notEqual(r.code, 0);
-  assert.equal(r.stderr.trim(), '--secret: no farm worker has published a key to seal secrets for (start a worker first)');
+  assert.match(r.stderr.trim(), /^(Error: )?--secret: no farm worker has published a key to seal secrets for \(start a worker first\)$/);
 });
 
 test('submit --secret: the step on the worker gets it; Redis, the registry, the image, the store and the logs never see it', async () => {
