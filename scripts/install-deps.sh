@@ -9,7 +9,7 @@
 # subordinate id range (root in a step is host uid 1000000000) in /etc/subuid and /etc/subgid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(crun runc slirp4netns gcc libc6-dev libseccomp-dev busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux)
+pkgs=(crun runc slirp4netns gcc libc6-dev libseccomp-dev busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

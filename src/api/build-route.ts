@@ -218,7 +218,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
       ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, executor: ctx.pool,
-      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), pull: q.extras.pull,
+      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), allowInsecure: ctx.policy.entitlements.includes('security.insecure'), pull: q.extras.pull,
       ...(q.extras.cacheFrom.length > 0 ? { remote: new CacheFrom(ctx.layout, () => loadCacheSources(ctx.layout, q.extras.cacheFrom, { insecureRegistries: ctx.insecureRegistries }, (text) => out.event({ type: 'warning', text }))) } : {}),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
       // A missing base from a named registry is pulled, as dockerd does (anonymously here).

@@ -13,6 +13,7 @@ import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../s
 import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
 import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
+import { sessionInputs } from './session-flags.js';
 import { detectStorageDriver } from '../snapshot/storage-driver.js';
 import { containerEnv, envGet } from '../image-config.js';
 import os from 'node:os';
@@ -75,6 +76,7 @@ const BUILD_OPTIONS = {
   plan: { type: 'boolean' },
   rm: { type: 'boolean' },
   'force-rm': { type: 'boolean' },
+  secret: { type: 'string', multiple: true }, ssh: { type: 'string', multiple: true }, allow: { type: 'string', multiple: true },
   ...BUILD_EXTRA_FLAGS,
   ...SANDBOX_FLAGS,
 } as const;
@@ -156,6 +158,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
+  const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
   const progress = progressFor(values);
@@ -170,7 +173,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       layout, contextDir, ...(file !== undefined ? { dockerfile: file } : {}), tags: values.tag ?? [],
       buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target !== undefined ? { target: values.target } : {}),
       noCache: values['no-cache'] ?? false, network, storageDriver: driver, executor: pool, ...progress.sinks, signal: abort.signal, plan: values.plan ?? false,
-      sandbox, pull: extras.pull, ...(cacheFrom ? { remote: cacheFrom } : {}), ...(input.throwaway ? { persistStatCache: false } : {}),
+      sandbox, pull: extras.pull, ...(cacheFrom ? { remote: cacheFrom } : {}), ...(input.throwaway ? { persistStatCache: false } : {}), ...session.build,
       // A local build is run by root on root's own machine: asking for the host network is allowed.
       allowHostNetwork: true,
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
@@ -186,6 +189,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     release();
     await pool.close();
     await input.cleanup();
+    await session.close();
   }
 }
 

@@ -52,7 +52,10 @@ export const COMMANDS: Record<string, Command> = {
       --label list        Set metadata for an image
   -o, --output list       Also export the filesystem: type=local,dest=DIR or type=tar,dest=FILE
       --network string    Network mode for RUN: default (outbound only, no host loopback), none or host
-      --no-cache          Do not use cache when building the image
+      --no-cache          Do not use cache when building the image (cache mounts start empty)
+      --secret list       A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+      --ssh list          An SSH agent for RUN --mount=type=ssh: ID[=SOCKET|KEYFILE] (default: $SSH_AUTH_SOCK)
+      --allow list        security.insecure: let RUN --security=insecure run (all capabilities, no seccomp)
       --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
       --platform string   Target platform: only the host's own (no emulation)
       --progress string   legacy (the default and only output for now)
@@ -75,10 +78,10 @@ export const COMMANDS: Record<string, Command> = {
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
-  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --allow network.host  Let builds ask for the host network (an entitlement, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
+  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --allow list        network.host: let builds ask for the host network; security.insecure: RUN --security=insecure (entitlements, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
-  prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first', help: 'Options:\n      --keep-storage size    Stop once the store is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
+  prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first, and unused cache mounts', help: 'Options:\n      --keep-storage size    Stop once the store (images and cache mounts) is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
   submit: { usage: '[OPTIONS] CONTEXT', summary: 'Queue a build on the farm (bullmq on Redis)', help: `Options:
   -t, --tag list          Name and optionally a tag
   -f, --file string       Name of the Dockerfile
@@ -87,7 +90,8 @@ export const COMMANDS: Record<string, Command> = {
       --push              Push the result to the farm's registry
       --wait              Stream the build's progress and exit with its status
       --no-cache          Do not use the cache
-      --tenant string     Cache namespace (default "default")
+      --tenant string     Cache namespace (default "default"; also of cache mounts)
+      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed for the workers' keys, never sent in the clear
       --redis URL         Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
       --registry HOST     The farm's registry (default $SLIPWAY_REGISTRY)`, run: submitCommand },
   worker: { usage: '[OPTIONS]', summary: 'Run a farm worker: take builds from the queue, share the cache through Redis and the registry', help: `Options:
@@ -99,7 +103,7 @@ export const COMMANDS: Record<string, Command> = {
       --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
       --name string            Worker name
-      --allow network.host     Let builds use the host network (an entitlement, as BuildKit's)
+      --allow list             network.host (the host network), security.insecure (RUN --security=insecure)
 Sandbox defaults and ceilings for every build:${SANDBOX_HELP}`, run: workerCommand },
   farm: { usage: 'status [BUILD...] [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds (or the state of some builds)', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:

@@ -6,6 +6,7 @@ import { startFarmWorker } from '../farm/worker.js';
 import { table } from './format.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
+import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 
 function needRegistry(flag: string | undefined): string {
@@ -22,16 +23,18 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
     options: {
       tag: { type: 'string', short: 't', multiple: true }, file: { type: 'string', short: 'f' }, 'build-arg': { type: 'string', multiple: true },
       target: { type: 'string' }, push: { type: 'boolean' }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' },
-      redis: { type: 'string' }, registry: { type: 'string' }, tenant: { type: 'string' },
+      redis: { type: 'string' }, registry: { type: 'string' }, tenant: { type: 'string' }, secret: { type: 'string', multiple: true },
     },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway submit" requires exactly 1 argument: CONTEXT');
+  const secrets = await parseSecrets(values.secret ?? []);
   const redis = redisUrl(values.redis);
   const sub = await submitBuild({
     redisUrl: redis, registry: needRegistry(values.registry), contextDir: positionals[0]!, ...(values.file ? { dockerfile: values.file } : {}),
     tags: values.tag ?? [], buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target ? { target: values.target } : {}),
     noCache: values['no-cache'] ?? false, push: values.push ?? false, ...(values.tenant ? { tenant: values.tenant } : {}),
+    ...(secrets.size > 0 ? { secrets } : {}),
   });
   process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}\n`);
   if (!values.wait) return 0;

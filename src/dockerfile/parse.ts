@@ -1,6 +1,7 @@
 import { DockerfileParser } from 'dockerfile-ast';
 import { dockerfileError } from '../errors.js';
 import { splitWords } from './expand.js';
+import { checkRunMount, parseSecurity } from './run-mounts.js';
 import type { CommandForm, Dockerfile, Heredoc, Step, StepBase } from './step.js';
 
 /**
@@ -190,12 +191,16 @@ function parseFrom({ base, rest, flags, fail }: InstructionInput): Step {
   return { ...base, kind: 'FROM', image: words[0]!, stageName, platform: flags.get('platform') };
 }
 
-function parseRun({ base, rest, flags, heredocBodies, needArgs }: InstructionInput): Step {
+function parseRun({ base, rest, flags, heredocBodies, needArgs, fail }: InstructionInput): Step {
   needArgs();
   const { heredocs } = parseHeredocs(rest, heredocBodies);
   const mounts = (flags.get('mount') ?? '').split('\n').filter(Boolean);
-  if (heredocs.length > 0) return { ...base, kind: 'RUN', mounts, network: flags.get('network'), heredocs, form: 'shell', shell: rest.trim() };
-  return { ...base, kind: 'RUN', mounts, network: flags.get('network'), heredocs, ...parseMaybeJson(rest) };
+  // Keys and types are checked now (values may hold variables, expanded when the step runs).
+  for (const m of mounts) checkRunMount(m, fail);
+  const security = parseSecurity(flags.get('security'), fail);
+  const run = { ...base, kind: 'RUN' as const, mounts, network: flags.get('network'), security, heredocs };
+  if (heredocs.length > 0) return { ...run, form: 'shell', shell: rest.trim() };
+  return { ...run, ...parseMaybeJson(rest) };
 }
 
 function parseCmdEntrypoint({ base, keyword, rest }: InstructionInput): Step {

@@ -24,8 +24,10 @@ export interface Heredoc {
 
 /** `FROM [--platform=P] image [AS name]` */
 export interface FromStep extends StepBase { kind: 'FROM'; image: string; stageName: string | undefined; platform: string | undefined }
-/** `RUN [--mount=...] [--network=...] cmd` or exec form */
-export type RunStep = StepBase & { kind: 'RUN'; mounts: string[]; network: string | undefined; heredocs: Heredoc[] } & CommandForm;
+/** `RUN [--mount=...] [--network=...] [--security=...] cmd` or exec form; `mounts` are the raw `--mount` values */
+export type RunStep = StepBase & {
+  kind: 'RUN'; mounts: string[]; network: string | undefined; security: 'sandbox' | 'insecure'; heredocs: Heredoc[];
+} & CommandForm;
 /** `CMD cmd` or exec form */
 export type CmdStep = StepBase & { kind: 'CMD' } & CommandForm;
 /** `ENTRYPOINT cmd` or exec form */

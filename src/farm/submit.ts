@@ -7,7 +7,9 @@ import { SlipwayError } from '../errors.js';
 import { BlobStore, CONTEXT_REPO } from './blobs.js';
 import { packContext } from '../context/pack.js';
 import { followJob, withQueue } from './queue.js';
+import { connect } from './connection.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
+import { sealSecrets, type SealedSecretsJson } from './secret-box.js';
 
 
 /** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
@@ -20,6 +22,20 @@ export interface SubmitOptions extends Pick<BuildJobData, 'dockerfile' | 'tags' 
   tenant?: string;
   /** Retries for infrastructure faults (user errors are never retried). */
   attempts?: number;
+  /** `--secret` values by id: sealed for the workers' keys before they leave this process. */
+  secrets?: ReadonlyMap<string, Buffer>;
+}
+
+/** The secrets sealed for every worker key published in Redis (secret-box.ts). */
+async function sealFor(redisUrl: string, secrets: ReadonlyMap<string, Buffer> | undefined): Promise<SealedSecretsJson | undefined> {
+  if (!secrets || secrets.size === 0) return undefined;
+  const conn = connect(redisUrl, 'producer');
+  conn.on('error', () => undefined);
+  try {
+    return await sealSecrets(conn, secrets);
+  } finally {
+    conn.disconnect();
+  }
 }
 
 /**
@@ -39,11 +55,13 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       tarFile = path.join(tmp, 'context.tar');
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
+    const sealed = await sealFor(opts.redisUrl, opts.secrets);
     const put = await blobs.put(CONTEXT_REPO, tarFile);
     const data: BuildJobData = {
       contextDigest: put.digest, contextSize: put.size, contextRepo: CONTEXT_REPO,
       ...(opts.dockerfile ? { dockerfile: opts.dockerfile } : {}), tags: opts.tags, buildArgs: opts.buildArgs,
       ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant: opts.tenant ?? 'default',
+      ...(sealed ? { secrets: sealed } : {}),
     };
     const jobId = `b-${sha256Hex(canonicalJson(data)).slice(0, 32)}`;
     return await withQueue(opts.redisUrl, 'producer', async (queue) => {

@@ -20,6 +20,7 @@ import { BlobStore } from './blobs.js';
 import { RedisCacheIndex } from './redis-cache-index.js';
 import { connect, QUEUE_NAME } from './connection.js';
 import { FarmMetrics, tapBuild, type BuildTap } from './metrics.js';
+import { openSecrets, publishWorkerKey, withdrawWorkerKey, type WorkerKey } from './secret-box.js';
 import type { BuildJobData, BuildJobResult, FarmStep } from './job.js';
 
 export interface FarmWorkerOptions {
@@ -106,6 +107,8 @@ function stepRecorder(tap: BuildTap, progress: (text: string) => void): { steps:
 /** What every job of one worker process shares. */
 interface WorkerEnv {
   opts: FarmWorkerOptions;
+  /** The key `submit --secret` seals a build's secrets for (secret-box.ts). */
+  secretKey: WorkerKey;
   name: string;
   log: (line: string) => void;
   layout: StoreLayout;
@@ -142,6 +145,8 @@ async function buildJob(w: WorkerEnv, job: Job<BuildJobData, BuildJobResult>, tm
     buildArgs: data.buildArgs, ...(data.target ? { target: data.target } : {}), noCache: data.noCache ?? false,
     executor: w.pool, onEvent, remote: cache, sourceDateEpoch: Number(process.env['SOURCE_DATE_EPOCH'] ?? 0), persistStatCache: false,
     sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
+    allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: data.tenant,
+    ...(data.secrets ? { secrets: openSecrets(data.secrets, w.secretKey) } : {}),
     fetchBase: (ref) => fetchBase(layout, opts.registry, ref),
   });
   const pushed: Array<{ tag: string; digest: string }> = [];
@@ -205,7 +210,8 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   cacheRedis.on('error', () => undefined);
   const metrics = new FarmMetrics();
   const lockDurationMs = opts.lockDurationMs ?? 30_000;
-  const env: WorkerEnv = { opts, name, log, layout, pool, blobs, cacheRedis, metrics, lockDurationMs };
+  const secretKey = await publishWorkerKey(cacheRedis, name, opts.root);
+  const env: WorkerEnv = { opts, name, log, layout, pool, blobs, cacheRedis, metrics, lockDurationMs, secretKey };
   const processor = (job: Job<BuildJobData, BuildJobResult>): Promise<BuildJobResult> => processJob(env, job);
 
   const workerConn = connect(opts.redisUrl, 'worker');
@@ -239,6 +245,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
       await served?.close();
       await pool.close();
       await statsQueue.close().catch(() => undefined);
+      await withdrawWorkerKey(cacheRedis, name).catch(() => undefined);
       cacheRedis.disconnect();
       workerConn.disconnect();
     },

@@ -13,7 +13,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { SlipwayError } from '../errors.js';
-import { ociSpec, type NetworkMode, type OciSpec } from './oci-spec.js';
+import { ociSpec, type NetworkMode, type OciSpec, type StepMountSpec } from './oci-spec.js';
 import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
 import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
 import { hostIdMapping, type IdMapping } from './userns.js';
@@ -68,6 +68,10 @@ export interface ContainerRun {
   network: NetworkMode;
   /** Image VOLUME paths: the mount point lands in the layer, writes below it do not. */
   volumes?: string[];
+  /** RUN --mount: what is mounted where; each mount point (folder or empty file) lands in the layer. */
+  mounts?: ContainerMount[];
+  /** RUN --security=insecure: all capabilities, no seccomp (see oci-spec.ts). */
+  insecure?: boolean;
   /** `slipway run`: the terminal's stdio, `-t` for a pty, `-i` to pass stdin. */
   interactive?: { tty: boolean; stdin: boolean };
   /** The API's attached container: stdio on pipes (and a relayed pty with `tty`). */
@@ -76,6 +80,14 @@ export interface ContainerRun {
   signal?: AbortSignal;
   sandbox?: SandboxOptions;
 }
+
+/**
+ * One RUN --mount as the container gets it: a host folder, file or socket (bound through the
+ * shim's stage, so the runtime reaches it from inside the user namespace), or a tmpfs.
+ */
+export type ContainerMount =
+  | { kind: 'bind'; target: string; source: string; readonly: boolean; file: boolean }
+  | { kind: 'tmpfs'; target: string; size?: number };
 
 /** A limit a container can run into. */
 export type Limit = 'memory' | 'pids' | 'timeout';
@@ -144,6 +156,8 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
     ...(m ? { idMappings: m } : {}),
     ...(run.sandbox?.shmSize !== undefined ? { shmSize: run.sandbox.shmSize } : {}),
     ...(run.sandbox?.ulimits?.length ? { ulimits: run.sandbox.ulimits } : {}),
+    ...(run.insecure ? { insecure: true } : {}),
+    extraMounts: stagedMounts(run.mounts ?? []),
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
   if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;
@@ -151,6 +165,12 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   if (rt.kind === 'crun' && bpf !== undefined) (spec as OciSpec & { annotations?: Record<string, string> }).annotations = { 'run.oci.seccomp_bpf_data': bpf };
   fs.mkdirSync(p.bundle);
   fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
+}
+
+/** The mounts as the runtime sees them: the i-th bind's source is the stage's `m<i>`. */
+function stagedMounts(mounts: ContainerMount[]): StepMountSpec[] {
+  let i = 0;
+  return mounts.map((x) => (x.kind === 'tmpfs' ? { ...x } : { kind: 'bind', target: x.target, source: `${STAGE}/m${i++}`, readonly: x.readonly }));
 }
 
 function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined, console?: ConsoleSocket): string[] {
@@ -170,6 +190,9 @@ function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undef
   if (lowers.length > 0) a.push('--upper', run.upperDir, '--work', p.work, '--links', p.links);
   for (const v of run.volumes ?? []) a.push('--volume', v);
   if ((run.volumes ?? []).length > 0) a.push('--volume-dir', p.volumes);
+  for (const x of run.mounts ?? []) if (x.kind === 'bind') a.push('--stage-bind', x.source);
+  // The mount points, made as the runtime would make them (a file's is an empty 0755 file).
+  for (const x of run.mounts ?? []) a.push(x.kind === 'bind' && x.file ? '--mkfile' : '--mkdir', x.target);
   // Volumes first: a working directory inside a VOLUME is created in the (discarded) volume.
   a.push('--mkdir', run.cwd);
   const pathVar = run.env.filter((e) => e.startsWith('PATH=')).pop()?.slice(5);
@@ -334,7 +357,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
       return l;
     });
     cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
-    const bpf = rt.kind === 'crun' ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
+    const bpf = rt.kind === 'crun' && !run.insecure ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
     warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;

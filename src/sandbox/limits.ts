@@ -151,7 +151,7 @@ export function limitMessage(limits: Limit[], o: SandboxOptions | undefined): st
 }
 
 /** What an operator may allow on `serve` and `worker` (`--allow`), as BuildKit's entitlements. */
-export const ENTITLEMENTS = ['network.host'] as const;
+export const ENTITLEMENTS = ['network.host', 'security.insecure'] as const;
 export type Entitlement = (typeof ENTITLEMENTS)[number];
 
 /** A server's sandbox: the defaults and ceilings for every build, and what it allows. */

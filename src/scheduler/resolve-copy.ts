@@ -20,7 +20,7 @@ import { finishOptions, type LayerWork } from './layer-work.js';
 import { digestInPlaceOrPool, downloadSource, expandVariablesOnly } from './copy-sources.js';
 
 /** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */
-async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
+export async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
   // Only earlier stages count (a later one or this one would be a cycle); other names are images.
   const earlier = run.plan.stages.filter((s) => s.index < (run.currentStage ?? run.plan.stages.length));
   const byIndex = /^\d+$/.test(from) ? earlier[Number(from)] : undefined;

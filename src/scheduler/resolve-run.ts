@@ -7,6 +7,8 @@ import type { RunStep } from '../dockerfile/step.js';
 import { resolveUser } from '../snapshot/rootfs.js';
 import type { BuildRun } from './run-types.js';
 import { finishOptions, type LayerWork } from './layer-work.js';
+import { checkSecurity, mountEnv, prepareRunMounts, withMounts } from './run-mounts.js';
+import { fromLowerDirs } from './resolve-copy.js';
 
 function runArgv(step: RunStep, config: ContainerConfigJson): string[] {
   if (step.form === 'exec') return step.exec;
@@ -44,6 +46,8 @@ export async function prepareRun(run: BuildRun, state: StageState, step: RunStep
   const args = runBuildArgs(state);
   const cmd = args.length > 0 ? [`|${args.length}`, ...args, ...argv] : argv;
   const mode = runNetwork(run, step);
+  const insecure = checkSecurity(run.plan.file, step, run.opts.allowInsecure);
+  const mounts = await prepareRunMounts(mountEnv(run.opts, { file: run.plan.file, escape: run.escape, context: run.context, resolveFrom: (f, l) => fromLowerDirs(run, f, l) }), state, step);
   let ident;
   try {
     ident = await resolveUser(lowerDirs, config.User);
@@ -59,15 +63,16 @@ export async function prepareRun(run: BuildRun, state: StageState, step: RunStep
   return {
     config,
     cmd,
-    keyExtra: { network: mode },
+    // Mounts and --security join the key only when given: a plain RUN keeps the key it had.
+    keyExtra: { network: mode, ...(mounts.keyExtra.length > 0 ? { mounts: mounts.keyExtra } : {}), ...(insecure ? { security: 'insecure' } : {}) },
     displayCmd: argv.join(' '),
     container,
-    execute: (onOutput) => run.opts.executor.runStep({
-      type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env, uid: ident.uid, gid: ident.gid, groups: ident.groups,
-      cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname,
+    execute: (onOutput) => withMounts(mounts, (opened) => run.opts.executor.runStep({
+      type: 'run', tmpRoot: run.opts.layout.tmp, lowerDirs, argv, env: [...env, ...opened.env], uid: ident.uid, gid: ident.gid, groups: ident.groups,
+      cwd: config.WorkingDir || '/', network: mode, volumes: Object.keys(config.Volumes ?? {}), hostname, mounts: opened.mounts, insecure,
       driver: run.opts.storageDriver ?? 'overlay', ...(run.opts.sandbox ? { sandbox: run.opts.sandbox } : {}),
       ...finishOptions(run),
-    }, onOutput, run.opts.signal),
+    }, onOutput, run.opts.signal)),
   };
 }
 

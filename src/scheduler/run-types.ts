@@ -32,6 +32,14 @@ export interface BuildOptions {
   network?: NetworkMode;
   /** The host network may be asked for (`--network host`, `RUN --network=host`): an operator's entitlement. */
   allowHostNetwork?: boolean;
+  /** RUN --security=insecure may be asked for: the operator's security.insecure entitlement. */
+  allowInsecure?: boolean;
+  /** Build secrets by id (`--secret`); values stay in memory until a step mounts one. */
+  secrets?: ReadonlyMap<string, Buffer>;
+  /** SSH agent sockets by id (`--ssh`), forwarded into the steps that mount them. */
+  ssh?: ReadonlyMap<string, string>;
+  /** Cache mounts (RUN --mount=type=cache) are kept per tenant (default "default"). */
+  tenant?: string;
   /** How RUN steps are confined: runtime, user namespace, limits, timeout. */
   sandbox?: SandboxOptions;
   /** Rootfs assembly for RUN/COPY/ADD steps (default overlay). */

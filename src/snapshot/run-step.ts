@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
-import { mappingFor, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
+import { mappingFor, type ContainerMount, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
@@ -26,6 +26,10 @@ export type StepTask =
       cwd: string;
       network: NetworkMode;
       volumes: string[];
+      /** RUN --mount: host sources (made by the scheduler, released after the step) and tmpfs. */
+      mounts?: ContainerMount[];
+      /** RUN --security=insecure (already checked against the entitlement). */
+      insecure?: boolean;
       hostname: string;
       /** Output chunks are posted here as they are produced. */
       port?: MessagePort;
@@ -69,6 +73,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       const res = await runInSandbox({
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
+        ...(task.mounts && task.mounts.length > 0 ? { mounts: task.mounts } : {}), ...(task.insecure ? { insecure: true } : {}),
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
         ...(signal ? { signal } : {}),
         ...(task.sandbox ? { sandbox: task.sandbox } : {}),
