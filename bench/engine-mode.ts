@@ -80,7 +80,7 @@ const rows: string[] = [];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-engine-bench-'));
 try {
   const base = path.join(work, 'busybox.tar');
-  execFileSync('sh', [ROOTFS_SCRIPT, base]);
+  execFileSync('bash', [ROOTFS_SCRIPT, base]);
   const entries = fs.readdirSync(CORPUS).filter((e) => fs.existsSync(path.join(CORPUS, e, 'Dockerfile')) && (!values.only || new RegExp(values.only).test(e)));
   for (const e of entries) await measureEntry(e, base, work);
   console.log(`\n| entry | mode | in-process s | engine s | engine / in-process |\n|---|---|---:|---:|---:|\n${rows.join('\n')}`);
