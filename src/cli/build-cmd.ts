@@ -3,7 +3,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
-import { build } from '../scheduler/build.js';
 import { lowerDirsOf } from '../store/graph.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { buildThroughEngine, runningEngine } from './engine-client.js';
@@ -25,9 +24,7 @@ import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { terminalAttach } from './run-terminal.js';
 import { BUILD_EXTRA_FLAGS, buildExtras } from './build-flags.js';
-import { checkOutputs, writeOutputs } from './build-output.js';
-import { buildInput, type BuildInput } from './build-input.js';
-import { dockerfileWithLabels } from '../api/build-context.js';
+import type { BuildInput } from './build-input.js';
 import type { SandboxOptions } from '../sandbox/container.js';
 import type { RemoteCache } from '../scheduler/remote-cache.js';
 
@@ -86,6 +83,7 @@ async function labelledDockerfile(layout: CommandEnv['layout'], input: BuildInpu
   const original = path.resolve(input.contextDir, input.file ?? 'Dockerfile');
   if (Object.keys(labels).length === 0) return input.file;
   const text = await fs.readFile(original, 'utf8').catch(() => undefined);
+  const { dockerfileWithLabels } = await import('../api/build-context.js');
   if (text === undefined) return input.file; // the build says the Dockerfile is missing
   const dir = await makeTmpDir(layout, 'labels');
   const copy = path.join(dir, path.basename(original));
@@ -151,10 +149,12 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
   // Bad tags are usage errors, found before anything touches the store (as docker's CLI does).
   for (const t of values.tag ?? []) parseReference(t);
-  await checkOutputs(extras.outputs);
   if (positionals[0] !== '-' && values.file !== '-') await checkDockerfile(positionals[0]!, values.file);
   const engine = positionals[0] !== '-' && values.file !== '-' ? await engineFor(values, layout) : undefined;
   if (engine) return buildInEngine(engine, values, positionals[0]!);
+  // The engine's own modules load only for an in-process build: a client of the resident engine skips them.
+  const [{ build }, { buildInput }, { checkOutputs, writeOutputs }] = await Promise.all([import('../scheduler/build.js'), import('./build-input.js'), import('./build-output.js')]);
+  await checkOutputs(extras.outputs);
   const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
