@@ -1,4 +1,5 @@
 import { parseNetwork, sandboxFromFlags, withinCeilings, type SandboxFlagValues } from '../sandbox/limits.js';
+import { checkPlatform } from '../dockerfile/platform.js';
 import type { SandboxOptions } from '../sandbox/container.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
 import fs from 'node:fs/promises';
@@ -72,6 +73,8 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
   }
   let network: NetworkMode;
   try {
+    // Only the host's platform can be built (docker build --platform sends it here).
+    if (q.get('platform')) checkPlatform(q.get('platform')!);
     network = parseNetwork(q.get('networkmode') ?? undefined);
   } catch (e) {
     throw badParameter((e as Error).message);

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { checkPlatform } from '../dockerfile/platform.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -61,6 +62,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       file: { type: 'string', short: 'f' },
       'build-arg': { type: 'string', multiple: true },
       target: { type: 'string' },
+      platform: { type: 'string' },
       'no-cache': { type: 'boolean' },
       quiet: { type: 'boolean', short: 'q' },
       network: { type: 'string' },
@@ -76,6 +78,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway build" requires exactly 1 argument: PATH');
   const contextDir = positionals[0]!;
   const network = parseNetwork(values.network);
+  if (values.platform !== undefined) checkPlatform(values.platform);
   const sandbox = sandboxFromFlags(values);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');

@@ -55,6 +55,7 @@ export const COMMANDS: Record<string, Command> = {
       --network string    Network mode for RUN: default (outbound only, no host loopback), none or host
       --no-cache          Do not use cache when building the image
       --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
+      --platform string   Target platform: only the host's own (no emulation)
   -q, --quiet             Suppress the build output and print image ID on success
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build

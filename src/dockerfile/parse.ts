@@ -1,6 +1,7 @@
 import { DockerfileParser } from 'dockerfile-ast';
 import { dockerfileError } from '../errors.js';
 import { splitWords } from './expand.js';
+import { checkSyntaxDirective, readDirectives } from './directives.js';
 import type { CommandForm, Dockerfile, Heredoc, Step, StepBase } from './step.js';
 
 /**
@@ -24,6 +25,7 @@ const FLAGS: Record<string, readonly string[]> = {
 
 /** Parses a Dockerfile's text. `file` names it in error messages (`Dockerfile:3: ...`). */
 export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
+  checkSyntaxDirective(readDirectives(text), file);
   const ast = DockerfileParser.parse(text);
   const escape = ast.getEscapeCharacter();
   const lines = text.split(/\r?\n/);
