@@ -21,6 +21,7 @@ import { clearRunning, markRunning } from '../cache/prune.js';
 import type { RemoteCache } from './remote-cache.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
+import { isLinkStep, prepareLinkStep, restackLinkLayer, withoutRemote } from './link-step.js';
 import { claimStep } from './claim-step.js';
 import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
@@ -70,7 +71,7 @@ interface StageResult {
 interface StepPosition { n: number; stage: number; index: number | string; firstInStage: boolean }
 
 /** Per-stage bookkeeping for explanations and --plan. */
-interface StageTrack { lastMiss?: number; unknownFrom?: number }
+interface StageTrack { lastMiss?: number; unknownFrom?: number; relinked?: number }
 
 /** Per-build state the step executor needs. */
 export interface BuildRun {
@@ -282,13 +283,19 @@ function keyConfig(c: ContainerConfigJson): ContainerConfigJson {
   return { ...c, Hostname: '', Image: '' };
 }
 
+/** The miss explanation (short and in full) of a step against its previous preimage. */
+function explainBoth(prev: Preimage | undefined, cur: Preimage, pos: StepPosition, track: StageTrack): { reason: string; reasons: string[] } {
+  const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}), ...(track.relinked !== undefined ? { parentRelinkedStep: track.relinked } : {}) };
+  return { reason: explainMiss(prev, cur, ctx), reasons: missReasons(prev, cur, ctx) };
+}
+
 /**
  * Runs one step (or finds it in the cache) and returns the new image id. Metadata steps are
  * computed here; RUN/COPY/ADD/WORKDIR go to the worker pool. A miss is explained against the
  * step's history; every outcome is recorded for `stats`.
  */
 async function executeStep(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition): Promise<ImageId> {
-  const { opts } = run;
+  const { opts } = isLinkStep(step) ? (run = withoutRemote(run)) : run;
   const identities = [`${run.historyName}|${pos.stage}|${pos.index}`];
   if (step.kind === 'FROM') throw new SlipwayError('ERR_DOCKERFILE_SYNTAX', `${run.plan.file}:${step.line}: FROM isn't allowed as an ONBUILD trigger`);
   if (opts.plan && track.unknownFrom !== undefined) {
@@ -308,27 +315,26 @@ async function executeStep(run: BuildRun, state: StageState, track: StageTrack, 
     cmd = r.cmd;
   } else {
     const lowerDirs = parent ? await lowerDirsOf(opts.layout, parent) : [];
-    work = await prepareLayerStep(run, state, step, lowerDirs);
+    work = isLinkStep(step) ? await prepareLinkStep(run, state, step, lowerDirs) : await prepareLayerStep(run, state, step, lowerDirs);
     newConfig = work.config;
     cmd = work.cmd;
   }
   const containerConfig: ContainerConfigJson = { ...(work?.runConfig ?? newConfig), Cmd: cmd };
-  const preimage: Preimage = { v: 1, parent: parent ?? '', config: keyConfig(containerConfig), result: keyConfig(newConfig), extra: (work?.keyExtra ?? null) as Preimage['extra'] };
+  const preimage: Preimage = (work && 'preimage' in work ? (work.preimage as Preimage) : undefined) ?? { v: 1, parent: parent ?? '', config: keyConfig(containerConfig), result: keyConfig(newConfig), extra: (work?.keyExtra ?? null) as Preimage['extra'] };
   const { key, text } = await cacheKeyOf(preimage);
   identities.push(`${parent ?? ''}|${cmd.join(' ')}`);
   const explain = async (): Promise<{ reason: string; reasons: string[] }> => {
     if (opts.noCache) return { reason: 'no-cache requested', reasons: ['no-cache requested'] };
     const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
-    const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}) };
-    const prevPre = prev ? (JSON.parse(prev.preimage) as Preimage) : undefined;
-    return { reason: explainMiss(prevPre, preimage, ctx), reasons: missReasons(prevPre, preimage, ctx) };
+    return explainBoth(prev ? (JSON.parse(prev.preimage) as Preimage) : undefined, preimage, pos, track);
   };
   if (opts.plan) return predictStep(run, state, track, parent, step, pos, { key, text, identities, newConfig, explain });
   const claim = await claimStep(opts, { key, text, parent, n: pos.n });
+  const moved = claim.kind === 'hit' && isLinkStep(step) && (await restackLinkLayer(run, { record: claim.record, parent, key, text, containerConfig, newConfig, track, n: pos.n }));
   if (claim.kind === 'hit') {
     state.config = newConfig;
     await useImage(run, claim.record.imageId);
-    opts.onEvent({ type: 'cache-hit', n: pos.n });
+    opts.onEvent({ type: 'cache-hit', n: pos.n, ...(moved ? { note: 'COPY --link: its layer, unchanged, stacked on the new parent' } : {}) });
     run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: true, source: 'local', durationMs: 0, bytes: await readLayerSize(opts.layout, claim.record.imageId).catch(() => 0), savedMs: claim.record.durationMs, imageId: claim.record.imageId });
     return claim.record.imageId;
   }

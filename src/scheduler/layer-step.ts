@@ -21,6 +21,8 @@ import { expandSourcePattern, hasWildcard } from '../context/glob.js';
 import { resolveImage } from '../store/graph.js';
 import type { ImageId } from '../store/layout.js';
 import type { BuildRun } from './build.js';
+import { verifyChecksum } from './add-checksum.js';
+import { copySelection, type CopySelection } from './copy-select.js';
 
 /** A prepared RUN/COPY/ADD/WORKDIR: its history Cmd, its key inputs and how to execute it. */
 export interface LayerWork {
@@ -208,6 +210,7 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
   dest = path.posix.normalize(dest);
   if (trailing && !dest.endsWith('/')) dest += '/';
   const rawSources = step.sources.map(ex);
+  const sel = copySelection(step, { exclude: (step.exclude ?? []).map(ex), sources: rawSources, checksum: step.checksum !== undefined ? ex(step.checksum) : undefined }, file);
   const shownDest = ex(step.dest);
   const chownText = chownSpec !== undefined ? `--chown=${chownSpec}` : '';
   const baseOp = { kind: step.kind, dest, uid: owner.uid, gid: owner.gid, chownGiven: chownSpec !== undefined && chownSpec !== '', chmod, keepSpecialBits: false } as const;
@@ -253,16 +256,17 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
       if (step.kind === 'COPY') throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: COPY failed: source can't be a URL for COPY`, { line: step.line });
       downloads ??= await makeTmpDir(run.opts.layout, 'add-url');
       sources.push(await downloadSource(raw, downloads, file, step.line));
+      if (step.checksum !== undefined) await verifyChecksum(sources[sources.length - 1]!.abs, ex(step.checksum), raw, file, step.line);
       continue;
     }
-    const clean = path.posix.normalize(raw.replace(/^\/+/, '') || '.');
+    const { clean, pivot } = sel.split(raw);
     if (clean === '..' || clean.startsWith('../')) {
       throw new SlipwayError('ERR_CONTEXT_PATH', `${file}:${step.line}: ${step.kind} failed: forbidden path outside the build context: ${raw} ()`, { line: step.line });
     }
     const ignored = heredocDir ? () => false : run.context.isIgnored;
     const rels = hasWildcard(clean) ? await expandSourcePattern(sourceRoot, clean, ignored) : [clean];
     if (rels.length === 0) throw new SlipwayError('ERR_FILE_NOT_FOUND', `${file}:${step.line}: ${step.kind} failed: no source files were specified`, { line: step.line });
-    for (const rel of rels) {
+    for (const rel of hasWildcard(clean) ? sel.filterMatches(rels) : rels) {
       const abs = await resolveInRoot(sourceRoot, rel);
       const exists = await fs.stat(abs).catch(() => undefined);
       if (!exists || (rel !== '.' && ignored(rel))) {
@@ -270,20 +274,21 @@ async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, low
       }
       const special = specialKind(exists);
       if (special) throw dockerfileError('ERR_CONTEXT_PATH', file, step.line, `${step.kind} failed: ${specialFileError(rel, special).message}`);
-      sources.push({ rel, abs });
+      const own = sel.destOf(dest, rel, pivot);
+      sources.push({ rel, abs, ...(own !== undefined ? { dest: own } : {}) });
     }
   }
   if (sources.length > 1 && !dest.endsWith('/')) throw multiError(step);
-  const digest = await digestInPlaceOrPool(run, sources);
+  const digest = await digestInPlaceOrPool(run, sources, sel);
   const op: CopyOp = {
     ...baseOp,
     downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
-    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
+    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, ...(s.dest !== undefined ? { dest: s.dest } : {}), entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
   };
   return {
     config,
     cmd: [...shellOf(config), `#(nop) ${step.kind} ${chownText}${digest.legacyHash} in ${shownDest} `],
-    keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod, dest },
+    keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod, dest, ...sel.keyExtra },
     displayCmd: step.text,
     execute: async () => {
       try {
@@ -344,8 +349,8 @@ function multiError(step: CopyStep): SlipwayError {
  * Digests COPY/ADD sources. When the stat cache vouches for every file (a warm build), the
  * walk in this thread is all there is; otherwise file contents are hashed in the pool.
  */
-async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promise<SourcesDigest> {
-  const { ignored, implied } = await ignoredList(run, sources);
+async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[], sel: CopySelection): Promise<SourcesDigest> {
+  const { ignored, implied } = await ignoredList(run, sources, sel);
   const ignoredSet = new Set(ignored);
   const impliedSet = new Set(implied);
   const isImplied = (rel: string): boolean => impliedSet.has(rel);
@@ -363,10 +368,10 @@ async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promis
  * Context-relative paths under the selected folders that the build does not see (a folder
  * left out hides all below it), and the excluded folders it sees only through an exception.
  */
-async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ ignored: string[]; implied: string[] }> {
+async function ignoredList(run: BuildRun, sources: SourceSpec[], sel: CopySelection): Promise<{ ignored: string[]; implied: string[] }> {
   const out: string[] = [];
   const implied: string[] = [];
-  const walk = (abs: string, rel: string): void => {
+  const walk = (abs: string, rel: string, inSrc = ''): void => {
     let entries: import('node:fs').Dirent[];
     try {
       entries = readdirSync(abs, { withFileTypes: true });
@@ -375,13 +380,14 @@ async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ igno
     }
     for (const e of entries) {
       const r = rel === '.' ? e.name : `${rel}/${e.name}`;
-      if (run.context.isIgnored(r)) {
+      const below = inSrc === '' ? e.name : `${inSrc}/${e.name}`;
+      if (run.context.isIgnored(r) || (sel.excluded(below) && !(e.isDirectory() && sel.reopens(below)))) {
         out.push(r);
         continue;
       }
       if (!e.isDirectory()) continue;
       if (run.context.isImplied(r)) implied.push(r);
-      walk(path.join(abs, e.name), r);
+      walk(path.join(abs, e.name), r, below);
     }
   };
   for (const s of sources) {
