@@ -33,10 +33,10 @@ export function checkAddSources(step: CopyStep, sources: string[], file: string,
   for (const s of sources) {
     if (!known(s) || !isGitSource(s)) continue;
     if (step.kind === 'COPY') continue; // COPY treats it as a path (and fails to find it)
-    throw fail(`ADD failed: git sources are not supported (${s}): Slipway has no network to clone a repository; clone it into the build context and COPY it`);
+    throw fail(`ADD failed: git sources are not supported (${s}): Slipway cannot clone a repository (no git fetch built in, no network here); clone it into the build context and COPY it`);
   }
   if (step.keepGitDir) {
-    throw fail('ADD --keep-git-dir is not supported: it applies to git sources, and Slipway cannot clone one (no network); clone the repository into the build context and COPY it');
+    throw fail('ADD --keep-git-dir is not supported: it applies to git sources, and Slipway cannot clone one (no git fetch built in, no network here); clone the repository into the build context and COPY it');
   }
   if (step.checksum === undefined) return;
   if (sources.length !== 1) throw fail("checksum can't be specified for multiple sources");

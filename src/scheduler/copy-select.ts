@@ -67,6 +67,8 @@ export function copySelection(step: CopyStep, expanded: { exclude: string[]; sou
     destOf(dest, rel, pivot) {
       if (!parents) return undefined;
       const below = pivot === '' ? rel : path.posix.relative(pivot, rel);
+      // `a/./../b` normalizes out of its pivot: it would land outside the destination.
+      if (below === '..' || below.startsWith('../')) throw dockerfileError('ERR_CONTEXT_PATH', file, step.line, `${step.kind} --parents: ${rel} is not below its pivot ${pivot}/./`);
       if (below === '' || below === '.') return dest.endsWith('/') ? dest : `${dest}/`;
       return path.posix.join(dest, below);
     },

@@ -117,6 +117,10 @@ test('COPY --exclude leaves out matching files and folders; --parents keeps path
     '/home-files', '/home-files/home.txt',
     '/par', '/par/cfg', '/par/cfg/a.conf', '/par/pkg', '/par/pkg/p.txt',
   ]);
+  // --parents never reaches outside the context, pivot or not.
+  for (const src of ['../../etc/passwd', 'src/./../../../etc/passwd']) {
+    await refused(root, await makeContext({ Dockerfile: `FROM busybox\nCOPY --parents ${src} /d/\n` }), /Dockerfile:2: COPY failed: forbidden path outside the build context/, [], true);
+  }
   // The patterns are part of the key: another pattern is another step.
   await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nCOPY --exclude=*.txt src/ /app/\nRUN find /app | sort\n');
   const r2 = await slipway(root, ['build', '-t', 'sel', ctx]);

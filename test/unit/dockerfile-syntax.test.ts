@@ -118,6 +118,9 @@ test('COPY --exclude and --parents selection rules', () => {
   assert.deepEqual(sel.split('/src/a.txt'), { clean: 'src/a.txt', pivot: '' });
   assert.equal(sel.destOf('/d/', 'src/pkg/a.txt', 'src'), '/d/pkg/a.txt');
   assert.equal(sel.destOf('/d/', 'x/y.txt', ''), '/d/x/y.txt');
+  // A source that normalizes out of its pivot would land outside the destination: refused.
+  const out = sel.split('a/./../b.txt');
+  assert.throws(() => sel.destOf('/d/', out.clean, out.pivot), /Dockerfile:2: COPY --parents: b\.txt is not below its pivot a\/\.\//);
   assert.deepEqual(sel.keyExtra, { parents: true, exclude: ['*.log', '!keep.log'] });
   const plain = copySelection(copyStep('COPY a /d/'), { exclude: [], sources: ['a'], checksum: undefined }, 'Dockerfile');
   assert.equal(plain.destOf('/d/', 'a', ''), undefined);
