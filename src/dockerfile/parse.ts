@@ -258,22 +258,26 @@ function parseInstruction(base: StepBase, file: string, escape: string, heredocB
     case 'HEALTHCHECK':
       return parseHealthcheck(base, rest, flags, fail);
     case 'COPY':
-    case 'ADD': {
-      const { heredocs } = parseHeredocs(rest, heredocBodies);
-      const { list } = jsonOrWhitespaceList(rest);
-      if (list.length < 2) throw fail(`${keyword} requires at least two arguments`);
-      const step: CopyStep = {
-        ...base, kind: keyword, sources: list.slice(0, -1), dest: list[list.length - 1]!,
-        from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.get('link') === 'true', heredocs,
-        checksum: flags.get('checksum'), keepGitDir: flags.get('keep-git-dir') === 'true', parents: flags.get('parents') === 'true',
-        exclude: (flags.get('exclude') ?? '').split('\n').filter((x) => x !== ''),
-      };
-      checkCopyFlags(step, file);
-      return step;
-    }
+    case 'ADD':
+      return parseCopy(base, keyword, rest, flags, heredocBodies, file);
     default:
       throw fail(`unknown instruction: ${keyword}`);
   }
+}
+
+/** `COPY`/`ADD`: sources and destination (JSON or words), heredoc sources, and the flags' rules. */
+function parseCopy(base: StepBase, kind: 'COPY' | 'ADD', rest: string, flags: Map<string, string>, heredocBodies: string[], file: string): CopyStep {
+  const { heredocs } = parseHeredocs(rest, heredocBodies);
+  const { list } = jsonOrWhitespaceList(rest);
+  if (list.length < 2) throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, base.line, `${kind} requires at least two arguments`);
+  const step: CopyStep = {
+    ...base, kind, sources: list.slice(0, -1), dest: list[list.length - 1]!,
+    from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.get('link') === 'true', heredocs,
+    checksum: flags.get('checksum'), keepGitDir: flags.get('keep-git-dir') === 'true', parents: flags.get('parents') === 'true',
+    exclude: (flags.get('exclude') ?? '').split('\n').filter((x) => x !== ''),
+  };
+  checkCopyFlags(step, file);
+  return step;
 }
 
 function parseNameVal(rest: string, keyword: string, escape: string, fail: (d: string) => Error): Array<[string, string]> {

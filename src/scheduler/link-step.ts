@@ -77,6 +77,15 @@ export async function prepareLinkStep(run: BuildRun, state: StageState, step: Co
   return { ...work, preimage: { v: 1, parent: '', config, result: emptyContainerConfig(), extra } };
 }
 
+/**
+ * The id a --link hit has on `parent`: the cached image's own when it stands there, else the one
+ * re-stacking gives it (`--plan` predicts with it and writes nothing).
+ */
+export async function linkedImageId(layout: BuildRun['opts']['layout'], from: ImageId, parent: ImageId | null, key: string): Promise<ImageId> {
+  if (((await readImage(layout, from)).parent ?? null) === parent) return from;
+  return sha256Hex(`${parent ?? ''}\n${key}\n${await readDiffId(layout, from)}`) as ImageId;
+}
+
 /** What a re-stacked image needs from the step. */
 export interface Restack {
   /** The cache record found (its image may stand on another parent); updated in place when moved. */
@@ -99,10 +108,10 @@ export interface Restack {
 export async function restackLinkLayer(run: BuildRun, a: Restack): Promise<boolean> {
   const { layout } = run.opts;
   const from = a.record.imageId;
+  const id = await linkedImageId(layout, from, a.parent, a.key);
+  if (id === from) return false;
   const old = await readImage(layout, from);
-  if ((old.parent ?? null) === a.parent) return false;
   const diffId = await readDiffId(layout, from);
-  const id = sha256Hex(`${a.parent ?? ''}\n${a.key}\n${diffId}`) as ImageId;
   const created = new Date().toISOString();
   if (!(await hasImage(layout, id))) {
     const tmp = await makeTmpDir(layout, 'relink');
