@@ -21,7 +21,7 @@ import { clearRunning, markRunning } from '../cache/prune.js';
 import type { RemoteCache } from './remote-cache.js';
 import { loadContext, type BuildContext } from './context.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
-import { isLinkStep, linkedImageId, prepareLinkStep, restackLinkLayer, withoutRemote } from './link-step.js';
+import { isLinkStep, prepareLinkStep, restackLinkLayer, withoutRemote } from './link-step.js';
 import { claimStep } from './claim-step.js';
 import type { WorkerPool } from './pool.js';
 import type { BuildEvent } from './progress.js';
@@ -366,7 +366,7 @@ async function predictStep(
   opts.onEvent({ type: 'predict', n: pos.n, hit: !!hit, ...(reason ? { reason } : {}), ...(hit ? { estimateMs: 0 } : hist ? { estimateMs: hist.durationMs } : {}) });
   run.records.push({ n: pos.n, stage: pos.stage, text: step.text, hit: !!hit, ...(reason ? { reason } : {}), source: 'local', durationMs: 0, bytes: 0, savedMs: hit?.durationMs ?? 0, imageId: hit?.imageId ?? '' });
   state.config = p.newConfig;
-  if (hit) return isLinkStep(step) ? await linkedImageId(opts.layout, hit.imageId, parent, p.key) : hit.imageId;
+  if (hit) return hit.imageId;
   track.unknownFrom = pos.n;
   return (parent ?? '') as ImageId;
 }

@@ -79,7 +79,7 @@ export async function prepareLinkStep(run: BuildRun, state: StageState, step: Co
 
 /**
  * The id a --link hit has on `parent`: the cached image's own when it stands there, else the one
- * re-stacking gives it (`--plan` predicts with it and writes nothing).
+ * re-stacking gives it.
  */
 export async function linkedImageId(layout: BuildRun['opts']['layout'], from: ImageId, parent: ImageId | null, key: string): Promise<ImageId> {
   if (((await readImage(layout, from)).parent ?? null) === parent) return from;
