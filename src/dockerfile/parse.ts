@@ -2,7 +2,9 @@ import { DockerfileParser } from 'dockerfile-ast';
 import { dockerfileError } from '../errors.js';
 import { splitWords } from './expand.js';
 import { checkRunMount, parseSecurity } from './run-mounts.js';
-import type { CommandForm, Dockerfile, Heredoc, Step, StepBase } from './step.js';
+import { checkSyntaxDirective, readDirectives } from './directives.js';
+import { checkCopyFlags } from './copy-flags.js';
+import type { CommandForm, CopyStep, Dockerfile, Heredoc, Step, StepBase } from './step.js';
 
 /**
  * The only importer of dockerfile-ast. It finds instruction boundaries, keywords and the escape
@@ -18,13 +20,19 @@ const KNOWN = new Set([
 const FLAGS: Record<string, readonly string[]> = {
   FROM: ['platform'],
   RUN: ['mount', 'network', 'security'],
-  COPY: ['from', 'chown', 'chmod', 'link'],
-  ADD: ['chown', 'chmod', 'link', 'checksum', 'keep-git-dir'],
+  COPY: ['from', 'chown', 'chmod', 'link', 'parents', 'exclude'],
+  ADD: ['chown', 'chmod', 'link', 'checksum', 'keep-git-dir', 'exclude'],
   HEALTHCHECK: ['interval', 'timeout', 'start-period', 'start-interval', 'retries'],
 };
 
+/** Flags given without a value mean true (BuildKit's BoolFlag); `=true`/`=false` also work. */
+const BOOL_FLAGS = new Set(['link', 'parents', 'keep-git-dir']);
+/** Flags that may be given more than once; their values are joined with newlines. */
+const MULTI_FLAGS = new Set(['mount', 'exclude']);
+
 /** Parses a Dockerfile's text. `file` names it in error messages (`Dockerfile:3: ...`). */
 export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
+  checkSyntaxDirective(readDirectives(text), file);
   const ast = DockerfileParser.parse(text);
   const escape = ast.getEscapeCharacter();
   const lines = text.split(/\r?\n/);
@@ -97,13 +105,19 @@ function extractFlags(rest: string, keyword: string, file: string, line: number)
     const name = m[1]!;
     if (name === '') break; // a bare `--` ends flags
     if (!allowed.includes(name)) throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Unknown flag: ${name}`);
-    if (m[2] === undefined && name !== 'link') {
+    const bool = BOOL_FLAGS.has(name);
+    if (m[2] === undefined && !bool) {
       throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Missing a value on flag: ${name}`);
     }
-    if (flags.has(name) && name !== 'mount') {
+    if (bool && m[2] !== undefined && !/^(true|false)$/i.test(m[2])) {
+      throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `expecting boolean value for flag ${name}, not: ${m[2]}`);
+    }
+    const many = MULTI_FLAGS.has(name);
+    if (flags.has(name) && !many) {
       throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Duplicate flag specified: ${name}`);
     }
-    flags.set(name, name === 'mount' && flags.has(name) ? `${flags.get(name)}\n${m[2] ?? ''}` : (m[2] ?? 'true'));
+    const value = bool ? (m[2] ?? 'true').toLowerCase() : m[2]!;
+    flags.set(name, many && flags.has(name) ? `${flags.get(name)}\n${value}` : value);
     r = r.slice(m[0].length);
   }
   return { flags, rest: r };
@@ -273,15 +287,18 @@ function parseHealthcheckInstruction({ base, rest, flags, fail }: InstructionInp
   return parseHealthcheck(base, rest, flags, fail);
 }
 
-function parseCopyAdd({ base, keyword, rest, flags, heredocBodies, fail }: InstructionInput): Step {
+function parseCopyAdd({ base, keyword, rest, flags, heredocBodies, file, fail }: InstructionInput): Step {
   const { heredocs } = parseHeredocs(rest, heredocBodies);
   const { list } = jsonOrWhitespaceList(rest);
   if (list.length < 2) throw fail(`${keyword} requires at least two arguments`);
-  if (keyword === 'ADD' && flags.has('checksum')) throw fail('ADD --checksum is not supported');
-  return {
+  const step: CopyStep = {
     ...base, kind: keyword as 'COPY' | 'ADD', sources: list.slice(0, -1), dest: list[list.length - 1]!,
-    from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.has('link'), heredocs,
+    from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.get('link') === 'true', heredocs,
+    checksum: flags.get('checksum'), keepGitDir: flags.get('keep-git-dir') === 'true', parents: flags.get('parents') === 'true',
+    exclude: (flags.get('exclude') ?? '').split('\n').filter((x) => x !== ''),
   };
+  checkCopyFlags(step, file);
+  return step;
 }
 
 const PARSERS: Record<string, InstructionParser> = {
@@ -318,6 +335,7 @@ function parseInstruction(base: StepBase, file: string, escape: string, heredocB
   };
   return parser({ base, keyword, rest, flags, file, escape, heredocBodies, fail, needArgs });
 }
+
 
 function parseNameVal(rest: string, keyword: string, escape: string, fail: (d: string) => Error): Array<[string, string]> {
   const t = rest.trim();

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 import { digestSources, NeedsHashing, type SourceSpec, type SourcesDigest, type StatCache } from '../cache/context-digest.js';
 import type { BuildRun } from './run-types.js';
+import type { CopySelection } from './copy-select.js';
 
 /** Heredoc bodies of COPY expand `$NAME` and `${NAME...}` but keep quotes and backslashes as written. */
 export function expandVariablesOnly(text: string, lookup: (n: string) => string | undefined): string {
@@ -50,8 +51,8 @@ export async function downloadSource(url: string, dir: string, file: string, lin
  * Digests COPY/ADD sources. When the stat cache vouches for every file (a warm build), the
  * walk in this thread is all there is; otherwise file contents are hashed in the pool.
  */
-export async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]): Promise<SourcesDigest> {
-  const { ignored, implied } = await ignoredList(run, sources);
+export async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[], sel: CopySelection): Promise<SourcesDigest> {
+  const { ignored, implied } = await ignoredList(run, sources, sel);
   const ignoredSet = new Set(ignored);
   const impliedSet = new Set(implied);
   const isImplied = (rel: string): boolean => impliedSet.has(rel);
@@ -69,10 +70,10 @@ export async function digestInPlaceOrPool(run: BuildRun, sources: SourceSpec[]):
  * Context-relative paths under the selected folders that the build does not see (a folder
  * left out hides all below it), and the excluded folders it sees only through an exception.
  */
-async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ ignored: string[]; implied: string[] }> {
+async function ignoredList(run: BuildRun, sources: SourceSpec[], sel: CopySelection): Promise<{ ignored: string[]; implied: string[] }> {
   const out: string[] = [];
   const implied: string[] = [];
-  const walk = (abs: string, rel: string): void => {
+  const walk = (abs: string, rel: string, inSrc = ''): void => {
     let entries: import('node:fs').Dirent[];
     try {
       entries = readdirSync(abs, { withFileTypes: true });
@@ -81,13 +82,14 @@ async function ignoredList(run: BuildRun, sources: SourceSpec[]): Promise<{ igno
     }
     for (const e of entries) {
       const r = rel === '.' ? e.name : `${rel}/${e.name}`;
-      if (run.context.isIgnored(r)) {
+      const below = inSrc === '' ? e.name : `${inSrc}/${e.name}`;
+      if (run.context.isIgnored(r) || (sel.excluded(below) && !(e.isDirectory() && sel.reopens(below)))) {
         out.push(r);
         continue;
       }
       if (!e.isDirectory()) continue;
       if (run.context.isImplied(r)) implied.push(r);
-      walk(path.join(abs, e.name), r);
+      walk(path.join(abs, e.name), r, below);
     }
   };
   for (const s of sources) {

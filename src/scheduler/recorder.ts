@@ -12,9 +12,9 @@ export async function useImage(run: BuildRun, id: string): Promise<void> {
 }
 
 /** A step taken from a cache (`---> Using cache`), local or the farm's. */
-export async function recordHit(run: BuildRun, pos: StepPosition, text: string, id: ImageId, savedMs: number, source: 'local' | 'remote' | 'cache-from'): Promise<void> {
+export async function recordHit(run: BuildRun, pos: StepPosition, text: string, id: ImageId, savedMs: number, source: 'local' | 'remote' | 'cache-from', note?: string): Promise<void> {
   await useImage(run, id);
-  run.opts.onEvent(source === 'local' ? { type: 'cache-hit', n: pos.n } : { type: 'cache-hit', n: pos.n, source });
+  run.opts.onEvent({ type: 'cache-hit', n: pos.n, ...(source === 'local' ? {} : { source }), ...(note ? { note } : {}) });
   const bytes = await readLayerSize(run.opts.layout, id).catch(() => 0);
   // Stats count a --cache-from hit as one from beyond the local cache.
   run.records.push({ n: pos.n, stage: pos.stage, text, hit: true, source: source === 'cache-from' ? 'remote' : source, durationMs: 0, bytes, savedMs, imageId: id });

@@ -18,6 +18,8 @@ import type { ImageId } from '../store/layout.js';
 import type { BuildRun } from './run-types.js';
 import { finishOptions, type LayerWork } from './layer-work.js';
 import { digestInPlaceOrPool, downloadSource, expandVariablesOnly } from './copy-sources.js';
+import { verifyChecksum } from './add-checksum.js';
+import { copySelection, type CopySelection } from './copy-select.js';
 
 /** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */
 export async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
@@ -108,24 +110,25 @@ async function heredocSources(run: BuildRun, step: CopyStep, b: CopyBasics): Pro
 export async function prepareCopy(run: BuildRun, state: StageState, step: CopyStep, lowerDirs: string[]): Promise<LayerWork> {
   const b = await copyBasics(run, state, step, lowerDirs);
   if (step.from !== undefined) return copyFromStage(run, step, lowerDirs, b);
+  const sel = copySelection(step, { exclude: (step.exclude ?? []).map(b.ex), sources: b.rawSources, checksum: step.checksum !== undefined ? b.ex(step.checksum) : undefined }, run.plan.file);
   const heredocDir = await heredocSources(run, step, b);
   const downloads: { dir?: string } = {};
   const cleanup = async (): Promise<void> => {
     if (heredocDir) await fs.rm(heredocDir, { recursive: true, force: true });
     if (downloads.dir) await fs.rm(downloads.dir, { recursive: true, force: true });
   };
-  const sources = await contextSources(run, step, b.rawSources, heredocDir, downloads).catch(async (e: unknown) => { await cleanup(); throw e; });
+  const sources = await contextSources(run, step, { raw: b.rawSources, sel, ex: b.ex, dest: b.baseOp.dest }, heredocDir, downloads).catch(async (e: unknown) => { await cleanup(); throw e; });
   if (sources.length > 1 && !b.baseOp.dest.endsWith('/')) throw multiError(step);
-  const digest = await digestInPlaceOrPool(run, sources);
+  const digest = await digestInPlaceOrPool(run, sources, sel);
   const op: CopyOp = {
     ...b.baseOp,
     downloaded: sources.filter((s) => s.url !== undefined).map((s) => s.abs),
-    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
+    sources: sources.map((s, i) => ({ abs: s.abs, rel: s.rel, ...(s.dest !== undefined ? { dest: s.dest } : {}), entries: digest.entries[i]!.map((e) => ({ path: e.path, type: e.type, ...(e.implied ? { implied: true } : {}) })) })),
   };
   return {
     config: b.config,
     cmd: b.history(digest.legacyHash),
-    keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod: b.baseOp.chmod, dest: b.baseOp.dest },
+    keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod: b.baseOp.chmod, dest: b.baseOp.dest, ...sel.keyExtra },
     displayCmd: step.text,
     execute: async () => {
       try {
@@ -157,7 +160,8 @@ async function copyFromStage(run: BuildRun, step: CopyStep, lowerDirs: string[],
 }
 
 /** The context files (or heredoc files, or downloads) a COPY/ADD names, each checked to exist and be seen by the build. */
-async function contextSources(run: BuildRun, step: CopyStep, rawSources: string[], heredocDir: string | undefined, downloads: { dir?: string }): Promise<SourceSpec[]> {
+async function contextSources(run: BuildRun, step: CopyStep, given: { raw: string[]; sel: CopySelection; ex: (w: string) => string; dest: string }, heredocDir: string | undefined, downloads: { dir?: string }): Promise<SourceSpec[]> {
+  const { raw: rawSources, sel } = given;
   const { file } = run.plan;
   const sourceRoot = heredocDir ?? run.context.dir;
   const ignored = heredocDir ? () => false : run.context.isIgnored;
@@ -167,15 +171,16 @@ async function contextSources(run: BuildRun, step: CopyStep, rawSources: string[
       if (step.kind === 'COPY') throw dockerfileError('ERR_FILE_NOT_FOUND', file, step.line, "COPY failed: source can't be a URL for COPY");
       downloads.dir ??= await makeTmpDir(run.opts.layout, 'add-url');
       sources.push(await downloadSource(raw, downloads.dir, file, step.line));
+      if (step.checksum !== undefined) await verifyChecksum(sources[sources.length - 1]!.abs, given.ex(step.checksum), raw, file, step.line);
       continue;
     }
-    const clean = path.posix.normalize(raw.replace(/^\/+/, '') || '.');
+    const { clean, pivot } = sel.split(raw);
     if (clean === '..' || clean.startsWith('../')) {
       throw dockerfileError('ERR_CONTEXT_PATH', file, step.line, `${step.kind} failed: forbidden path outside the build context: ${raw} ()`);
     }
     const rels = hasWildcard(clean) ? await expandSourcePattern(sourceRoot, clean, ignored) : [clean];
     if (rels.length === 0) throw dockerfileError('ERR_FILE_NOT_FOUND', file, step.line, `${step.kind} failed: no source files were specified`);
-    for (const rel of rels) {
+    for (const rel of hasWildcard(clean) ? sel.filterMatches(rels) : rels) {
       const abs = await resolveInRoot(sourceRoot, rel);
       const exists = await fs.stat(abs).catch(() => undefined);
       if (!exists || (rel !== '.' && ignored(rel))) {
@@ -183,7 +188,8 @@ async function contextSources(run: BuildRun, step: CopyStep, rawSources: string[
       }
       const special = specialKind(exists);
       if (special) throw dockerfileError('ERR_CONTEXT_PATH', file, step.line, `${step.kind} failed: ${specialFileError(rel, special).message}`);
-      sources.push({ rel, abs });
+      const own = sel.destOf(given.dest, rel, pivot);
+      sources.push({ rel, abs, ...(own !== undefined ? { dest: own } : {}) });
     }
   }
   return sources;

@@ -75,7 +75,7 @@ export interface StageResult {
 export interface StepPosition { n: number; stage: number; index: number | string; firstInStage: boolean }
 
 /** Per-stage bookkeeping for explanations and --plan. */
-export interface StageTrack { lastMiss?: number; unknownFrom?: number }
+export interface StageTrack { lastMiss?: number; unknownFrom?: number; relinked?: number }
 
 /** Per-build state the step executor needs. */
 export interface BuildRun {
