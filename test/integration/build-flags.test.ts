@@ -90,7 +90,7 @@ test('bad --add-host, --ulimit, --shm-size, --output and --progress values are o
     [['--shm-size', 'lots'], /invalid size/],
     [['--output', 'type=registry'], /type=registry is not supported/],
     [['--output', 'type=tar'], /dest= is required/],
-    [['--progress', 'fancy'], /--progress=fancy is not supported/],
+    [['--progress', 'fancy'], /invalid --progress "fancy": auto, legacy, tty, plain or rawjson/],
   ];
   for (const [flags, re] of cases) {
     const r = await slipway(root, ['build', ...flags, ctx]);
