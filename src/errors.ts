@@ -62,6 +62,7 @@ export interface SlipwayErrorData {
   line?: number;
   file?: string;
   exitCode?: number;
+  bare?: boolean;
 }
 
 /** An expected failure with a stable code; `message` is what the user sees. */
@@ -71,28 +72,33 @@ export class SlipwayError extends Error {
   readonly file: string | undefined;
   /** Exit status for the CLI (a failing RUN passes its own status through). */
   readonly exitCode: number;
+  /** The CLI prints the message as it is, without `Error: `, as Docker prints these (the seed's transcripts). */
+  readonly bare: boolean;
 
-  constructor(code: ErrorCode, message: string, opts: { line?: number; file?: string; exitCode?: number } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { line?: number; file?: string; exitCode?: number; bare?: boolean } = {}) {
     super(message);
     this.name = 'SlipwayError';
     this.code = code;
     this.line = opts.line;
     this.file = opts.file;
     this.exitCode = opts.exitCode ?? 1;
+    this.bare = opts.bare ?? false;
   }
 
   toData(): SlipwayErrorData {
     const d: SlipwayErrorData = { code: this.code, message: this.message, exitCode: this.exitCode };
     if (this.line !== undefined) d.line = this.line;
     if (this.file !== undefined) d.file = this.file;
+    if (this.bare) d.bare = true;
     return d;
   }
 
   static fromData(d: SlipwayErrorData): SlipwayError {
-    const opts: { line?: number; file?: string; exitCode?: number } = {};
+    const opts: { line?: number; file?: string; exitCode?: number; bare?: boolean } = {};
     if (d.line !== undefined) opts.line = d.line;
     if (d.file !== undefined) opts.file = d.file;
     if (d.exitCode !== undefined) opts.exitCode = d.exitCode;
+    if (d.bare) opts.bare = true;
     return new SlipwayError(d.code, d.message, opts);
   }
 }
@@ -128,7 +134,7 @@ export function withLocation(d: SlipwayErrorData): SlipwayErrorData {
  * code that lost its class crossing a boundary, or a system errno such as ENOENT), line, file
  * and exit status.
  */
-export interface PlainErrorData { message: string; code?: string; line?: number; file?: string; exitCode?: number }
+export interface PlainErrorData { message: string; code?: string; line?: number; file?: string; exitCode?: number; bare?: boolean }
 
 export function toPlainError(e: unknown): PlainErrorData {
   if (e instanceof SlipwayError) return e.toData();

@@ -41,7 +41,7 @@ export function reportError(e: unknown, ctx: ReportContext): number {
   let status = 1;
   if (e instanceof SlipwayError) {
     // A message that crossed a thread may carry its own "Error: " already: print it once.
-    write(`${e.code === 'ERR_USAGE' ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
+    write(`${e.code === 'ERR_USAGE' || e.bare ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
     status = e.exitCode;
   } else if (PARSE_ARGS_CODES.has((e as NodeJS.ErrnoException | null)?.code ?? '')) {
     const err = e as NodeJS.ErrnoException;

@@ -65,7 +65,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     return { id: (last.id ?? '') as ImageId };
   }
   // A build that made no image (only `FROM scratch`) fails here and leaves the store as it was.
-  if (!last.id) throw new SlipwayError('ERR_DOCKERFILE_NO_STAGE', 'No image was generated. Is your Dockerfile empty?');
+  if (!last.id) throw new SlipwayError('ERR_DOCKERFILE_NO_STAGE', 'No image was generated. Is your Dockerfile empty?', { bare: true });
   if (opts.persistStatCache !== false) await context.saveStatCache();
   await recordBuild(run, { dockerfile: dockerfile.path, tags, started, result: 'success' });
   await tagBuilt(opts, last.id, tags);

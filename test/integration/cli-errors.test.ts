@@ -35,7 +35,7 @@ test('a Dockerfile that makes no image (FROM scratch alone) fails with Docker\'s
   const root = await storeWithBusybox();
   const before = await snapshotTree(root);
   const r = await slipway(root, ['build', await makeContext({ Dockerfile: 'FROM scratch\n' })]);
-  oneLine(r, 'Error: No image was generated. Is your Dockerfile empty?', 'FROM scratch');
+  oneLine(r, 'No image was generated. Is your Dockerfile empty?', 'FROM scratch');
   assert.deepEqual((await snapshotTree(root)).filter((l) => !l.startsWith('builds') && !l.startsWith('storage-driver')), before);
 });
 
