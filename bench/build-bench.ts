@@ -9,8 +9,9 @@
  *                                  [--cli PATH] [--baseline-cli PATH] [--corpus DIR] [--base ROOTFS.tar] [--steps]
  *
  * Prints one JSON line per measurement ({entry, mode, builder, seconds, runs, samples}), then a
- * Markdown table of slipway/best-peer ratios (and before/after, with a baseline CLI). It never asserts. Everything it creates lives in one
- * temp dir, including a private dockerd, which it stops (and unmounts and deletes) on exit and Ctrl-C.
+ * Markdown table of slipway/best-peer ratios (and before/after, with a baseline CLI). It never
+ * asserts. Everything it creates lives in one temp dir, including a private dockerd, which it stops
+ * (and unmounts and deletes) on exit and Ctrl-C.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
