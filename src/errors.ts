@@ -122,9 +122,36 @@ export function withLocation(d: SlipwayErrorData): SlipwayErrorData {
   return d.message.startsWith(prefix) ? d : { ...d, message: `${prefix}${d.message}` };
 }
 
-/** Turns anything thrown into plain data (an unexpected error becomes ERR_INTERNAL). */
-export function errorToData(e: unknown): SlipwayErrorData {
+/**
+ * Any error as plain data, the one serializer across threads, processes and queues: a
+ * SlipwayError whole; anything else with its message and, when present, its `code` (a Slipway
+ * code that lost its class crossing a boundary, or a system errno such as ENOENT), line, file
+ * and exit status.
+ */
+export interface PlainErrorData { message: string; code?: string; line?: number; file?: string; exitCode?: number }
+
+export function toPlainError(e: unknown): PlainErrorData {
   if (e instanceof SlipwayError) return e.toData();
-  const message = e instanceof Error ? e.message : String(e);
-  return { code: 'ERR_INTERNAL', message };
+  const d: PlainErrorData = { message: e instanceof Error ? e.message : String(e) };
+  const o = (typeof e === 'object' && e !== null ? e : {}) as Record<string, unknown>;
+  if (typeof o['code'] === 'string') d.code = o['code'];
+  if (typeof o['line'] === 'number') d.line = o['line'];
+  if (typeof o['file'] === 'string') d.file = o['file'];
+  if (typeof o['exitCode'] === 'number') d.exitCode = o['exitCode'];
+  return d;
+}
+
+/** The error again: a SlipwayError for one of our codes, else an Error that keeps its code (a system error stays one). */
+export function fromPlainError(d: PlainErrorData): Error {
+  if (isErrorCode(d.code)) return SlipwayError.fromData({ ...d, code: d.code });
+  const e = new Error(d.message) as Error & Partial<PlainErrorData>;
+  if (d.code !== undefined) e.code = d.code;
+  if (d.line !== undefined) e.line = d.line;
+  return e;
+}
+
+/** Turns anything thrown into a SlipwayError's data (anything without one of our codes becomes ERR_INTERNAL). */
+export function errorToData(e: unknown): SlipwayErrorData {
+  const d = toPlainError(e);
+  return isErrorCode(d.code) ? { ...d, code: d.code } : { code: 'ERR_INTERNAL', message: d.message };
 }

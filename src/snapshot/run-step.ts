@@ -92,10 +92,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
     return { ok: true, ...(await finishLayer(upperDir, task)) };
   } catch (e) {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
-    const data = errorToData(e);
-    const code = (e as { code?: string }).code;
-    if (data.code === 'ERR_INTERNAL' && typeof code === 'string' && code.startsWith('ERR_')) data.code = code as SlipwayErrorData['code'];
-    return { ok: false, error: data };
+    return { ok: false, error: errorToData(e) };
   } finally {
     if (task.type === 'run') task.port?.close();
   }

@@ -11,10 +11,10 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SlipwayError, isErrorCode } from '../errors.js';
+import { SlipwayError, fromPlainError } from '../errors.js';
 import { runContainer, type ContainerRun, type ContainerResult } from '../sandbox/container.js';
 import { shimPath } from '../sandbox/runtime.js';
-import { SCRIPT_DIR_ENV, scratchLayout, type ScriptErrorData, type ScriptReply, type ScriptRequest } from './script-entry.js';
+import { SCRIPT_DIR_ENV, scratchLayout, type ScriptReply, type ScriptRequest } from './script-entry.js';
 
 /** Where a step's rootfs comes from and where its changes go. */
 export interface RootfsSpec {
@@ -43,15 +43,6 @@ export function runInSandbox(spec: RunSpec): Promise<ContainerResult> {
 const SCRIPT_ENTRY = fileURLToPath(new URL('./script-entry.js', import.meta.url));
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-function errorFromData(d: ScriptErrorData): Error {
-  if (isErrorCode(d.code)) {
-    return SlipwayError.fromData({ ...d, code: d.code });
-  }
-  const e = new Error(d.message) as Error & Partial<ScriptErrorData>;
-  if (d.code !== undefined) e.code = d.code;
-  if (d.line !== undefined) e.line = d.line;
-  return e;
-}
 
 /** Listens on `<scratch>/c.sock` through /proc/self/fd, which keeps the path under 108 bytes. */
 async function listenControl(scratchDir: string, socketName: string): Promise<net.Server> {
@@ -155,6 +146,6 @@ export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortS
   if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const reply = channel.reply();
   if (reply?.type === 'result') return reply.value as R;
-  if (reply?.type === 'error') throw errorFromData(reply.error);
+  if (reply?.type === 'error') throw fromPlainError(reply.error);
   throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) without a result: ${tail.trim()}`);
 }
