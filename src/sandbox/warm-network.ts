@@ -37,6 +37,9 @@ function holdArgs(m: IdMapping | undefined, slirp: string, nsdir: string): strin
 function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
   // Its own small folder for slirp4netns's log, removed on release.
   const nsdir = fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`));
+  // An unused pair's folder goes with this process (or thread) too, not only with its idle timer.
+  const onExit = () => fs.rmSync(nsdir, { recursive: true, force: true });
+  process.once('exit', onExit);
   const child: ChildProcess = spawn(shim, holdArgs(m, slirp, nsdir), { stdio: ['pipe', 'ignore', 'ignore', 'pipe'], detached: true });
   let released = false;
   const release = () => {
@@ -46,6 +49,7 @@ function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise
     child.stdin?.destroy();
     try { child.kill('SIGKILL'); } catch { /* gone */ }
     fs.rmSync(nsdir, { recursive: true, force: true });
+    process.off('exit', onExit);
   };
   const idle = setTimeout(release, IDLE_MS);
   idle.unref();
@@ -72,7 +76,9 @@ export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNet
   const mine = pending?.key === key ? pending : undefined;
   if (mine === undefined) return undefined;
   pending = undefined;
-  const w = await mine.ready;
+  // The holder, its pipe and its timer are unref'd: a caller with nothing else alive must not exit while it waits.
+  const keep = setInterval(() => undefined, 1000);
+  const w = await mine.ready.finally(() => clearInterval(keep));
   // A holder that died meanwhile (killed, slirp gone) is useless: check it still holds them.
   if (w && !fs.existsSync(`/proc/${w.pid}/ns/net`)) {
     w.release();
