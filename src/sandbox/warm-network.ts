@@ -33,9 +33,23 @@ function holdArgs(m: IdMapping | undefined, slirp: string, nsdir: string): strin
   return a;
 }
 
+let swept = false;
+
+/** Folders of prepared pairs whose process died without its exit handler (kill -9) are removed once per process. */
+function sweepDead(): void {
+  if (swept) return;
+  swept = true;
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const pid = /^slipway-net-(\d+)-/.exec(name)?.[1];
+    if (pid === undefined || fs.existsSync(`/proc/${pid}`)) continue;
+    fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
 /** Starts a --hold shim; resolves once its namespaces and slirp4netns are up (undefined if they failed). */
 function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
   // Its own small folder for slirp4netns's log, removed on release.
+  sweepDead();
   const nsdir = fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`));
   // An unused pair's folder goes with this process (or thread) too, not only with its idle timer.
   const onExit = () => fs.rmSync(nsdir, { recursive: true, force: true });
