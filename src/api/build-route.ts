@@ -8,7 +8,7 @@ import type { NetworkMode } from '../sandbox/oci-spec.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ServerResponse } from 'node:http';
-import { SlipwayError } from '../errors.js';
+import { SlipwayError, detailOf } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { pullBaseImage } from '../registry/pull.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
@@ -168,8 +168,8 @@ const sorted = (m: Record<string, string>) => Object.entries(m).sort(([a], [b]) 
 /** Before any progress, a parse error reads as dockerd's: `dockerfile parse error line 2: ...`. */
 function dockerMessage(e: unknown): unknown {
   if (!(e instanceof SlipwayError) || e.code !== 'ERR_DOCKERFILE_SYNTAX' || e.line === undefined) return e;
-  const m = /^[^\n]*?:\d+: ([\s\S]*)$/.exec(e.message);
-  return m ? new SlipwayError(e.code, `dockerfile parse error line ${e.line}: ${m[1]}`, { line: e.line }) : e;
+  const detail = detailOf(e);
+  return detail !== e.message ? new SlipwayError(e.code, `dockerfile parse error line ${e.line}: ${detail}`, { line: e.line }) : e;
 }
 
 /** The build's sandbox: the server's defaults and ceilings, the request's limits and container options. */

@@ -8,10 +8,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
 import {
   DOCKER, cleanup, docker, dockerEnv, dockerMissing, makeContext, rawHttp, request, startServer, storeWithBusybox, tempDir, waitFor, type Server,
 } from '../support/engine-api.js';
+import { runProcess } from '../support/cli.js';
 
 const skip = dockerMissing();
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
@@ -35,16 +36,7 @@ after(async () => {
 
 /** The docker CLI with `input` on its stdin. */
 function dockerWithInput(args: string[], input: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(DOCKER, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    c.stdin.end(input);
-  });
+  return runProcess(DOCKER, args, { env, input });
 }
 
 test('docker run --rm IMAGE echo hi: output, exit status, and the container is gone', { skip }, async () => {
