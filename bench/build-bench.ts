@@ -6,24 +6,26 @@
  * Every builder starts from the same busybox rootfs tar, imported untimed.
  *
  *   node dist/bench/build-bench.js [--runs N] [--only REGEX] [--peers docker,buildah] [--modes cold,warm,touched]
- *                                  [--cli PATH] [--corpus DIR] [--base ROOTFS.tar] [--steps]
+ *                                  [--cli PATH] [--baseline-cli PATH] [--corpus DIR] [--base ROOTFS.tar] [--steps]
  *
  * Prints one JSON line per measurement ({entry, mode, builder, seconds, runs, samples}), then a
- * Markdown table of slipway/best-peer ratios. It never asserts. Everything it creates lives in one
- * temp dir, including a private dockerd, which it stops (and unmounts and deletes) on exit and Ctrl-C.
+ * Markdown table of slipway/best-peer ratios (and before/after, with a baseline CLI). It never
+ * asserts. Everything it creates lives in one temp dir, including a private dockerd, which it stops
+ * (and unmounts and deletes) on exit and Ctrl-C.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { Interrupted, interrupt, isInterrupted, live, must, onPath, round, run, stopChild, tail, type RunResult } from './child-run.js';
+import { buildahBuilder, dockerBuilder, slipwayBuilder, startDockerd, type Builder, type BuilderName, type Ctx, type Dockerd, type Entry } from './builders.js';
 
 type Mode = 'cold' | 'warm' | 'touched';
-type BuilderName = 'slipway' | 'docker-legacy' | 'buildkit' | 'buildah';
+/** Slipway itself and the baseline CLI (`--baseline-cli`): neither is a peer. */
+const SLIPWAYS: readonly BuilderName[] = ['slipway', 'slipway-before'];
 const MODES: readonly Mode[] = ['cold', 'warm', 'touched'];
 const PEERS: readonly BuilderName[] = ['docker-legacy', 'buildkit', 'buildah'];
 /** The project's targets: slipway seconds / best peer seconds. */
@@ -34,210 +36,8 @@ const TOUCHED: Record<string, string | undefined> = {
   seed: undefined, 'many-steps': 'base.txt', 'big-context': 'data/d07/f0742.bin',
   'multi-stage': 'input.txt', 'layer-heavy': 'params.txt', 'cache-probe': 'probe.txt',
 };
-// Lines that open a step in legacy-format output (Slipway, docker legacy) and in buildah's.
-const STEP_LINE = /^(Step \d+\/\d+ :|STEP \d+\/\d+:)/;
 
-interface Entry { name: string; dir: string; touched?: string; original?: Buffer }
-interface RunResult { code: number | null; seconds: number; output: string; steps: { at: number; text: string }[] }
-interface Builder {
-  name: BuilderName;
-  /** Untimed: drop this entry's cache (the base image stays). */
-  reset(e: Entry): Promise<void>;
-  /** The timed build; `cold` adds --no-cache for the peers (Slipway's reset already gives it an empty store). */
-  build(e: Entry, cold: boolean): Promise<RunResult>;
-  /** Untimed: frees what the entry left behind. */
-  finish(e: Entry): Promise<void>;
-}
 interface Measurement { entry: string; mode: Mode; builder: BuilderName; seconds: number | null; runs: number; samples: number[]; error?: string }
-
-class Interrupted extends Error {}
-
-// ---- child processes ------------------------------------------------------------------------
-
-const live = new Set<ChildProcess>();
-let interrupted = false;
-
-/**
- * Runs a command in its own process group (so a terminal Ctrl-C reaches only us, and we stop
- * children in order), timing spawn → exit and stamping the step lines of its stdout.
- */
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; cleanup?: boolean } = {}): Promise<RunResult> {
-  if (interrupted && !opts.cleanup) return Promise.reject(new Interrupted('interrupted'));
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    live.add(child);
-    let output = '';
-    let partial = '';
-    let exitAt = 0;
-    let settled = false;
-    const steps: RunResult['steps'] = [];
-    const keep = (s: string) => {
-      output += s;
-      if (output.length > 256_000) output = output.slice(-128_000);
-    };
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-      const at = round((performance.now() - t0) / 1000);
-      keep(s);
-      const lines = (partial + s).split('\n');
-      partial = lines.pop()!;
-      for (const l of lines) if (STEP_LINE.test(l)) steps.push({ at, text: l.slice(0, 72) });
-    });
-    child.stderr!.setEncoding('utf8').on('data', keep);
-    child.on('error', (e) => {
-      live.delete(child);
-      if (settled) return;
-      settled = true;
-      reject(e);
-    });
-    child.on('exit', () => (exitAt = performance.now()));
-    child.on('close', (code) => {
-      live.delete(child);
-      if (settled) return;
-      settled = true;
-      resolve({ code, seconds: ((exitAt || performance.now()) - t0) / 1000, output, steps });
-    });
-  });
-}
-
-/** Like `run`, but a non-zero exit is an error carrying the output's tail. */
-async function must(cmd: string, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
-  const r = await run(cmd, args, opts);
-  if (r.code !== 0) throw new Error(`${path.basename(cmd)} ${args.join(' ')}: exit ${r.code}\n${tail(r.output, 30)}`);
-  return r;
-}
-
-function tail(text: string, lines: number): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
-}
-
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    const p = path.join(dir || '.', name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch { /* next */ }
-  }
-  return undefined;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return true;
-  return Promise.race([new Promise<boolean>((r) => child.once('exit', () => r(true))), sleep(ms).then(() => false)]);
-}
-
-/**
- * Stops one child: `sig` to it alone (so dockerd stops its containerd, and Slipway its sandboxes,
- * in their own order), then SIGKILL to its whole process group once it has exited or after `ms`.
- */
-async function stopChild(child: ChildProcess, sig: NodeJS.Signals, ms: number): Promise<void> {
-  if (child.pid === undefined) return;
-  if (child.exitCode === null && child.signalCode === null) child.kill(sig);
-  await waitExit(child, ms);
-  try {
-    process.kill(-child.pid, 'SIGKILL'); // the leader if it hung, and stragglers of its group
-  } catch { /* group already empty */ }
-}
-
-// ---- builders -------------------------------------------------------------------------------
-
-interface Ctx { work: string; cli: string; baseTar: string }
-
-const tagOf = (e: Entry, b: BuilderName) => `bench-${e.name}:${b}`;
-
-function slipwayBuilder(ctx: Ctx): Builder {
-  const rootOf = (e: Entry) => path.join(ctx.work, 'slipway', e.name);
-  const cli = (e: Entry, ...args: string[]) => [ctx.cli, '--root', rootOf(e), ...args];
-  return {
-    name: 'slipway',
-    async reset(e) {
-      await fsp.rm(rootOf(e), { recursive: true, force: true });
-      await must(process.execPath, cli(e, 'import', '--change', 'CMD ["sh"]', ctx.baseTar, 'busybox:latest'));
-    },
-    build: (e) => run(process.execPath, cli(e, 'build', '-t', tagOf(e, 'slipway'), e.dir)),
-    finish: (e) => fsp.rm(rootOf(e), { recursive: true, force: true }),
-  };
-}
-
-interface Dockerd { child: ChildProcess; env: NodeJS.ProcessEnv; cli: string }
-
-/** A private dockerd (bridge none, no iptables) whose every path lives under `dir`. */
-async function startDockerd(dir: string, cli: string): Promise<Dockerd> {
-  await fsp.mkdir(path.join(dir, 'config'), { recursive: true });
-  const log = fs.openSync(path.join(dir, 'dockerd.log'), 'a');
-  const sock = path.join(dir, 'docker.sock');
-  const child = spawn('dockerd', ['--bridge=none', '--iptables=false', '--data-root', path.join(dir, 'data'),
-    '--exec-root', path.join(dir, 'exec'), '--pidfile', path.join(dir, 'docker.pid'), '-H', `unix://${sock}`],
-  { stdio: ['ignore', log, log], detached: true });
-  fs.closeSync(log);
-  live.add(child);
-  child.on('exit', () => live.delete(child));
-  const d: Dockerd = { child, cli, env: { DOCKER_HOST: `unix://${sock}`, DOCKER_CONFIG: path.join(dir, 'config') } };
-  for (let i = 0; i < 120; i++) {
-    if (child.exitCode !== null) break;
-    if ((await run(cli, ['version'], { env: d.env })).code === 0) return d;
-    await sleep(250);
-  }
-  const logText = fs.readFileSync(path.join(dir, 'dockerd.log'), 'utf8');
-  await stopChild(child, 'SIGTERM', 10_000);
-  throw new Error(`dockerd did not come up:\n${tail(logText, 20)}`);
-}
-
-function dockerBuilder(d: Dockerd, name: 'docker-legacy' | 'buildkit'): Builder {
-  const docker = (args: string[], env: NodeJS.ProcessEnv = {}) => run(d.cli, args, { env: { ...d.env, ...env } });
-  const drop = async (e: Entry) => {
-    await docker(['rmi', '-f', tagOf(e, name)]);
-    await docker(['image', 'prune', '-f']);
-    await docker(['builder', 'prune', '-af']); // BuildKit's cache, context transfers included
-  };
-  return {
-    name,
-    reset: drop,
-    build: (e, cold) => docker(['build', ...(cold ? ['--no-cache'] : []),
-      // dockerd runs with --bridge=none: BuildKit's RUN needs no network; legacy uses the default
-      ...(name === 'buildkit' ? ['--network=none', '--progress=plain'] : []), '-t', tagOf(e, name), e.dir],
-    { DOCKER_BUILDKIT: name === 'buildkit' ? '1' : '0' }),
-    finish: drop,
-  };
-}
-
-/** buildah with private storage under `dir`; the base is the rootfs tar added to `scratch`. */
-async function buildahBuilder(dir: string, baseTar: string): Promise<Builder> {
-  const bh = (args: string[], cleanup = false) => run('buildah', ['--root', path.join(dir, 'root'), '--runroot', path.join(dir, 'run'),
-    '--storage-driver', 'overlay', ...args], { cleanup });
-  const ok = async (args: string[]) => {
-    const r = await bh(args);
-    if (r.code !== 0) throw new Error(`buildah ${args.join(' ')}: exit ${r.code}\n${tail(r.output, 20)}`);
-    return r.output.trim();
-  };
-  const ctr = (await ok(['from', '--quiet', 'scratch'])).split('\n').pop()!;
-  await ok(['add', '--quiet', ctr, baseTar, '/']); // a local tar is extracted, as in ADD
-  await ok(['config', '--cmd', '["sh"]', ctr]);
-  await ok(['commit', '--quiet', ctr, 'docker.io/library/busybox:latest']);
-  await ok(['rm', ctr]);
-  const drop = async (e: Entry) => {
-    await bh(['rmi', '-f', tagOf(e, 'buildah')]);
-    await bh(['rmi', '--prune']);
-  };
-  buildahCleanup = async () => {
-    await bh(['rm', '--all'], true);
-    await bh(['umount', '--all'], true);
-  };
-  return {
-    name: 'buildah',
-    reset: drop,
-    build: (e, cold) => bh(['bud', '--layers', '--isolation', 'chroot', '--pull=never', ...(cold ? ['--no-cache'] : []),
-      '-t', tagOf(e, 'buildah'), e.dir]),
-    finish: drop,
-  };
-}
 
 let buildahCleanup: (() => Promise<void>) | undefined;
 let dockerd: Dockerd | undefined;
@@ -336,7 +136,7 @@ async function measure(e: Entry, mode: Mode, runs: number, active: Builder[], op
       const b = ok[(i + j) % ok.length]!;
       if (mode === 'cold') await b.reset(e);
       const r = await b.build(e, mode === 'cold');
-      if (interrupted) throw new Interrupted('interrupted');
+      if (isInterrupted()) throw new Interrupted('interrupted');
       if (r.code !== 0) {
         fail(b, r, `run ${i + 1}`);
         continue;
@@ -355,10 +155,11 @@ async function measure(e: Entry, mode: Mode, runs: number, active: Builder[], op
 }
 
 function table(results: Measurement[], builders: BuilderName[]): string {
-  const peers: BuilderName[] = builders.filter((b) => b !== 'slipway');
+  const peers: BuilderName[] = builders.filter((b) => !SLIPWAYS.includes(b));
+  const baseline = builders.includes('slipway-before');
   const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(2));
-  const rows = [`| entry | mode | ${builders.join(' | ')} | best peer | slipway/best | target | |`,
-    `|${'---|'.repeat(builders.length + 6)}`];
+  const rows = [`| entry | mode | ${builders.join(' | ')} | best peer | slipway/best | target | |${baseline ? ' before/after |' : ''}`,
+    `|${'---|'.repeat(builders.length + (baseline ? 7 : 6))}`];
   const keys = [...new Set(results.map((r) => `${r.entry}\t${r.mode}`))];
   for (const k of keys) {
     const [entry, mode] = k.split('\t') as [string, Mode];
@@ -368,7 +169,10 @@ function table(results: Measurement[], builders: BuilderName[]): string {
     const sw = get('slipway');
     const ratio = best && typeof sw === 'number' ? sw / best.s : undefined;
     const verdict = ratio === undefined ? '' : ratio <= TARGET[mode] ? 'met' : `missed (${(ratio / TARGET[mode]).toFixed(1)}× too slow)`;
-    rows.push(`| ${entry} | ${mode} | ${builders.map((b) => fmt(get(b))).join(' | ')} | ${best ? `${best.b} ${fmt(best.s)}` : '–'} | ${ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} | ≤ ${TARGET[mode]}× | ${verdict} |`);
+    // before/after > 1: this Slipway is that many times faster than the baseline CLI
+    const before = get('slipway-before');
+    const speedup = typeof before === 'number' && typeof sw === 'number' && sw > 0 ? `${(before / sw).toFixed(2)}× |` : '– |';
+    rows.push(`| ${entry} | ${mode} | ${builders.map((b) => fmt(get(b))).join(' | ')} | ${best ? `${best.b} ${fmt(best.s)}` : '–'} | ${ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} | ≤ ${TARGET[mode]}× | ${verdict} |${baseline ? ` ${speedup}` : ''}`);
   }
   return rows.join('\n');
 }
@@ -406,7 +210,9 @@ async function setUpPeers(wanted: BuilderName[], ctx: Ctx, dockerCli: string): P
     if (!onPath('buildah')) log('buildah skipped: not installed');
     else {
       try {
-        out.push(await buildahBuilder(path.join(ctx.work, 'buildah'), ctx.baseTar));
+        const bh = await buildahBuilder(path.join(ctx.work, 'buildah'), ctx.baseTar);
+        buildahCleanup = bh.cleanup;
+        out.push(bh.builder);
       } catch (e) {
         if (e instanceof Interrupted) throw e;
         log(`buildah skipped: ${(e as Error).message}`);
@@ -437,7 +243,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       runs: { type: 'string' }, only: { type: 'string' }, peers: { type: 'string' }, modes: { type: 'string' },
-      cli: { type: 'string' }, corpus: { type: 'string' }, base: { type: 'string' }, 'docker-cli': { type: 'string' },
+      cli: { type: 'string' }, 'baseline-cli': { type: 'string' }, corpus: { type: 'string' }, base: { type: 'string' }, 'docker-cli': { type: 'string' },
       steps: { type: 'boolean' },
     },
   });
@@ -448,6 +254,8 @@ async function main(): Promise<void> {
   const wantedPeers = parsePeers(values.peers ?? 'docker,buildah');
   const cli = path.resolve(values.cli ?? fileURLToPath(new URL('../src/cli/main.js', import.meta.url)));
   if (!fs.existsSync(cli)) throw new Error(`no Slipway CLI at ${cli} (build it, or pass --cli PATH)`);
+  const baselineCli = values['baseline-cli'] !== undefined ? path.resolve(values['baseline-cli']) : undefined;
+  if (baselineCli !== undefined && !fs.existsSync(baselineCli)) throw new Error(`no Slipway CLI at ${baselineCli} (--baseline-cli)`);
   const corpus = path.resolve(values.corpus ?? '/work/shared/bench/corpus');
   const dockerCli = values['docker-cli'] ?? (fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : onPath('docker') ?? '/usr/bin/docker');
 
@@ -455,8 +263,8 @@ async function main(): Promise<void> {
   let cleaning: Promise<void> | undefined;
   const cleanOnce = () => (cleaning ??= cleanup(work));
   const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
+    if (isInterrupted()) return;
+    interrupt();
     log(`${sig}: stopping builds and peers, cleaning up ${work}`);
     void cleanOnce().finally(() => process.exit(130));
   };
@@ -470,10 +278,11 @@ async function main(): Promise<void> {
       baseTar = path.join(work, 'busybox-rootfs.tar');
       await must('bash', [script, baseTar]);
     }
-    const ctx: Ctx = { work, cli, baseTar };
+    const ctx: Ctx = { work, baseTar };
     const entries = await copyCorpus(corpus, new RegExp(values.only ?? '.'), work);
-    const builders = await probe([slipwayBuilder(ctx), ...(await setUpPeers(wantedPeers, ctx, dockerCli))], work);
-    if (!builders.some((b) => b.name === 'slipway')) throw new Error('the Slipway probe build failed; see above');
+    const slipways = [slipwayBuilder(ctx, 'slipway', cli), ...(baselineCli ? [slipwayBuilder(ctx, 'slipway-before', baselineCli)] : [])];
+    const builders = await probe([...slipways, ...(await setUpPeers(wantedPeers, ctx, dockerCli))], work);
+    for (const s of slipways) if (!builders.includes(s)) throw new Error(`the ${s.name} probe build failed; see above`);
     log(`builders: ${builders.map((b) => b.name).join(', ')}; entries: ${entries.map((e) => e.name).join(', ')}`);
 
     const results: Measurement[] = [];
@@ -497,7 +306,7 @@ async function main(): Promise<void> {
   } catch (e) {
     if (!(e instanceof Interrupted)) throw e;
   } finally {
-    if (!interrupted) await cleanOnce();
+    if (!isInterrupted()) await cleanOnce();
   }
 }
 

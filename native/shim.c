@@ -39,10 +39,15 @@
  *                     uid, so every directory above them must be searchable by it, which the
  *                     store's 0700 folders are not; DIR's are.
  *   --stage-files DIR bind DIR at STAGE/files (the container's /etc files)
+ *   --stage-bind SRC  bind SRC (a folder, file or socket) at STAGE/m<i>, i counting from 0 in
+ *                     the order given (repeatable): a RUN --mount's source, reachable by the
+ *                     runtime from inside the user namespace wherever SRC lives
  *   --hide-cgroup2    mount an empty tmpfs over /sys/fs/cgroup/unified (crun refuses hybrid hosts)
  *   --volume PATH     a VOLUME: an overlay over PATH whose writes are discarded (repeatable)
  *   --volume-dir DIR  the i-th volume's upper and work dirs are DIR/i/u and DIR/i/w
- *   --mkdir PATH      mkdir -p PATH inside the rootfs (the working directory)
+ *   --mkdir PATH      mkdir -p PATH inside the rootfs (the working directory, mount points)
+ *   --mkfile PATH     as --mkdir for PATH's parent, then an empty file PATH (mode 0755, as
+ *                     runc makes a file mount's point) unless something is there already
  *   --exec NAME       check that NAME can be executed (--exec-path PATH, --exec-cwd DIR) as the
  *                     runtime would look it up; if not, exit 127 (126) with Docker's message
  *   --join-user PATH  join this user namespace (made by a --hold shim) instead of making one;
@@ -96,8 +101,12 @@ struct options {
   const char *volumes[256];
   int nvolumes;
   const char *volume_dir;
-  const char *mkdirs[16];
+  const char *mkdirs[80];
   int nmkdirs;
+  const char *mkfiles[64];
+  int nmkfiles;
+  const char *stage_binds[64];
+  int nstage_binds;
   const char *exec_name, *exec_path, *exec_cwd;
   const char *stage, *stage_files;
   const char *join_user, *join_net;
@@ -192,8 +201,14 @@ static void parse_args(int argc, char **argv, struct options *o) {
       o->volumes[o->nvolumes++] = v;
     } else if (strcmp(a, "--volume-dir") == 0) o->volume_dir = v;
     else if (strcmp(a, "--mkdir") == 0) {
-      if (o->nmkdirs == 16) fail("too many --mkdir");
+      if (o->nmkdirs == 80) fail("too many --mkdir");
       o->mkdirs[o->nmkdirs++] = v;
+    } else if (strcmp(a, "--mkfile") == 0) {
+      if (o->nmkfiles == 64) fail("too many --mkfile");
+      o->mkfiles[o->nmkfiles++] = v;
+    } else if (strcmp(a, "--stage-bind") == 0) {
+      if (o->nstage_binds == 64) fail("too many --stage-bind");
+      o->stage_binds[o->nstage_binds++] = v;
     } else if (strcmp(a, "--exec") == 0) o->exec_name = v;
     else if (strcmp(a, "--exec-path") == 0) o->exec_path = v;
     else if (strcmp(a, "--exec-cwd") == 0) o->exec_cwd = v;
@@ -213,14 +228,14 @@ static void parse_args(int argc, char **argv, struct options *o) {
     snprintf(o->stage_rootfs, sizeof o->stage_rootfs, "%s/rootfs", o->stage);
     o->merged = o->stage_rootfs;
   }
-  if (o->stage_files && !o->stage) fail("--stage-files needs --stage");
+  if ((o->stage_files || o->nstage_binds) && !o->stage) fail("--stage-files and --stage-bind need --stage");
   o->command = argv + i;
   if ((o->idmap_host || o->netns || o->join_user || o->join_net) && !o->nsdir) fail("--idmap, --netns and --join-* need --nsdir");
   if (o->netns && strcmp(o->netns, "none") && strcmp(o->netns, "slirp")) fail("bad --netns: %s", o->netns);
   if (o->netns && !strcmp(o->netns, "slirp") && !o->slirp) fail("--netns slirp needs --slirp");
   if (o->nlowers && (!o->upper || !o->work || !o->links || !o->merged)) fail("an overlay needs --upper, --work, --links and --merged");
   if (o->rootdir && !o->merged) fail("--rootdir needs --merged");
-  if ((o->nvolumes || o->nmkdirs || o->exec_name) && !o->merged) fail("--volume, --mkdir and --exec need --merged");
+  if ((o->nvolumes || o->nmkdirs || o->nmkfiles || o->exec_name) && !o->merged) fail("--volume, --mkdir, --mkfile and --exec need --merged");
   if (o->nvolumes && !o->volume_dir) fail("--volume needs --volume-dir");
 }
 
@@ -477,6 +492,20 @@ static void mount_stage(const struct options *o) {
     if (mkdir(files, 0755) < 0) fail("mkdir %s: %s", files, strerror(errno));
     if (mount(o->stage_files, files, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", o->stage_files, strerror(errno));
   }
+  for (int i = 0; i < o->nstage_binds; i++) {
+    char dst[4096];
+    struct stat st;
+    snprintf(dst, sizeof dst, "%s/m%d", o->stage, i);
+    if (lstat(o->stage_binds[i], &st) < 0) fail("stat %s: %s", o->stage_binds[i], strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+      if (mkdir(dst, 0755) < 0) fail("mkdir %s: %s", dst, strerror(errno));
+    } else {
+      int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0) fail("create %s: %s", dst, strerror(errno));
+      close(fd);
+    }
+    if (mount(o->stage_binds[i], dst, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind %s: %s", o->stage_binds[i], strerror(errno));
+  }
 }
 
 /* Every fd above 2 is closed on exec: the command sees only stdin, stdout and stderr. */
@@ -549,6 +578,27 @@ static void mount_volumes(const struct options *o, int root, uid_t owner, gid_t 
   }
 }
 
+/* An empty file at `path` inside the rootfs (a file mount's point), parents made as by --mkdir. */
+static void mkfile_in_root(int root, const char *path, uid_t owner, gid_t group) {
+  char parent[4096];
+  const char *slash = strrchr(path, '/');
+  if (!slash || !slash[1]) fail("bad --mkfile %s", path);
+  snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+  int dir = parent[0] ? mkdir_in_root(root, parent, owner, group) : open_in_root(root, "/", O_PATH | O_DIRECTORY);
+  if (dir < 0) fail("open / of the rootfs: %s", strerror(errno));
+  const char *name = slash + 1;
+  struct stat st;
+  if (strcmp(name, "..") == 0 || strcmp(name, ".") == 0) fail("cannot create %s", path);
+  if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (errno != ENOENT) fail("stat %s: %s", path, strerror(errno));
+    int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
+    if (fd < 0) fail("create %s: %s", path, strerror(errno));
+    if (fchown(fd, owner, group) < 0 || fchmod(fd, 0755) < 0) fail("chown %s: %s", path, strerror(errno));
+    close(fd);
+  }
+  close(dir);
+}
+
 /* Is `path` (inside the rootfs, relative to cwd) a regular file with an execute bit? */
 static int executable_in_root(int root, const char *cwd, const char *path, int *exists) {
   char full[8192];
@@ -598,13 +648,14 @@ static void check_exec(const struct options *o, int root) {
 
 /* What happens inside the mounted rootfs before the command: volumes, the cwd, the exec check. */
 static void prepare_root(const struct options *o) {
-  if (!o->nvolumes && !o->nmkdirs && !o->exec_name) return;
+  if (!o->nvolumes && !o->nmkdirs && !o->nmkfiles && !o->exec_name) return;
   int root = open(o->merged, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root < 0) fail("open %s: %s", o->merged, strerror(errno));
   uid_t owner = o->idmap_count > 0 ? (uid_t)o->idmap_host : 0;
   gid_t group = o->idmap_count > 0 ? (gid_t)o->gidmap_host : 0;
   mount_volumes(o, root, owner, group);
   for (int i = 0; i < o->nmkdirs; i++) close(mkdir_in_root(root, o->mkdirs[i], owner, group));
+  for (int i = 0; i < o->nmkfiles; i++) mkfile_in_root(root, o->mkfiles[i], owner, group);
   if (o->exec_name) check_exec(o, root);
   close(root);
 }

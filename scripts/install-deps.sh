@@ -5,11 +5,11 @@
 # tests build static probes), the busybox base, xattr tools (only the tests read xattrs with
 # getfattr; Slipway uses a native binding), archive tools, skopeo/umoci (image format checks), the
 # CNCF registry, htpasswd (apache2-utils), Redis (registry and farm tests), iproute2 and tmux
-# (network and terminal tests), then the npm dependencies. It also registers Slipway's
+# (network and terminal tests), then the npm dependencies and Node.js 24 for CI (npm's `node`). It also registers Slipway's
 # subordinate id range (root in a step is host uid 1000000000) in /etc/subuid and /etc/subgid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(crun runc slirp4netns gcc libc6-dev libseccomp-dev busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux)
+pkgs=(crun runc slirp4netns gcc libc6-dev libseccomp-dev busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -27,6 +27,11 @@ for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q '^slipway:' "$f" || echo 'slipway:1000000000:65536' >> "$f"
 done
+# Node.js: the machine's must meet package.json's engines (>=20.19; 24 LTS is the primary
+# target, 22 LTS is supported). Node 24 for CI comes from the npm registry's `node` package.
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 20 || (a === 20 && b < 19)) { console.error(`Node.js ${process.versions.node} is too old: Slipway needs 20.19 or later (24 LTS recommended)`); process.exit(1); }'
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
 fi
+# CI's second run (.ci/run): fetch Node.js 24 into npx's cache now, so the tests need no download.
+npx -y -p node@24.21.0 node --version >/dev/null

@@ -1,11 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import crypto from 'node:crypto';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage } from 'node:http';
-import { applyTarToRoot } from '../snapshot/apply.js';
-import { decompressStream } from '../snapshot/unpack.js';
+import { receiveContext as receiveTar } from '../context/receive.js';
 import { resolveInRoot } from '../snapshot/resolve-in-root.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import { expandAt } from '../dockerfile/plan.js';
@@ -14,51 +10,22 @@ import { ApiError, badParameter } from './http-errors.js';
 import { byteLimit, requestBody } from './body.js';
 
 /**
- * Receives a build context tar (plain, gzip, bzip2 or xz, as `docker build --compress` may
- * send) into `contextDir` with the same safe applier a layer or ADD uses: entry names cannot
- * leave the folder, symlinks are never followed out of it. Both the bytes sent and the bytes
- * extracted are bounded by `max`. Returns the sha256 of the bytes as sent.
+ * Receives the request's build context tar (see `context/receive.ts`), bounded by `max` bytes
+ * as sent and as extracted; a declared length over it is refused before any byte is read.
  */
 export async function receiveContext(req: IncomingMessage, contextDir: string, max: number): Promise<string> {
   if (Number(req.headers['content-length'] ?? 0) > max) throw new ApiError(413, `build context exceeds the server's limit of ${max} bytes`);
-  await fs.mkdir(contextDir, { mode: 0o755 });
-  const sent = byteLimit(max, 'build context');
-  const extracted = byteLimit(max, 'extracted build context');
   let tooBig: ApiError | undefined;
-  for (const s of [sent, extracted]) s.on('error', (e) => { if (e instanceof ApiError) tooBig ??= e; });
-  const hash = crypto.createHash('sha256');
-  const hashing = new Transform({ transform(chunk: Buffer, _e, cb) { hash.update(chunk); cb(null, chunk); } });
-  const fed = pipeline(requestBody(req), hashing, sent);
-  fed.catch(() => undefined);
+  const limit = (what: string) => {
+    const t = byteLimit(max, what);
+    t.on('error', (e) => { if (e instanceof ApiError) tooBig ??= e; });
+    return t;
+  };
   try {
-    const { stream } = await decompressStream(sent);
-    const unpacked = pipeline(stream as NodeJS.ReadableStream & AsyncIterable<Buffer>, completeTar(), extracted);
-    unpacked.catch(() => undefined);
-    await applyTarToRoot(extracted, contextDir, '/');
-    await Promise.all([fed, unpacked]);
-    return hash.digest('hex');
+    return await receiveTar(requestBody(req), contextDir, limit);
   } catch (e) {
     throw tooBig ?? e;
   }
-}
-
-/**
- * Restores the padding and end-of-archive blocks a tar may lack. docker CLI 28 sends a context
- * that ends right after the last entry's data when `-f` names a Dockerfile outside the context
- * (it appends that file unpadded); Go's tar reader, and so dockerd, accepts that. Zero blocks
- * after a complete archive are ignored by the reader.
- */
-function completeTar(): Transform {
-  let n = 0;
-  return new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      n += chunk.length;
-      cb(null, chunk);
-    },
-    flush(cb) {
-      cb(null, Buffer.alloc(((512 - (n % 512)) % 512) + 1024));
-    },
-  });
 }
 
 /**

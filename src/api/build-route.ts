@@ -1,10 +1,14 @@
 import { parseNetwork, sandboxFromFlags, withinCeilings, type SandboxFlagValues } from '../sandbox/limits.js';
+import { checkPlatform } from '../dockerfile/platform.js';
+import { buildExtrasQuery, type BuildExtrasQuery } from './build-params.js';
+import { CacheFrom } from '../registry/cache-from.js';
+import { loadCacheSources } from '../registry/cache-from-registry.js';
 import type { SandboxOptions } from '../sandbox/container.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ServerResponse } from 'node:http';
-import { SlipwayError } from '../errors.js';
+import { SlipwayError, detailOf } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { pullBaseImage } from '../registry/pull.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
@@ -14,7 +18,7 @@ import { boolParam, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
 import { dockerfileWithLabels, locateDockerfile, pinDockerignore, receiveContext } from './build-context.js';
 import { outcomeOf, tapBuild } from './metrics-route.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
 /** What `POST /build`'s query asks for, checked before a byte of the body is read. */
 interface BuildQuery {
@@ -29,6 +33,8 @@ interface BuildQuery {
   network: NetworkMode;
   /** The resource limits the request asks for (Docker's memory, memswap, cpu… parameters). */
   sandbox: SandboxOptions;
+  /** extrahosts, ulimits, shmsize, cachefrom, pull. */
+  extras: BuildExtrasQuery;
 }
 
 /**
@@ -72,6 +78,8 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
   }
   let network: NetworkMode;
   try {
+    // Only the host's platform can be built (docker build --platform sends it here).
+    if (q.get('platform')) checkPlatform(q.get('platform')!);
     network = parseNetwork(q.get('networkmode') ?? undefined);
   } catch (e) {
     throw badParameter((e as Error).message);
@@ -91,8 +99,7 @@ function parseBuildQuery(q: URLSearchParams): BuildQuery {
     rm: boolParam(q, 'rm', true) || boolParam(q, 'forcerm'),
     network,
     sandbox: askedSandbox(q),
-    // pull=1 is accepted: a base the store lacks is pulled from a named registry anyway, and
-    // one it has is not refreshed.
+    extras: buildExtrasQuery(q),
   };
 }
 
@@ -161,8 +168,18 @@ const sorted = (m: Record<string, string>) => Object.entries(m).sort(([a], [b]) 
 /** Before any progress, a parse error reads as dockerd's: `dockerfile parse error line 2: ...`. */
 function dockerMessage(e: unknown): unknown {
   if (!(e instanceof SlipwayError) || e.code !== 'ERR_DOCKERFILE_SYNTAX' || e.line === undefined) return e;
-  const m = /^[^\n]*?:\d+: ([\s\S]*)$/.exec(e.message);
-  return m ? new SlipwayError(e.code, `dockerfile parse error line ${e.line}: ${m[1]}`, { line: e.line }) : e;
+  const detail = detailOf(e);
+  return detail !== e.message ? new SlipwayError(e.code, `dockerfile parse error line ${e.line}: ${detail}`, { line: e.line }) : e;
+}
+
+/** The build's sandbox: the server's defaults and ceilings, the request's limits and container options. */
+function buildSandbox(q: BuildQuery, ctx: ApiContext): SandboxOptions {
+  const { extraHosts, ulimits, shmSize } = q.extras;
+  try {
+    return { ...withinCeilings(q.sandbox, ctx.policy.sandbox), extraHosts, ulimits, ...(shmSize !== undefined ? { shmSize } : {}) };
+  } catch (e) {
+    throw badParameter((e as Error).message);
+  }
 }
 
 /**
@@ -197,16 +214,12 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
       await fs.writeFile(copy, dockerfileWithLabels(await fs.readFile(dockerfile, 'utf8'), q.labels, q.target));
       dockerfile = copy;
     }
-    let sandbox: SandboxOptions;
-    try {
-      sandbox = withinCeilings(q.sandbox, ctx.policy.sandbox);
-    } catch (e) {
-      throw badParameter((e as Error).message);
-    }
+    const sandbox = buildSandbox(q, ctx);
     const run = () => build({
       layout: ctx.layout, contextDir, dockerfile: path.relative(contextDir, dockerfile), tags: q.tags, buildArgs: q.buildArgs,
-      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, pool: ctx.pool,
-      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'),
+      ...(q.target !== undefined ? { target: q.target } : {}), noCache: q.noCache, network: q.network, executor: ctx.pool,
+      sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'), allowInsecure: ctx.policy.entitlements.includes('security.insecure'), pull: q.extras.pull,
+      ...(q.extras.cacheFrom.length > 0 ? { remote: new CacheFrom(ctx.layout, () => loadCacheSources(ctx.layout, q.extras.cacheFrom, { insecureRegistries: ctx.insecureRegistries }, (text) => out.event({ type: 'warning', text }))) } : {}),
       onEvent: (e) => { tap.event(e); out.event(e); }, signal: abort.signal, persistStatCache: false,
       // A missing base from a named registry is pulled, as dockerd does (anonymously here).
       fetchBase: (ref) => pullBaseImage({
@@ -215,7 +228,7 @@ export async function buildRoute({ req, res, query }: ApiRequest, ctx: ApiContex
       }),
     });
     // Tags and output options do not change the image: they stay out of the key.
-    const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network, sandbox]);
+    const key = JSON.stringify([bodyDigest, q.dockerfile ?? '', sorted(q.buildArgs), sorted(q.labels), q.target ?? '', q.network, sandbox, q.extras.cacheFrom, q.extras.pull]);
     const { id } = q.noCache ? await run() : await ctx.identicalBuilds.run(key, run);
     tap.done('success');
     out.success(id);

@@ -11,7 +11,7 @@ import { boolParam, byteLimit, requestBody, sendJson, stringMapParam } from './b
 import { familiarName } from './names.js';
 import { followFarmBuild, readFarmBuild, type FarmBuildJson } from '../farm/build-jobs.js';
 import type { Principal } from './tenant-tokens.js';
-import type { ApiContext, ApiRequest, FarmConfig } from './routes.js';
+import type { ApiContext, ApiRequest, FarmConfig } from './api-context.js';
 
 /** The farm's endpoints answer 503 until `serve` is told where the farm is. */
 function farmOf(ctx: ApiContext): FarmConfig {

@@ -9,7 +9,7 @@ import type { ImageId } from '../store/layout.js';
 import { ApiError, badParameter } from './http-errors.js';
 import { boolParam, byteLimit, jsonParam, requestBody, sendJson } from './body.js';
 import { familiarName } from './names.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
 const unixSeconds = (iso: string) => Math.floor(Date.parse(iso) / 1000);
 

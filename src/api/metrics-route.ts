@@ -1,55 +1,16 @@
-import type { FarmMetrics } from '../farm/metrics.js';
 import { farmStatus } from '../farm/submit.js';
-import { SlipwayError, type ErrorCode } from '../errors.js';
-import type { BuildEvent } from '../scheduler/progress.js';
+import { SlipwayError, isUserError } from '../errors.js';
 import { ApiError } from './http-errors.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
-/** How a build of this server ended, as `slipway_builds_total{result}` counts it. */
-export type BuildOutcome = 'success' | 'failure' | 'error' | 'cancelled';
+import type { BuildOutcome } from '../farm/metrics.js';
 
-/** Faults of the machine rather than of the Dockerfile (the farm worker's `error`). */
-const INFRASTRUCTURE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_INTERNAL', 'ERR_SANDBOX', 'ERR_REGISTRY', 'ERR_CANCELLED']);
+export { tapBuild, type BuildOutcome, type BuildTap } from '../farm/metrics.js';
 
 /** `failure` for the user's errors (a RUN that exits 1, a bad Dockerfile), `error` for the rest. */
 export function outcomeOf(e: unknown): BuildOutcome {
   if (e instanceof ApiError) return e.status < 500 ? 'failure' : 'error';
-  return e instanceof SlipwayError && !INFRASTRUCTURE.has(e.code) ? 'failure' : 'error';
-}
-
-/** Counts one build of the server in the metrics; events go in as the build emits them. */
-export interface BuildTap {
-  event(e: BuildEvent): void;
-  done(outcome: BuildOutcome): void;
-}
-
-/** Starts counting a build: steps by hit and miss (and how long a missed step ran), the build's result and duration. */
-export function tapBuild(m: FarmMetrics): BuildTap {
-  const started = Date.now();
-  let missedAt: number | undefined;
-  let finished = false;
-  m.running.inc();
-  return {
-    event(e) {
-      if (e.type === 'cache-hit') m.steps.inc({ outcome: 'hit', source: e.source ?? 'local' });
-      if (e.type === 'cache-miss') {
-        m.steps.inc({ outcome: 'miss', source: 'local' });
-        missedAt = Date.now();
-      }
-      if (e.type === 'image' && missedAt !== undefined) {
-        m.stepSeconds.observe((Date.now() - missedAt) / 1000);
-        missedAt = undefined;
-      }
-      if (e.type === 'summary') m.cacheSavedSeconds.inc(e.savedMs / 1000);
-    },
-    done(outcome) {
-      if (finished) return;
-      finished = true;
-      m.running.dec();
-      m.builds.inc({ result: outcome });
-      if (outcome !== 'cancelled') m.buildSeconds.observe((Date.now() - started) / 1000);
-    },
-  };
+  return e instanceof SlipwayError && isUserError(e.code) ? 'failure' : 'error';
 }
 
 /** The longest a scrape waits for the farm's queue before answering without fresh gauges. */

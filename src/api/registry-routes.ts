@@ -8,7 +8,7 @@ import { ApiError, badParameter } from './http-errors.js';
 import { readSmallBody, sendJson } from './body.js';
 import { familiarName } from './names.js';
 import { ProgressStream, type StreamMessage } from './json-stream.js';
-import type { ApiContext, ApiRequest } from './routes.js';
+import type { ApiContext, ApiRequest } from './api-context.js';
 
 /** How often one layer's `Pushing`/`Downloading` update is sent at most (moby: 100 ms). */
 const PROGRESS_INTERVAL_MS = 100;
@@ -42,7 +42,7 @@ export async function pushRoute(r: ApiRequest, ctx: ApiContext): Promise<void> {
   const name = familiarName(r.name);
   const out = new ProgressStream(r.res, { throttleMs: PROGRESS_INTERVAL_MS });
   // The seed's refusal is printed as the old client printed it: the bare message, exit 1.
-  if (parseRemoteReference(name).root) return out.fail(new SlipwayError('ERR_USAGE', ROOT_REPOSITORY_MESSAGE), { inStream: true });
+  if (parseRemoteReference(name).root) return out.fail(new SlipwayError('ERR_INVALID_REFERENCE', ROOT_REPOSITORY_MESSAGE), { inStream: true });
   try {
     await pushImage({
       layout: ctx.layout, ref: tag ? `${name}:${tag}` : name, allTags: tag === '',

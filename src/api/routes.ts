@@ -1,14 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { StoreLayout } from '../store/layout.js';
-import type { WorkerPool } from '../scheduler/pool.js';
-import type { ApiLimits } from './body.js';
-import type { KeyedQueue } from './keyed-queue.js';
-import type { FarmMetrics } from '../farm/metrics.js';
-import type { SandboxPolicy } from '../sandbox/limits.js';
-import type { Principal } from './tenant-tokens.js';
-import type { Credentials } from '../registry/client.js';
 import { ApiError } from './http-errors.js';
-import { sendJson } from './body.js';
 import { info, ping, version } from './system-routes.js';
 import { buildRoute } from './build-route.js';
 import {
@@ -17,50 +7,16 @@ import {
 import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
 import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
 import { metricsRoute } from './metrics-route.js';
+import { localBuildRoute } from './local-build-route.js';
+import type { Handler } from './api-context.js';
+import {
+  createContainerRoute, killContainerRoute, logsContainerRoute, removeContainerRoute, resizeContainerRoute, startContainerRoute,
+  stopContainerRoute, waitContainerRoute,
+} from './container-routes.js';
+import { inspectContainerRoute, listContainersRoute } from './container-info.js';
+import { pruneImagesRoute, systemDfRoute } from './system-df.js';
 
-/** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
-export interface FarmConfig {
-  redisUrl: string;
-  registry: string;
-  /** This server's own credentials for the farm's registry (it uploads the contexts). */
-  registryCredentials?: Credentials | undefined;
-  /** Cache-affinity routing of submitted builds (default on), and the chosen worker's head start. */
-  affinity?: boolean;
-  affinityWaitMs?: number;
-}
-
-/** What every handler shares: one store, one worker pool, one set of limits per server. */
-export interface ApiContext {
-  layout: StoreLayout;
-  pool: WorkerPool;
-  limits: ApiLimits;
-  /** Builds with the same context bytes and options run one after another (see KeyedQueue). */
-  identicalBuilds: KeyedQueue;
-  /** Registers a running build so that shutdown can cancel it; returns the unregister function. */
-  trackBuild: (abort: AbortController) => () => void;
-  /** Registries spoken to over plain HTTP besides loopback ones (`--insecure-registry`). */
-  insecureRegistries: readonly string[];
-  /** The farm the `/slipway/v1/builds` endpoints submit to; undefined answers them 503. */
-  farm: FarmConfig | undefined;
-  /** What `GET /metrics` shows; the build route counts its builds and steps here. */
-  metrics: FarmMetrics;
-  /** The sandbox of every build: the operator's defaults, ceilings and entitlements. */
-  policy: SandboxPolicy;
-}
-
-/** One request, after the `/vX.Y` prefix is stripped and the route's `{name}` is decoded. */
-export interface ApiRequest {
-  req: IncomingMessage;
-  res: ServerResponse;
-  path: string;
-  query: URLSearchParams;
-  /** The path's `{name}` (image, container, ...), or '' for routes without one. */
-  name: string;
-  /** Who sent it: the farm's endpoints queue and read builds of this tenant only. */
-  principal: Principal;
-}
-
-export type Handler = (r: ApiRequest, ctx: ApiContext) => Promise<void>;
+export type { ApiContext, ApiRequest, FarmConfig, Handler } from './api-context.js';
 
 /**
  * One endpoint: methods, a path pattern whose first group (if any) is `{name}`, a handler, and
@@ -89,6 +45,8 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/auth$/, handler: authRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/build$/, handler: buildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/images\/json$/, handler: listImagesRoute },
+  { methods: ['POST'], pattern: /^\/images\/prune$/, handler: pruneImagesRoute },
+  { methods: ['GET'], pattern: /^\/system\/df$/, handler: systemDfRoute },
   { methods: ['GET'], pattern: /^\/images\/get$/, handler: saveRoute },
   { methods: ['POST'], pattern: /^\/images\/load$/, handler: loadRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/images\/create$/, handler: pullRoute },
@@ -99,14 +57,24 @@ const ROUTES: readonly Route[] = [
   { methods: ['POST'], pattern: /^\/images\/(.+)\/tag$/, handler: tagRoute },
   { methods: ['POST'], pattern: /^\/images\/(.+)\/push$/, handler: pushRoute },
   { methods: ['DELETE'], pattern: /^\/images\/(.+)$/, handler: deleteImageRoute },
-  // What `docker inspect NAME` probes besides images, and `docker ps`: Slipway has no containers.
-  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: async ({ res }) => sendJson(res, 200, []) },
-  { methods: ['GET'], pattern: /^\/containers\/(.+)\/json$/, handler: missingObject.container },
+  // `docker run`: containers under the sandbox of `slipway run` (attach is hijacked: server.ts).
+  { methods: ['GET'], pattern: /^\/containers\/json$/, handler: listContainersRoute },
+  { methods: ['POST'], pattern: /^\/containers\/create$/, handler: createContainerRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/json$/, handler: inspectContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/start$/, handler: startContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/wait$/, handler: waitContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/resize$/, handler: resizeContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/kill$/, handler: killContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/stop$/, handler: stopContainerRoute },
+  { methods: ['GET'], pattern: /^\/containers\/([^/]+)\/logs$/, handler: logsContainerRoute },
+  { methods: ['POST'], pattern: /^\/containers\/([^/]+)\/attach$/, handler: async () => { throw new ApiError(400, 'attach needs a hijacked connection (Connection: Upgrade, Upgrade: tcp)'); } },
+  { methods: ['DELETE'], pattern: /^\/containers\/([^/]+)$/, handler: removeContainerRoute },
   { methods: ['GET'], pattern: /^\/networks\/(.+)$/, handler: missingObject.network },
   { methods: ['GET'], pattern: /^\/volumes\/(.+)$/, handler: missingObject.volume },
   { methods: ['GET'], pattern: /^\/plugins\/(.+)\/json$/, handler: missingObject.plugin },
   // Slipway's own: Prometheus metrics and the build farm.
   { methods: ['GET'], pattern: /^\/metrics$/, handler: metricsRoute },
+  { methods: ['POST'], pattern: /^\/slipway\/v1\/local-builds$/, handler: localBuildRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/slipway\/v1\/builds$/, handler: submitFarmBuildRoute, streamsBody: true },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)$/, handler: farmBuildRoute },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)\/events$/, handler: farmBuildEventsRoute },
@@ -134,6 +102,6 @@ export function matchRoute(method: string, path: string): { handler: Handler; na
     return { handler: r.handler, name, streamsBody: r.streamsBody === true };
   }
   if (pathKnown) throw new ApiError(405, `method ${method} is not allowed on ${path}`);
-  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, 'slipway builds images and runs no containers (try "slipway run")');
+  if (path.startsWith('/containers/') || path.startsWith('/exec/')) throw new ApiError(404, `slipway does not implement ${path.startsWith('/exec/') ? 'exec' : 'this container endpoint'}`);
   throw new ApiError(404, 'page not found');
 }

@@ -8,12 +8,15 @@ import type { StoreLayout } from '../store/layout.js';
 import type { WorkerPool } from '../scheduler/pool.js';
 import { ApiError, sendError, toApiError } from './http-errors.js';
 import { DEFAULT_LIMITS, readSmallBody, type ApiLimits } from './body.js';
+import { recordSocketPath } from './unix-sockets.js';
 import { KeyedQueue } from './keyed-queue.js';
 import { FarmMetrics } from '../farm/metrics.js';
 import { matchRoute, type ApiContext, type FarmConfig } from './routes.js';
 import { API_VERSION, MIN_API_VERSION, SERVER_VERSION } from './system-routes.js';
 import { authenticate, checkTenantPath } from './authenticate.js';
 import type { TenantTokens } from './tenant-tokens.js';
+import { ContainerTable } from './container-table.js';
+import { attachHijacked } from './container-routes.js';
 
 /** Where the server listens: a unix socket (mode 0660) or a TCP port (token required). */
 export type Endpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
@@ -101,6 +104,7 @@ export class EngineServer {
       layout: opts.layout, pool: opts.pool, limits: this.limits, identicalBuilds: new KeyedQueue(),
       insecureRegistries: opts.insecureRegistries ?? [], farm: opts.farm, metrics: opts.metrics ?? new FarmMetrics(),
       policy: opts.policy ?? { sandbox: {}, entitlements: [] },
+      containers: new ContainerTable(opts.layout),
       trackBuild: (abort) => {
         this.builds.add(abort);
         return () => this.builds.delete(abort);
@@ -128,6 +132,7 @@ export class EngineServer {
       void this.handle(req, res, tcp);
     });
     server.on('clientError', (err: Error & { code?: string }, socket) => onClientError(err, socket, this.limits));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head, tcp));
     return server;
   }
 
@@ -174,9 +179,36 @@ export class EngineServer {
     }
   }
 
-  /** Stops listening, cancels running builds, waits for requests to end, removes the sockets. */
+  /**
+   * A hijacked connection: only `POST /containers/{id}/attach` takes one. Errors get Docker's
+   * JSON body on the raw socket, which then closes.
+   */
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, tcp: boolean): Promise<void> {
+    socket.on('error', () => undefined);
+    try {
+      const principal = await authenticate(req, { tcp, token: this.opts.token, tenants: this.opts.tenants });
+      const { path: p, query } = parseTarget(req.url);
+      checkTenantPath(principal, p);
+      const m = /^\/containers\/([^/]+)\/attach$/.exec(p);
+      if (!m || req.method !== 'POST' || (req.headers.upgrade ?? '').toLowerCase() !== 'tcp') throw new ApiError(400, 'only POST /containers/{id}/attach takes Upgrade: tcp');
+      let name: string;
+      try {
+        name = decodeURIComponent(m[1]!);
+      } catch {
+        throw new ApiError(400, 'invalid escape in path');
+      }
+      attachHijacked(this.ctx.containers.get(name), query, socket, head);
+    } catch (e) {
+      const err = toApiError(e);
+      const body = `${JSON.stringify({ message: err.message })}\n`;
+      socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    }
+  }
+
+  /** Stops listening, cancels running builds, kills containers, waits for requests to end, removes the sockets. */
   async close(): Promise<void> {
     for (const b of this.builds) b.abort();
+    await this.ctx.containers.closeAll();
     await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => {
       if (!server.listening) return resolve();
       const force = setTimeout(() => server.closeAllConnections(), 10_000);
@@ -225,11 +257,13 @@ async function listenUnix(server: http.Server, target: string): Promise<void> {
     if (Buffer.byteLength(tmp) > 107) {
       await bind(target);
       await fs.chmod(target, 0o660);
+      recordSocketPath(server, target);
       return;
     }
     await bind(tmp);
     await fs.chmod(tmp, 0o660);
     await fs.rename(tmp, target);
+    recordSocketPath(server, target);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }

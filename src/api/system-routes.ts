@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { listImageIds } from '../store/graph.js';
 import { sendJson } from './body.js';
-import type { ApiRequest, ApiContext } from './routes.js';
+import type { ApiRequest, ApiContext } from './api-context.js';
 
 /** The newest Engine API version we speak (docker CLI 28's own default; CLI 29 needs >= 1.40). */
 export const API_VERSION = '1.50';

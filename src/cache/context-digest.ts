@@ -31,6 +31,8 @@ export interface SourceSpec {
   abs: string;
   /** Set for ADD <url>: the file was downloaded. */
   url?: string;
+  /** COPY --parents: where this source lands (else the step's destination rules apply). */
+  dest?: string;
 }
 
 /** What the digest of a COPY's sources gives the scheduler. */

@@ -16,6 +16,8 @@ export interface ExplainContext {
   parentRebuiltStep?: number;
   /** True for the first step after FROM: a parent change is a base image change. */
   firstInStage: boolean;
+  /** `Step N` of the nearest earlier COPY --link step whose layer was re-stacked on a new parent. */
+  parentRelinkedStep?: number;
 }
 
 const short = (id: string) => id.replace(/^sha256:/, '').slice(0, 12) || 'scratch';
@@ -139,8 +141,11 @@ export function explainMiss(prev: Preimage | undefined, cur: Preimage, ctx: Expl
 export function missReasons(prev: Preimage | undefined, cur: Preimage, ctx: ExplainContext): string[] {
   const one = (r: string) => [r];
   if (!prev) return one('no earlier build of this step');
+  const link = (p: Preimage) => (p.extra as { link?: boolean } | null)?.link === true;
+  if (link(prev) !== link(cur)) return one(link(cur) ? '--link added: the layer no longer depends on the parent' : '--link removed: the layer depends on the parent again');
   if (prev.parent !== cur.parent) {
     if (ctx.parentRebuiltStep !== undefined) return one(`parent rebuilt (step ${ctx.parentRebuiltStep})`);
+    if (ctx.parentRelinkedStep !== undefined) return one(`parent re-stacked (step ${ctx.parentRelinkedStep}: its COPY --link layer was reused on the new base)`);
     if (ctx.firstInStage) return one(`base image changed (${short(prev.parent)} → ${short(cur.parent)})`);
     return one(`parent changed (${short(prev.parent)} → ${short(cur.parent)})`);
   }

@@ -1,5 +1,6 @@
 import xxhash from 'xxhash-wasm';
-import type { CacheKey } from '../store/layout.js';
+import type { CacheKey, ImageId } from '../store/layout.js';
+import { sha256Hex } from '../fs.js';
 
 /** The xxhash-wasm instance, created once per thread. */
 let hasher: Awaited<ReturnType<typeof xxhash>> | undefined;
@@ -32,4 +33,12 @@ export async function cacheKeyOf(preimage: unknown): Promise<{ key: CacheKey; te
   const h = await initHash();
   const text = canonicalJson(preimage);
   return { key: h.h64ToString(text) as CacheKey, text };
+}
+
+/**
+ * A built step's image id: its parent, its cache key and its layer's diff id. The same step on
+ * the same parent giving the same layer has the same id on every machine (the farm relies on it).
+ */
+export function imageIdOf(parent: ImageId | null, key: string, diffId: string): ImageId {
+  return sha256Hex(`${parent ?? ''}\n${key}\n${diffId}`) as ImageId;
 }

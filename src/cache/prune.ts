@@ -34,7 +34,8 @@ export async function clearRunning(layout: StoreLayout, buildId: string): Promis
   await fs.rm(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), { force: true });
 }
 
-async function runningIds(layout: StoreLayout): Promise<string[]> {
+/** Images that running builds (live processes) stand on. */
+export async function runningIds(layout: StoreLayout): Promise<string[]> {
   const out: string[] = [];
   for (const n of await fs.readdir(layout.runningDir).catch(() => [] as string[])) {
     const pid = Number.parseInt(n, 10);

@@ -1,16 +1,10 @@
-import type { StoreLayout } from '../store/layout.js';
 import { REGISTRY_COMMANDS } from './registry-verbs.js';
 
-/** What a command gets besides its arguments. */
-export interface CommandEnv { layout: StoreLayout }
+import type { Command, CommandEnv } from './command-env.js';
 
-/** One CLI verb. Its code is imported only when it runs: `images` must not pay for bullmq or the registry client. */
-export interface Command {
-  usage: string;
-  summary: string;
-  help?: string;
-  run: (args: string[], env: CommandEnv) => Promise<number>;
-}
+export type { CommandEnv } from './command-env.js';
+
+export type { Command } from './command-env.js';
 
 type Runner = (args: string[], env: CommandEnv) => Promise<number>;
 
@@ -49,32 +43,45 @@ const SANDBOX_HELP = `
 
 /** Every verb, in help order. */
 export const COMMANDS: Record<string, Command> = {
-  build: { usage: '[OPTIONS] PATH', summary: 'Build an image from a Dockerfile', help: `Options:
+  build: { usage: '[OPTIONS] PATH | -', summary: 'Build an image from a Dockerfile', help: `Options:
+      --add-host list     Add a custom host-to-IP mapping (host:ip) to RUN steps' /etc/hosts
       --build-arg list    Set build-time variables
-  -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile)
+      --cache-from list   Images to consider as cache sources (local, or a registry reference read lazily)
+  -f, --file string       Name of the Dockerfile (default: PATH/Dockerfile; - reads it from stdin)
+      --iidfile string    Write the image ID to the file
+      --label list        Set metadata for an image
+  -o, --output list       Also export the filesystem: type=local,dest=DIR or type=tar,dest=FILE
       --network string    Network mode for RUN: default (outbound only, no host loopback), none or host
-      --no-cache          Do not use cache when building the image
+      --no-cache          Do not use cache when building the image (cache mounts start empty)
+      --secret list       A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+      --ssh list          An SSH agent for RUN --mount=type=ssh: ID[=SOCKET|KEYFILE] (default: $SSH_AUTH_SOCK)
+      --allow list        security.insecure: let RUN --security=insecure run (all capabilities, no seccomp)
       --plan              Predict each step (cache hit, or miss and why, with an estimated time); run nothing
+      --platform string   Target platform: only the host's own (no emulation)
+      --progress string   legacy (the default and only output for now)
+      --pull              Pull every base image that names a registry again
   -q, --quiet             Suppress the build output and print image ID on success
+      --shm-size bytes    Size of RUN steps' /dev/shm (default 64m)
   -t, --tag list          Name and optionally a tag in the 'name:tag' format
       --target string     Set the target build stage to build
+      --ulimit list       Ulimit options for RUN steps (nofile=1024:2048)
       --storage-driver s  overlay (default) or vfs: assemble the rootfs by copying where overlayfs is unavailable
       --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)${SANDBOX_HELP}`, run: buildCommand },
   images: { usage: '[OPTIONS] [REPOSITORY[:TAG]]', summary: 'List images', help: `Options:
   -a, --all             Show all images (default hides intermediate images)
-      --format string   json: one JSON object per line
+      --format string   json (one JSON object per line), a Go template ({{.Repository}}:{{.Tag}}), or table TEMPLATE
   -q, --quiet           Only show image IDs`, run: images },
   tag: { usage: 'SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]', summary: 'Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE', run: tag },
   rmi: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Remove one or more images', help: 'Options:\n  -f, --force   Remove an image referenced by several tags', run: rmi },
-  history: { usage: '[OPTIONS] IMAGE', summary: 'Show the history of an image', help: 'Options:\n      --no-trunc   Don\'t truncate output\n  -q, --quiet      Only show image IDs\n      --format json', run: history },
-  inspect: { usage: 'IMAGE [IMAGE...]', summary: 'Return low-level information on images', run: inspect },
+  history: { usage: '[OPTIONS] IMAGE', summary: 'Show the history of an image', help: 'Options:\n      --no-trunc   Don\'t truncate output\n  -q, --quiet      Only show image IDs\n      --format     json, a Go template ({{.ID}} {{.CreatedBy}}), or table TEMPLATE', run: history },
+  inspect: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Return low-level information on images', help: 'Options:\n  -f, --format string   A Go template ({{.Id}}, {{json .Config}}), or json', run: inspect },
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
-  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --tenants-file FILE Tenants\' tokens, "TENANT TOKEN [operator]" per line; reloaded on SIGHUP and when it changes\n      --no-affinity       Queue farm builds for any worker\n      --affinity-wait sec How long the worker holding a build\'s cache has to start it (default 2)\n      --allow network.host  Let builds ask for the host network (an entitlement, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
+  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --tenants-file FILE Tenants\' tokens, "TENANT TOKEN [operator]" per line; reloaded on SIGHUP and when it changes\n      --no-affinity       Queue farm builds for any worker\n      --affinity-wait sec How long the worker holding a build\'s cache has to start it (default 2)\n      --allow list        network.host: let builds ask for the host network; security.insecure: RUN --security=insecure (entitlements, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
-  prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first', help: 'Options:\n      --keep-storage size    Stop once the store is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
+  prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first, and unused cache mounts', help: 'Options:\n      --keep-storage size    Stop once the store (images and cache mounts) is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
   submit: { usage: '[OPTIONS] CONTEXT', summary: 'Queue a build on the farm (bullmq on Redis)', help: `Options:
   -t, --tag list          Name and optionally a tag
   -f, --file string       Name of the Dockerfile
@@ -83,6 +90,7 @@ export const COMMANDS: Record<string, Command> = {
       --push              Push the result to the farm's registry
       --wait              Stream the build's progress and exit with its status
       --no-cache          Do not use the cache
+      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed for the workers' keys, never sent in the clear (not with --server)
       --server URL        Submit through a serve's farm API (tcp://HOST:PORT or unix:///path.sock) as the tenant of the token
       --token-file FILE   The tenant's token (default $SLIPWAY_TOKEN), sent as "Authorization: Bearer"
   Without --server, straight to Redis as the operator (tenant "default"):
@@ -101,7 +109,7 @@ export const COMMANDS: Record<string, Command> = {
       --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
       --name string            Worker name
-      --allow network.host     Let builds use the host network (an entitlement, as BuildKit's)
+      --allow list             network.host (the host network), security.insecure (RUN --security=insecure)
 Sandbox defaults and ceilings for every build:${SANDBOX_HELP}`, run: workerCommand },
   farm: { usage: 'status [BUILD...] [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds (or the state of some builds)', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:

@@ -4,8 +4,9 @@ import { redisUrl, registryHost } from '../farm/connection.js';
 import { buildInfo, farmStatus, followBuild, submitBuild, type BuildInfo } from '../farm/submit.js';
 import { startFarmWorker } from '../farm/worker.js';
 import { table } from './format.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
+import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 import type { BuildJobResult } from '../farm/job.js';
 import { TENANT_NAME } from '../farm/namespace.js';
@@ -57,7 +58,7 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
       tag: { type: 'string', short: 't', multiple: true }, file: { type: 'string', short: 'f' }, 'build-arg': { type: 'string', multiple: true },
       target: { type: 'string' }, push: { type: 'boolean' }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' },
       redis: { type: 'string' }, registry: { type: 'string' }, server: { type: 'string' }, 'token-file': { type: 'string' },
-      'no-affinity': { type: 'boolean' }, 'affinity-wait': { type: 'string' }, tenant: { type: 'string' },
+      'no-affinity': { type: 'boolean' }, 'affinity-wait': { type: 'string' }, tenant: { type: 'string' }, secret: { type: 'string', multiple: true },
     },
     allowPositionals: true,
   });
@@ -65,6 +66,7 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway submit" requires exactly 1 argument: CONTEXT');
   const buildArgs = parseBuildArgs(values['build-arg'] ?? []);
   if (values.server !== undefined) {
+    if (values.secret?.length) throw new SlipwayError('ERR_USAGE', '--secret is not supported with --server yet: the farm API takes no secrets (submit straight to Redis as the operator)');
     if (values.redis !== undefined || values.registry !== undefined || values['no-affinity'] || values['affinity-wait'] !== undefined) {
       throw new SlipwayError('ERR_USAGE', '--server goes through the farm API: --redis, --registry, --no-affinity and --affinity-wait are the server\'s to set');
     }
@@ -80,6 +82,7 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
     process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.id}\n`);
     return values.wait ? reportResult(sub.id, await followRemote(server, sub.id, (t) => process.stdout.write(t))) : 0;
   }
+  const secrets = await parseSecrets(values.secret ?? []);
   const redis = redisUrl(values.redis);
   const wait = affinityWait(values['affinity-wait']);
   const sub = await submitBuild({
@@ -87,6 +90,7 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
     tags: values.tag ?? [], buildArgs, ...(values.target ? { target: values.target } : {}),
     noCache: values['no-cache'] ?? false, push: values.push ?? false, affinity: !values['no-affinity'], ...(wait !== undefined ? { affinityWaitMs: wait } : {}),
     registryCredentials: await farmCredentials(needRegistry(values.registry)),
+    ...(secrets.size > 0 ? { secrets } : {}),
   });
   process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}${sub.routedTo ? ` (offered first to ${sub.routedTo}, which holds its cache)` : ''}\n`);
   return values.wait ? reportResult(sub.jobId, await followBuild(redis, sub.jobId, (t) => process.stdout.write(t))) : 0;

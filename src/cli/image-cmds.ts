@@ -12,7 +12,10 @@ import { humanAgo, humanSize, table } from './format.js';
 import { configFromChanges } from './changes.js';
 import { saveWriter } from './registry-cmds.js';
 import { checkOutputPath, openInput, openOutput } from './files.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
+import { renderRows } from './format-template.js';
+import { execTemplate, parseTemplate } from './go-template.js';
+import { HISTORY_HEADER, IMAGE_HEADER, historyRow, imageRow } from './image-format.js';
 
 /** The local image verbs: images, tag, rmi, history, inspect, import, save, load. */
 function out(s: string): void {
@@ -30,8 +33,8 @@ export async function images(args: string[], { layout }: CommandEnv): Promise<nu
     out([...new Set(rows.map((r) => shortId(r.id)))].map((s) => `${s}\n`).join(''));
   } else if (values.format === 'json') {
     for (const r of rows) out(`${JSON.stringify({ Repository: r.repository, Tag: r.tag, ID: shortId(r.id), CreatedAt: r.created, Size: r.size, VirtualSize: r.virtualSize })}\n`);
-  } else if (values.format !== undefined) {
-    throw new SlipwayError('ERR_USAGE', `unsupported --format ${values.format} (use json)`);
+  } else if (values.format !== undefined && values.format.trim() !== 'table') {
+    out(renderRows(values.format, rows.map(imageRow), IMAGE_HEADER));
   } else {
     out(table([['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE'], ...rows.map((r) => [r.repository, r.tag, shortId(r.id), humanAgo(r.created), `${humanSize(r.size)} (virtual ${humanSize(r.virtualSize)})`])]));
   }
@@ -77,26 +80,37 @@ export async function history(args: string[], { layout }: CommandEnv): Promise<n
     out(rows.map((r) => `${values['no-trunc'] ? r.id : shortId(r.id)}\n`).join(''));
     return 0;
   }
+  if (values.format !== undefined && values.format.trim() !== 'table') {
+    out(renderRows(values.format, rows.map((r) => historyRow(r, values['no-trunc'] ?? false)), HISTORY_HEADER));
+    return 0;
+  }
   const trunc = (s: string) => (values['no-trunc'] || s.length <= 45 ? s : `${s.slice(0, 44)}…`);
   out(table([['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT'], ...rows.map((r) => [values['no-trunc'] ? r.id : shortId(r.id), humanAgo(r.created), trunc(r.createdBy), humanSize(r.size), r.comment])]));
   return 0;
 }
 
 export async function inspect(args: string[], { layout }: CommandEnv): Promise<number> {
-  const { positionals } = parseArgs({ args, options: { format: { type: 'string', short: 'f' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args, options: { format: { type: 'string', short: 'f' } }, allowPositionals: true });
   if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway inspect" requires at least 1 argument');
+  // A bad template is a usage error before any image is read.
+  if (values.format !== undefined && values.format !== 'json') parseTemplate(values.format);
   const docs: unknown[] = [];
   let status = 0;
   for (const ref of positionals) {
     try {
-      docs.push(await inspectImage(layout, await resolveImage(layout, ref)));
+      docs.push(JSON.parse(JSON.stringify(await inspectImage(layout, await resolveImage(layout, ref)))) as unknown);
     } catch (e) {
       if (!(e instanceof SlipwayError)) throw e;
       process.stderr.write(`Error: No such image: ${ref}\n`);
       status = 1;
     }
   }
-  out(`${JSON.stringify(docs, null, 4)}\n`);
+  if (values.format === undefined) out(`${JSON.stringify(docs, null, 4)}\n`);
+  else {
+    // As docker inspect: the template runs once per image; `json` is `{{json .}}`.
+    const nodes = parseTemplate(values.format === 'json' ? '{{json .}}' : values.format.replace(/\\t/g, '\t').replace(/\\n/g, '\n'));
+    for (const d of docs) out(`${execTemplate(nodes, d)}\n`);
+  }
   return status;
 }
 

@@ -3,15 +3,16 @@ import { SlipwayError } from '../errors.js';
 import { StoreLayout } from '../store/layout.js';
 import { sweepOwnTmp } from '../store/graph.js';
 import { COMMANDS, type Command } from './commands.js';
-import { reportError, takeDebugFlag } from './report-error.js';
+import { reportError } from './report-error.js';
+import { takeGlobalFlags } from './global-flags.js';
 
-const USAGE = `Usage:  slipway [--root DIR] [--debug] COMMAND [OPTIONS]
+const USAGE = `Usage:  slipway [--root DIR] [--debug] COMMAND [OPTIONS]   (global flags may also come anywhere on the line)
 
 A Dockerfile build engine with Docker's image store layout and verbs.
 
 Global options:
       --root DIR   Store root (env SLIPWAY_ROOT; default /var/lib/slipway)
-      --debug      Print the stack trace of an error too (env SLIPWAY_DEBUG=1)
+  -D, --debug      Print the stack trace of an error too (env SLIPWAY_DEBUG=1)
 
 Commands:
 ${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(9)} ${c.summary}`).join('\n')}
@@ -27,23 +28,23 @@ const LONG_RUNNING = new Set(['serve', 'worker']);
 /** Parses the global options, dispatches to a command, prints errors Docker's way. */
 export async function main(argv0: string[]): Promise<number> {
   // run's value flags come with the sandbox's: loaded only when they matter.
-  const runFlags = argv0.includes('--debug') && argv0.includes('run') ? (await import('./run-flags.js')).RUN_VALUE_FLAGS : new Set<string>();
-  const { argv, debug: debugFlag } = takeDebugFlag(argv0, runFlags);
-  const debug = debugFlag || process.env['SLIPWAY_DEBUG'] === '1';
-  let root = process.env['SLIPWAY_ROOT'] || '/var/lib/slipway';
+  const runFlags = argv0.includes('run') ? (await import('./run-flags.js')).RUN_VALUE_FLAGS : new Set<string>();
+  // Global flags are taken from anywhere on the line, as docker's persistent flags are.
+  const globals = takeGlobalFlags(argv0, (verb) => (verb === 'run' ? runFlags : new Set()));
+  if (globals.missingValue) return usageError(`flag needs an argument: ${globals.missingValue}`);
+  const { argv } = globals;
+  const debug = globals.debug || process.env['SLIPWAY_DEBUG'] === '1';
+  const root = globals.root ?? (process.env['SLIPWAY_ROOT'] || '/var/lib/slipway');
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--root') {
-      const v = argv[++i];
-      if (!v) return usageError('flag needs an argument: --root');
-      root = v;
-    } else if (a.startsWith('--root=')) root = a.slice(7);
-    else if (a === '-h' || a === '--help') {
+    if (a === '-h' || a === '--help') {
       process.stdout.write(USAGE);
       return 0;
-    } else if (a.startsWith('-')) return usageError(`unknown flag: ${a}`);
-    else break;
+    } else if (a.startsWith('-')) {
+      process.stderr.write(`unknown flag: ${a.replace(/=.*$/s, '')}\nSee 'slipway --help'.\n`);
+      return 125;
+    } else break;
   }
   const name = argv[i];
   if (!name) {

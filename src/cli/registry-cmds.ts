@@ -8,6 +8,7 @@ import { pushImage } from '../registry/push.js';
 import { pullBaseImage, pullImage } from '../registry/pull.js';
 import { searchRegistry } from '../registry/search.js';
 import { authFile, configDir, readCredentials, removeCredentials, saveCredentials, verifyLogin } from '../registry/auth.js';
+import type { Credentials } from '../registry/client.js';
 import { normalizeRegistry, parseRemoteReference, splitRegistry } from '../registry/remote-reference.js';
 import type { RegistryProgress } from '../registry/progress.js';
 import type { Platform } from '../registry/manifest.js';
@@ -50,6 +51,11 @@ function printer(quiet: boolean): (e: RegistryProgress) => void {
  * the login `slipway login` saved and SLIPWAY_INSECURE_REGISTRIES, progress printed as a
  * legacy `docker build` prints it under the FROM step.
  */
+/** How `build --cache-from` reaches registries: the insecure list and `slipway login`'s credentials. */
+export function registryAccess(): { insecureRegistries: string[]; credentials: (registry: string) => Promise<Credentials | undefined> } {
+  return { insecureRegistries: insecureList(undefined), credentials: (registry) => readCredentials(configDir(), registry) };
+}
+
 export async function pullForBuild(layout: StoreLayout, ref: string, quiet: boolean): Promise<boolean> {
   const remote = parseRemoteReference(ref);
   return pullBaseImage({

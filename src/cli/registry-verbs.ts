@@ -1,4 +1,4 @@
-import type { Command, CommandEnv } from './commands.js';
+import type { Command, CommandEnv } from './command-env.js';
 
 /** The registry verbs' help; their code (and the registry client) loads only when one runs. */
 const INSECURE_HELP = '      --insecure-registry HOST   Allow plain HTTP to HOST (also SLIPWAY_INSECURE_REGISTRIES=h1,h2)';

@@ -1,4 +1,5 @@
 import { SlipwayError } from '../errors.js';
+import { PARSE_ARGS_CODES, dockerFlagMessage } from './flag-errors.js';
 
 /**
  * How the CLI tells a user what went wrong: one line (or Docker's multi-line form for usage
@@ -6,8 +7,6 @@ import { SlipwayError } from '../errors.js';
  * Node's system errors (`ENOSPC: no space left on device, write`) are rewritten the way Go
  * programs such as dockerd print them: `mkdir /x/graph: read-only file system`.
  */
-
-const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
 
 /** What the reporter needs to know about the run that failed. */
 export interface ReportContext {
@@ -42,10 +41,11 @@ export function reportError(e: unknown, ctx: ReportContext): number {
   let status = 1;
   if (e instanceof SlipwayError) {
     // A message that crossed a thread may carry its own "Error: " already: print it once.
-    write(`${e.code === 'ERR_USAGE' ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
+    write(`${e.code === 'ERR_USAGE' || e.bare ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
     status = e.exitCode;
   } else if (PARSE_ARGS_CODES.has((e as NodeJS.ErrnoException | null)?.code ?? '')) {
-    write(`slipway: ${(e as Error).message}\nSee 'slipway ${ctx.command} --help'.\n`);
+    const err = e as NodeJS.ErrnoException;
+    write(`${dockerFlagMessage(err.code!, err.message, ctx.command)}\nSee 'slipway ${ctx.command} --help'.\n`);
     status = 125;
   } else {
     const sys = describeSystemError(e, ctx.root);
@@ -53,37 +53,4 @@ export function reportError(e: unknown, ctx: ReportContext): number {
   }
   if (ctx.debug && e instanceof Error && e.stack) write(`${e.stack}\n`);
   return status;
-}
-
-/**
- * Takes `--debug` out of the arguments wherever it is, except where it belongs to something
- * else: after `--`, and in `run` after the image name (there it is the container's argument;
- * `runValueFlags` are run's flags whose value is the next argument, so that is not the image).
- */
-export function takeDebugFlag(argv: string[], runValueFlags: ReadonlySet<string>): { argv: string[]; debug: boolean } {
-  let debug = false;
-  const out: string[] = [];
-  let command: string | undefined;
-  let frozen = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (frozen) {
-      out.push(a);
-      continue;
-    }
-    if (a === '--debug') {
-      debug = true;
-      continue;
-    }
-    if (a === '--') frozen = true;
-    out.push(a);
-    if (a === '--root') {
-      if (command === undefined && i + 1 < argv.length) out.push(argv[++i]!);
-      continue;
-    }
-    if (a.startsWith('-')) continue;
-    if (command === undefined) command = a;
-    else if (command === 'run' && !runValueFlags.has(argv[i - 1] ?? '')) frozen = true;
-  }
-  return { argv: out, debug };
 }

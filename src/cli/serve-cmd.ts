@@ -9,7 +9,7 @@ import { ApiError } from '../api/http-errors.js';
 import { API_VERSION } from '../api/system-routes.js';
 import type { FarmConfig } from '../api/routes.js';
 import { normalizeRegistry } from '../registry/remote-reference.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 import { TenantTokens } from '../api/tenant-tokens.js';
 import { configDir, readCredentials } from '../registry/auth.js';

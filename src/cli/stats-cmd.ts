@@ -4,7 +4,7 @@ import { readBuildRecords } from '../cache/history.js';
 import { computeStats } from '../cache/stats.js';
 import { formatReference, parseReference } from '../store/reference.js';
 import { table } from './format.js';
-import type { CommandEnv } from './commands.js';
+import type { CommandEnv } from './command-env.js';
 
 /** `--since 24h|7d|30m` or an ISO date -> epoch ms. */
 export function parseSince(s: string, now = Date.now()): number {

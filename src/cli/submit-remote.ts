@@ -4,7 +4,7 @@ import path from 'node:path';
 import http from 'node:http';
 import { createReadStream } from 'node:fs';
 import { SlipwayError } from '../errors.js';
-import { packContext } from '../snapshot/context-tar.js';
+import { packContext } from '../context/pack.js';
 import type { BuildJobResult } from '../farm/job.js';
 
 /** Where a remote `submit` sends its build: the farm API of a `slipway serve`, with a tenant's token. */

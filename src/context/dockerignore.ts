@@ -6,6 +6,7 @@
  */
 import { SlipwayError } from '../errors.js';
 import { globToRegExpSource } from './glob.js';
+import { readRegularText } from './special-file.js';
 
 /** One cleaned `.dockerignore` line: `pattern` has no `!`; `exclusion` is true for `!pattern`. */
 export interface IgnorePattern {
@@ -166,4 +167,9 @@ function goClean(p: string): string {
   }
   const joined = (rooted ? '/' : '') + out.join('/');
   return joined === '' ? '.' : joined;
+}
+
+/** The patterns of `<dir>/.dockerignore` (none when there is no such file); a pipe or device there is refused, never opened. */
+export async function readDockerignore(dir: string): Promise<IgnorePattern[]> {
+  return parseDockerignore((await readRegularText(`${dir}/.dockerignore`, '.dockerignore')) ?? '');
 }

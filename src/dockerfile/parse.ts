@@ -1,7 +1,10 @@
 import { DockerfileParser } from 'dockerfile-ast';
 import { dockerfileError } from '../errors.js';
 import { splitWords } from './expand.js';
-import type { CommandForm, Dockerfile, Heredoc, Step, StepBase } from './step.js';
+import { checkRunMount, parseSecurity } from './run-mounts.js';
+import { checkSyntaxDirective, readDirectives } from './directives.js';
+import { checkCopyFlags } from './copy-flags.js';
+import type { CommandForm, CopyStep, Dockerfile, Heredoc, Step, StepBase } from './step.js';
 
 /**
  * The only importer of dockerfile-ast. It finds instruction boundaries, keywords and the escape
@@ -17,13 +20,19 @@ const KNOWN = new Set([
 const FLAGS: Record<string, readonly string[]> = {
   FROM: ['platform'],
   RUN: ['mount', 'network', 'security'],
-  COPY: ['from', 'chown', 'chmod', 'link'],
-  ADD: ['chown', 'chmod', 'link', 'checksum', 'keep-git-dir'],
+  COPY: ['from', 'chown', 'chmod', 'link', 'parents', 'exclude'],
+  ADD: ['chown', 'chmod', 'link', 'checksum', 'keep-git-dir', 'exclude'],
   HEALTHCHECK: ['interval', 'timeout', 'start-period', 'start-interval', 'retries'],
 };
 
+/** Flags given without a value mean true (BuildKit's BoolFlag); `=true`/`=false` also work. */
+const BOOL_FLAGS = new Set(['link', 'parents', 'keep-git-dir']);
+/** Flags that may be given more than once; their values are joined with newlines. */
+const MULTI_FLAGS = new Set(['mount', 'exclude']);
+
 /** Parses a Dockerfile's text. `file` names it in error messages (`Dockerfile:3: ...`). */
 export function parseDockerfile(text: string, file = 'Dockerfile'): Dockerfile {
+  checkSyntaxDirective(readDirectives(text), file);
   const ast = DockerfileParser.parse(text);
   const escape = ast.getEscapeCharacter();
   const lines = text.split(/\r?\n/);
@@ -96,13 +105,19 @@ function extractFlags(rest: string, keyword: string, file: string, line: number)
     const name = m[1]!;
     if (name === '') break; // a bare `--` ends flags
     if (!allowed.includes(name)) throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Unknown flag: ${name}`);
-    if (m[2] === undefined && name !== 'link') {
+    const bool = BOOL_FLAGS.has(name);
+    if (m[2] === undefined && !bool) {
       throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Missing a value on flag: ${name}`);
     }
-    if (flags.has(name) && name !== 'mount') {
+    if (bool && m[2] !== undefined && !/^(true|false)$/i.test(m[2])) {
+      throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `expecting boolean value for flag ${name}, not: ${m[2]}`);
+    }
+    const many = MULTI_FLAGS.has(name);
+    if (flags.has(name) && !many) {
       throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Duplicate flag specified: ${name}`);
     }
-    flags.set(name, name === 'mount' && flags.has(name) ? `${flags.get(name)}\n${m[2] ?? ''}` : (m[2] ?? 'true'));
+    const value = bool ? (m[2] ?? 'true').toLowerCase() : m[2]!;
+    flags.set(name, many && flags.has(name) ? `${flags.get(name)}\n${value}` : value);
     r = r.slice(m[0].length);
   }
   return { flags, rest: r };
@@ -164,100 +179,163 @@ export function parseGoDuration(s: string): number | undefined {
   return pos === s.length && pos > 0 ? Math.round(total) : undefined;
 }
 
+/** What an instruction's parser gets: the step so far, its text after the flags, and its flags. */
+interface InstructionInput {
+  base: StepBase;
+  keyword: string;
+  rest: string;
+  flags: Map<string, string>;
+  file: string;
+  escape: string;
+  heredocBodies: string[];
+  fail: (detail: string) => Error;
+  /** Fails unless the instruction has at least `min` (default 1) arguments. */
+  needArgs: (min?: number) => void;
+}
+
+type InstructionParser = (i: InstructionInput) => Step;
+
+function parseFrom({ base, rest, flags, fail }: InstructionInput): Step {
+  const words = rest.trim().split(/\s+/).filter(Boolean);
+  if (words.length !== 1 && !(words.length === 3 && words[1]!.toUpperCase() === 'AS')) {
+    throw fail('FROM requires either one or three arguments');
+  }
+  const stageName = words[2]?.toLowerCase();
+  if (stageName !== undefined && !/^[a-z][a-z0-9-_.]*$/.test(stageName)) throw fail(`invalid name for build stage: "${words[2]}", name can't start with a number or contain symbols`);
+  return { ...base, kind: 'FROM', image: words[0]!, stageName, platform: flags.get('platform') };
+}
+
+function parseRun({ base, rest, flags, heredocBodies, needArgs, fail }: InstructionInput): Step {
+  needArgs();
+  const { heredocs } = parseHeredocs(rest, heredocBodies);
+  const mounts = (flags.get('mount') ?? '').split('\n').filter(Boolean);
+  // Keys and types are checked now (values may hold variables, expanded when the step runs).
+  for (const m of mounts) checkRunMount(m, fail);
+  const security = parseSecurity(flags.get('security'), fail);
+  const run = { ...base, kind: 'RUN' as const, mounts, network: flags.get('network'), security, heredocs };
+  if (heredocs.length > 0) return { ...run, form: 'shell', shell: rest.trim() };
+  return { ...run, ...parseMaybeJson(rest) };
+}
+
+function parseCmdEntrypoint({ base, keyword, rest }: InstructionInput): Step {
+  return { ...base, kind: keyword as 'CMD' | 'ENTRYPOINT', ...parseMaybeJson(rest) };
+}
+
+function parseShell({ base, rest, fail }: InstructionInput): Step {
+  const f = parseMaybeJson(rest);
+  if (f.form !== 'exec' || f.exec.length === 0) throw fail('SHELL requires the arguments to be in JSON form');
+  return { ...base, kind: 'SHELL', shell: f.exec };
+}
+
+function parseEnvLabel({ base, keyword, rest, escape, fail }: InstructionInput): Step {
+  return { ...base, kind: keyword as 'ENV' | 'LABEL', pairs: parseNameVal(rest, keyword, escape, fail) };
+}
+
+function parseMaintainer({ base, rest, needArgs }: InstructionInput): Step {
+  needArgs();
+  return { ...base, kind: 'MAINTAINER', name: rest.trim() };
+}
+
+function parseExpose({ base, rest, needArgs }: InstructionInput): Step {
+  needArgs();
+  return { ...base, kind: 'EXPOSE', ports: rest.trim().split(/\s+/) };
+}
+
+function parseVolume({ base, rest, fail, needArgs }: InstructionInput): Step {
+  needArgs();
+  const { list } = jsonOrWhitespaceList(rest);
+  if (list.some((p) => p.trim() === '')) throw fail('VOLUME specified can not be an empty string');
+  return { ...base, kind: 'VOLUME', paths: list };
+}
+
+function parseUser({ base, rest, needArgs }: InstructionInput): Step {
+  needArgs();
+  return { ...base, kind: 'USER', user: rest.trim() };
+}
+
+function parseWorkdir({ base, rest, needArgs }: InstructionInput): Step {
+  needArgs();
+  return { ...base, kind: 'WORKDIR', path: rest.trim() };
+}
+
+function parseStopsignal({ base, rest, needArgs }: InstructionInput): Step {
+  needArgs();
+  return { ...base, kind: 'STOPSIGNAL', signal: rest.trim() };
+}
+
+function parseArg({ base, rest, escape, fail, needArgs }: InstructionInput): Step {
+  needArgs();
+  const args = splitWords(rest.trim(), escape).map((w) => {
+    const eq = w.indexOf('=');
+    return eq < 0 ? { name: w, value: undefined } : { name: w.slice(0, eq), value: w.slice(eq + 1) };
+  });
+  for (const a of args) if (a.name === '') throw fail('ARG names can not be blank');
+  return { ...base, kind: 'ARG', args };
+}
+
+function parseOnbuild({ base, rest, file, escape, fail }: InstructionInput): Step {
+  const [trig] = splitKeyword(rest.trim());
+  const t = trig.toUpperCase();
+  if (t === '') throw fail('ONBUILD requires at least one argument');
+  if (t === 'ONBUILD') throw fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+  if (t === 'FROM' || t === 'MAINTAINER') throw fail(`${t} isn't allowed as an ONBUILD trigger`);
+  parseInstruction({ ...base, text: rest.trim() }, file, escape, []); // validate the trigger now
+  return { ...base, kind: 'ONBUILD', trigger: rest.trim() };
+}
+
+function parseHealthcheckInstruction({ base, rest, flags, fail }: InstructionInput): Step {
+  return parseHealthcheck(base, rest, flags, fail);
+}
+
+function parseCopyAdd({ base, keyword, rest, flags, heredocBodies, file, fail }: InstructionInput): Step {
+  const { heredocs } = parseHeredocs(rest, heredocBodies);
+  const { list } = jsonOrWhitespaceList(rest);
+  if (list.length < 2) throw fail(`${keyword} requires at least two arguments`);
+  const step: CopyStep = {
+    ...base, kind: keyword as 'COPY' | 'ADD', sources: list.slice(0, -1), dest: list[list.length - 1]!,
+    from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.get('link') === 'true', heredocs,
+    checksum: flags.get('checksum'), keepGitDir: flags.get('keep-git-dir') === 'true', parents: flags.get('parents') === 'true',
+    exclude: (flags.get('exclude') ?? '').split('\n').filter((x) => x !== ''),
+  };
+  checkCopyFlags(step, file);
+  return step;
+}
+
+const PARSERS: Record<string, InstructionParser> = {
+  FROM: parseFrom,
+  RUN: parseRun,
+  CMD: parseCmdEntrypoint,
+  ENTRYPOINT: parseCmdEntrypoint,
+  SHELL: parseShell,
+  ENV: parseEnvLabel,
+  LABEL: parseEnvLabel,
+  MAINTAINER: parseMaintainer,
+  EXPOSE: parseExpose,
+  VOLUME: parseVolume,
+  USER: parseUser,
+  WORKDIR: parseWorkdir,
+  STOPSIGNAL: parseStopsignal,
+  ARG: parseArg,
+  ONBUILD: parseOnbuild,
+  HEALTHCHECK: parseHealthcheckInstruction,
+  COPY: parseCopyAdd,
+  ADD: parseCopyAdd,
+};
+
 function parseInstruction(base: StepBase, file: string, escape: string, heredocBodies: string[]): Step {
   const [word, rest0] = splitKeyword(base.text);
   const keyword = word.toUpperCase();
   const line = base.line;
   const fail = (detail: string) => dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, detail);
-  if (!KNOWN.has(keyword)) throw fail(`unknown instruction: ${word.toUpperCase()}`);
+  const parser = PARSERS[keyword];
+  if (!KNOWN.has(keyword) || !parser) throw fail(`unknown instruction: ${word.toUpperCase()}`);
   const { flags, rest } = extractFlags(rest0, keyword, file, line);
   const needArgs = (min = 1) => {
     if (rest.trim().split(/\s+/).filter(Boolean).length < min) throw fail(`${keyword} requires at least ${min === 1 ? 'one argument' : `${min} arguments`}`);
   };
-  switch (keyword) {
-    case 'FROM': {
-      const words = rest.trim().split(/\s+/).filter(Boolean);
-      if (words.length !== 1 && !(words.length === 3 && words[1]!.toUpperCase() === 'AS')) {
-        throw fail('FROM requires either one or three arguments');
-      }
-      const stageName = words[2]?.toLowerCase();
-      if (stageName !== undefined && !/^[a-z][a-z0-9-_.]*$/.test(stageName)) throw fail(`invalid name for build stage: "${words[2]}", name can't start with a number or contain symbols`);
-      return { ...base, kind: 'FROM', image: words[0]!, stageName, platform: flags.get('platform') };
-    }
-    case 'RUN': {
-      needArgs();
-      const { heredocs } = parseHeredocs(rest, heredocBodies);
-      const mounts = (flags.get('mount') ?? '').split('\n').filter(Boolean);
-      if (heredocs.length > 0) return { ...base, kind: 'RUN', mounts, network: flags.get('network'), heredocs, form: 'shell', shell: rest.trim() };
-      return { ...base, kind: 'RUN', mounts, network: flags.get('network'), heredocs, ...parseMaybeJson(rest) };
-    }
-    case 'CMD':
-    case 'ENTRYPOINT':
-      return { ...base, kind: keyword, ...parseMaybeJson(rest) };
-    case 'SHELL': {
-      const f = parseMaybeJson(rest);
-      if (f.form !== 'exec' || f.exec.length === 0) throw fail('SHELL requires the arguments to be in JSON form');
-      return { ...base, kind: 'SHELL', shell: f.exec };
-    }
-    case 'ENV':
-    case 'LABEL':
-      return { ...base, kind: keyword, pairs: parseNameVal(rest, keyword, escape, fail) };
-    case 'MAINTAINER':
-      needArgs();
-      return { ...base, kind: 'MAINTAINER', name: rest.trim() };
-    case 'EXPOSE':
-      needArgs();
-      return { ...base, kind: 'EXPOSE', ports: rest.trim().split(/\s+/) };
-    case 'VOLUME': {
-      needArgs();
-      const { list } = jsonOrWhitespaceList(rest);
-      if (list.some((p) => p.trim() === '')) throw fail('VOLUME specified can not be an empty string');
-      return { ...base, kind: 'VOLUME', paths: list };
-    }
-    case 'USER':
-      needArgs();
-      return { ...base, kind: 'USER', user: rest.trim() };
-    case 'WORKDIR':
-      needArgs();
-      return { ...base, kind: 'WORKDIR', path: rest.trim() };
-    case 'STOPSIGNAL':
-      needArgs();
-      return { ...base, kind: 'STOPSIGNAL', signal: rest.trim() };
-    case 'ARG': {
-      needArgs();
-      const args = splitWords(rest.trim(), escape).map((w) => {
-        const eq = w.indexOf('=');
-        return eq < 0 ? { name: w, value: undefined } : { name: w.slice(0, eq), value: w.slice(eq + 1) };
-      });
-      for (const a of args) if (a.name === '') throw fail('ARG names can not be blank');
-      return { ...base, kind: 'ARG', args };
-    }
-    case 'ONBUILD': {
-      const [trig] = splitKeyword(rest.trim());
-      const t = trig.toUpperCase();
-      if (t === '') throw fail('ONBUILD requires at least one argument');
-      if (t === 'ONBUILD') throw fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
-      if (t === 'FROM' || t === 'MAINTAINER') throw fail(`${t} isn't allowed as an ONBUILD trigger`);
-      parseInstruction({ ...base, text: rest.trim() }, file, escape, []); // validate the trigger now
-      return { ...base, kind: 'ONBUILD', trigger: rest.trim() };
-    }
-    case 'HEALTHCHECK':
-      return parseHealthcheck(base, rest, flags, fail);
-    case 'COPY':
-    case 'ADD': {
-      const { heredocs } = parseHeredocs(rest, heredocBodies);
-      const { list } = jsonOrWhitespaceList(rest);
-      if (list.length < 2) throw fail(`${keyword} requires at least two arguments`);
-      if (keyword === 'ADD' && flags.has('checksum')) throw fail('ADD --checksum is not supported');
-      return {
-        ...base, kind: keyword, sources: list.slice(0, -1), dest: list[list.length - 1]!,
-        from: flags.get('from'), chown: flags.get('chown'), chmod: flags.get('chmod'), link: flags.has('link'), heredocs,
-      };
-    }
-    default:
-      throw fail(`unknown instruction: ${keyword}`);
-  }
+  return parser({ base, keyword, rest, flags, file, escape, heredocBodies, fail, needArgs });
 }
+
 
 function parseNameVal(rest: string, keyword: string, escape: string, fail: (d: string) => Error): Array<[string, string]> {
   const t = rest.trim();

@@ -1,5 +1,6 @@
 import { dockerfileError, SlipwayError } from '../errors.js';
 import { expandWord } from './expand.js';
+import { checkPlatform, platformArgs } from './platform.js';
 import type { ArgStep, Dockerfile, FromStep, Step } from './step.js';
 
 /** Docker's predefined ARGs: usable without an ARG line, never recorded in history. */
@@ -47,13 +48,18 @@ export function planBuild(df: Dockerfile, opts: PlanOptions = {}): Plan {
   const buildArgs = opts.buildArgs ?? {};
   const globalArgs: ArgStep[] = [];
   const stages: PlannedStage[] = [];
-  const globalArgValues = new Map<string, string | undefined>();
+  // BuildKit's automatic platform ARGs are global values from the start (--build-arg wins).
+  const auto = platformArgs();
+  const globalArgValues = new Map<string, string | undefined>(Object.entries(auto).map(([k, v]) => [k, buildArgs[k] ?? v]));
   const lookupGlobal = (n: string) => globalArgValues.get(n) ?? (PREDEFINED_ARGS.has(n) ? buildArgs[n] : undefined);
   let n = 0;
   for (const step of df.steps) {
     if (step.kind === 'FROM') {
       const base = expandAt(df.file, step.line, step.image, lookupGlobal);
       if (base === '') throw dockerfileError('ERR_DOCKERFILE_SYNTAX', df.file, step.line, `base name (${step.image}) should not be blank`);
+      if (step.platform !== undefined) {
+        checkPlatform(expandAt(df.file, step.line, step.platform, lookupGlobal), { file: df.file, line: step.line, flag: `FROM --platform=${step.platform}` });
+      }
       const lower = base.toLowerCase();
       const prev = stages.find((s) => s.name !== undefined && s.name === lower);
       if (step.stageName !== undefined && stages.some((s) => s.name === step.stageName)) {
@@ -70,7 +76,9 @@ export function planBuild(df: Dockerfile, opts: PlanOptions = {}): Plan {
       globalArgs.push(step);
       n++;
       for (const a of step.args) {
-        const v = a.name in buildArgs ? buildArgs[a.name] : a.value === undefined ? undefined : expandAt(df.file, step.line, a.value, lookupGlobal);
+        // A bare `ARG TARGETARCH` keeps the automatic value; a default replaces it.
+        const bare = a.name in auto ? globalArgValues.get(a.name) : undefined;
+        const v = a.name in buildArgs ? buildArgs[a.name] : a.value === undefined ? bare : expandAt(df.file, step.line, a.value, lookupGlobal);
         globalArgValues.set(a.name, v);
       }
       continue;

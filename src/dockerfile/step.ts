@@ -24,8 +24,10 @@ export interface Heredoc {
 
 /** `FROM [--platform=P] image [AS name]` */
 export interface FromStep extends StepBase { kind: 'FROM'; image: string; stageName: string | undefined; platform: string | undefined }
-/** `RUN [--mount=...] [--network=...] cmd` or exec form */
-export type RunStep = StepBase & { kind: 'RUN'; mounts: string[]; network: string | undefined; heredocs: Heredoc[] } & CommandForm;
+/** `RUN [--mount=...] [--network=...] [--security=...] cmd` or exec form; `mounts` are the raw `--mount` values */
+export type RunStep = StepBase & {
+  kind: 'RUN'; mounts: string[]; network: string | undefined; security: 'sandbox' | 'insecure'; heredocs: Heredoc[];
+} & CommandForm;
 /** `CMD cmd` or exec form */
 export type CmdStep = StepBase & { kind: 'CMD' } & CommandForm;
 /** `ENTRYPOINT cmd` or exec form */
@@ -38,7 +40,11 @@ export interface MaintainerStep extends StepBase { kind: 'MAINTAINER'; name: str
 export interface ExposeStep extends StepBase { kind: 'EXPOSE'; ports: string[] }
 /** `ENV k=v ...` or legacy `ENV k v` */
 export interface EnvStep extends StepBase { kind: 'ENV'; pairs: Array<[string, string]> }
-/** `COPY [--from=s] [--chown=u:g] [--chmod=m] [--link] src... dest` (also JSON form) */
+/**
+ * `COPY [--from=s] [--chown=u:g] [--chmod=m] [--link] [--parents] [--exclude=p]... src... dest`
+ * and `ADD [--checksum=sha256:...] [--keep-git-dir] [--chown] [--chmod] [--link] [--exclude=p]... src... dest`
+ * (also JSON form).
+ */
 export interface CopyStep extends StepBase {
   kind: 'COPY' | 'ADD';
   sources: string[];
@@ -48,6 +54,14 @@ export interface CopyStep extends StepBase {
   chmod: string | undefined;
   link: boolean;
   heredocs: Heredoc[];
+  /** ADD --checksum: the digest the (single, HTTP) source must have. */
+  checksum?: string | undefined;
+  /** ADD --keep-git-dir (refused: git sources cannot be fetched here). */
+  keepGitDir?: boolean;
+  /** COPY --parents: keep each source's path below the context (up to a `/./` pivot). */
+  parents?: boolean;
+  /** --exclude patterns (`.dockerignore` syntax), relative to each source. */
+  exclude?: string[];
 }
 /** `VOLUME ["/a"]` or `VOLUME /a /b` */
 export interface VolumeStep extends StepBase { kind: 'VOLUME'; paths: string[] }

@@ -1,4 +1,5 @@
 import type { SlipwayErrorData } from '../errors.js';
+import type { SealedSecretsJson } from './secret-box.js';
 
 /** What a queued build carries (small: the context lives in the registry, by digest). */
 export interface BuildJobData {
@@ -17,6 +18,8 @@ export interface BuildJobData {
   tenant: string;
   /** Route keys of the leading steps (route-keys.ts): what cache-affinity routing matches. */
   routeKeys?: string[];
+  /** `submit --secret`: sealed for the workers' keys (secret-box.ts), never in the clear. */
+  secrets?: SealedSecretsJson;
 }
 
 /** One step of a farm build, as the job result reports it. */

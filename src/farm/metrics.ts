@@ -1,3 +1,4 @@
+import type { BuildEvent } from '../scheduler/progress.js';
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -61,3 +62,42 @@ export class FarmMetrics {
     return { port: typeof addr === 'object' && addr ? addr.port : port, close: () => new Promise((r) => server.close(() => r())) };
   }
 }
+
+/** How a build ended, as `slipway_builds_total{result}` counts it: `failure` is the user's error, `error` the machine's. */
+export type BuildOutcome = 'success' | 'failure' | 'error' | 'cancelled';
+
+/** Counts one build of the server in the metrics; events go in as the build emits them. */
+export interface BuildTap {
+  event(e: BuildEvent): void;
+  done(outcome: BuildOutcome): void;
+}
+
+/** Starts counting a build: steps by hit and miss (and how long a missed step ran), the build's result and duration. */
+export function tapBuild(m: FarmMetrics): BuildTap {
+  const started = Date.now();
+  let missedAt: number | undefined;
+  let finished = false;
+  m.running.inc();
+  return {
+    event(e) {
+      if (e.type === 'cache-hit') m.steps.inc({ outcome: 'hit', source: e.source ?? 'local' });
+      if (e.type === 'cache-miss') {
+        m.steps.inc({ outcome: 'miss', source: 'local' });
+        missedAt = Date.now();
+      }
+      if (e.type === 'image' && missedAt !== undefined) {
+        m.stepSeconds.observe((Date.now() - missedAt) / 1000);
+        missedAt = undefined;
+      }
+      if (e.type === 'summary') m.cacheSavedSeconds.inc(e.savedMs / 1000);
+    },
+    done(outcome) {
+      if (finished) return;
+      finished = true;
+      m.running.dec();
+      m.builds.inc({ result: outcome });
+      if (outcome !== 'cancelled') m.buildSeconds.observe((Date.now() - started) / 1000);
+    },
+  };
+}
+

@@ -9,7 +9,9 @@ import type { RemoteCache } from '../scheduler/remote-cache.js';
 import type { ImageJson } from '../image-config.js';
 import { StoreLayout, type ImageId } from '../store/layout.js';
 import { hasImage, makeTmpDir, registerImage } from '../store/graph.js';
-import { packLayer, layerSize } from '../snapshot/pack.js';
+import { layerSize } from '../snapshot/pack.js';
+import { writeLayerTar } from '../registry/chain.js';
+import { imageIdOf } from '../cache/key.js';
 import { unpackLayer } from '../snapshot/unpack.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
@@ -91,20 +93,24 @@ export class RedisCacheIndex implements RemoteCache {
     const rec = await this.record(preimage);
     if (!rec) return undefined;
     // The id is a function of content: the same on the machine that built it.
-    const id = sha256Hex(`${parent ?? ''}\n${key}\n${rec.diffId}`) as ImageId;
+    const id = imageIdOf(parent, key, rec.diffId);
     if (await hasImage(this.opts.layout, id)) return { id, durationMs: rec.durationMs };
     const tmp = await makeTmpDir(this.opts.layout, 'remote');
     try {
       const layerDir = path.join(tmp, 'layer');
+      const tar = path.join(tmp, 'layer.tar');
       await fs.mkdir(layerDir, { mode: 0o755 });
       if (rec.layerDigest && rec.layerSize !== undefined) {
         const gz = path.join(tmp, 'layer.tar.gz');
         await this.opts.blobs.get(rec.layerRepo!, rec.layerDigest, rec.layerSize, gz);
-        const { diffId } = await unpackLayer(createReadStream(gz).pipe(createGunzip()), layerDir);
+        // The tar is kept with the image (layer.tar), so a push of it never packs the folder again.
+        await pipeline(createReadStream(gz), createGunzip(), createWriteStream(tar));
+        const { diffId } = await unpackLayer(createReadStream(tar), layerDir);
         if (diffId !== rec.diffId) throw new SlipwayError('ERR_REGISTRY', `farm cache: layer ${rec.layerDigest} has diff id ${diffId}, the index says ${rec.diffId}`);
       }
       const json: ImageJson = { ...rec.imageJson, id, ...(parent ? { parent } : {}) };
-      await registerImage(this.opts.layout, { id, json, layerDir, diffId: rec.diffId, layerSize: await layerSize(layerDir) });
+      const kept = rec.layerDigest ? { originalTar: tar } : {};
+      await registerImage(this.opts.layout, { id, json, layerDir, diffId: rec.diffId, layerSize: await layerSize(layerDir), ...kept });
       this.counters.fetched++;
       return { id, durationMs: rec.durationMs };
     } finally {
@@ -156,10 +162,11 @@ export class RedisCacheIndex implements RemoteCache {
       const tmp = await makeTmpDir(this.opts.layout, 'publish');
       try {
         const gz = path.join(tmp, 'layer.tar.gz');
-        const tar = path.join(tmp, 'layer.tar');
-        const { diffId } = await packLayer(image.layerDir, createWriteStream(tar));
-        if (diffId !== image.diffId) throw new SlipwayError('ERR_INTERNAL', `layer of ${image.id} packs to ${diffId}, recorded ${image.diffId}`);
-        await pipeline(createReadStream(tar), createGzip(), createWriteStream(gz));
+        // The tar the step kept (graph/<id>/layer.tar), checked against the diff id: not packed again.
+        const zip = createGzip();
+        const written = pipeline(zip, createWriteStream(gz));
+        await writeLayerTar(this.opts.layout, image.id, zip);
+        await written;
         const repo = layerRepo(this.opts.tenant);
         const put = await this.opts.blobs.put(repo, gz);
         rec.layerDigest = put.digest;

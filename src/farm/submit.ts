@@ -1,35 +1,30 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
-import { Queue } from 'bullmq';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
 import { BlobStore } from './blobs.js';
-import { packContext } from '../snapshot/context-tar.js';
+import { packContext } from '../context/pack.js';
 import { readTarMember } from '../snapshot/tar-member.js';
 import type { Credentials } from '../registry/client.js';
-import { connect, queueOptions, QUEUE_NAME } from './connection.js';
+import { connect } from './connection.js';
 import { DEFAULT_TENANT, checkTenant, contextRepo } from './namespace.js';
 import { routeKeys } from './route-keys.js';
 import { enqueueBuild } from './enqueue.js';
-import { JobQueues } from './job-location.js';
+import { followJob, withJobQueues, withQueue } from './queue.js';
 import { routingStats } from './routing.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
+import { sealSecrets, type SealedSecretsJson } from './secret-box.js';
 
 
-export interface SubmitOptions {
+/** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
+export interface SubmitOptions extends Pick<BuildJobData, 'dockerfile' | 'tags' | 'buildArgs' | 'target' | 'noCache' | 'push'> {
   redisUrl: string;
   registry: string;
   contextDir?: string;
   /** A context tar already made (the API receives one). */
   contextTar?: string;
-  dockerfile?: string;
-  tags: string[];
-  buildArgs: Record<string, string>;
-  target?: string;
-  noCache?: boolean;
-  push: boolean;
   /** The authenticated tenant (never a user's parameter); the operator's `default` when absent. */
   tenant?: string;
   /** Retries for infrastructure faults (user errors are never retried). */
@@ -39,6 +34,20 @@ export interface SubmitOptions {
   affinityWaitMs?: number;
   /** The farm registry's credentials (the API server's, or the operator's). */
   registryCredentials?: Credentials | undefined;
+  /** `--secret` values by id: sealed for the workers' keys before they leave this process. */
+  secrets?: ReadonlyMap<string, Buffer>;
+}
+
+/** The secrets sealed for every worker key published in Redis (secret-box.ts). */
+async function sealFor(redisUrl: string, secrets: ReadonlyMap<string, Buffer> | undefined): Promise<SealedSecretsJson | undefined> {
+  if (!secrets || secrets.size === 0) return undefined;
+  const conn = connect(redisUrl, 'producer');
+  conn.on('error', () => undefined);
+  try {
+    return await sealSecrets(conn, secrets);
+  } finally {
+    conn.disconnect();
+  }
 }
 
 /**
@@ -52,13 +61,14 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
   try {
     let tarFile = opts.contextTar;
     if (!tarFile) {
-      if (!opts.contextDir) throw new SlipwayError('ERR_USAGE', 'submit needs a context');
+      if (!opts.contextDir) throw new SlipwayError('ERR_INVALID_OPTION', 'submit needs a context');
       const st = await fs.stat(opts.contextDir).catch(() => undefined);
-      if (!st?.isDirectory()) throw new SlipwayError('ERR_USAGE', `unable to prepare context: path "${opts.contextDir}" not found`);
+      if (!st?.isDirectory()) throw new SlipwayError('ERR_FILE_NOT_FOUND', `unable to prepare context: path "${opts.contextDir}" not found`);
       tarFile = path.join(tmp, 'context.tar');
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
     const tenant = checkTenant(opts.tenant ?? DEFAULT_TENANT);
+    const sealed = await sealFor(opts.redisUrl, opts.secrets);
     const put = await blobs.put(contextRepo(tenant), tarFile);
     const dockerfileText = (await readTarMember(tarFile, opts.dockerfile ?? 'Dockerfile').catch(() => undefined)) ?? '';
     const data: BuildJobData = {
@@ -66,6 +76,7 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       ...(opts.dockerfile ? { dockerfile: opts.dockerfile } : {}), tags: opts.tags, buildArgs: opts.buildArgs,
       ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant,
       routeKeys: routeKeys({ tenant, dockerfileText, dockerfile: opts.dockerfile ?? 'Dockerfile', contextDigest: put.digest, buildArgs: opts.buildArgs, target: opts.target }),
+      ...(sealed ? { secrets: sealed } : {}),
     };
     const jobId = `b-${sha256Hex(canonicalJson(data)).slice(0, 32)}`;
     const conn = connect(opts.redisUrl, 'producer');
@@ -88,46 +99,14 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
  * result too). Polls: one LRANGE of what is new and one state read per tick.
  */
 export async function followBuild(redisUrl: string, jobId: string, onText: (t: string) => void, opts: { pollMs?: number } = {}): Promise<BuildJobResult> {
-  // Waits through Redis outages (retries forever), as a worker does.
-  const conn = connect(redisUrl, 'worker');
-  conn.on('error', () => undefined);
-  // The build's record may move (a routed build taken by the fallback copy): located each tick,
-  // each copy's log printed from where it was left.
-  const qs = new JobQueues(conn);
-  const printed = new Map<string, number>();
-  try {
-    for (;;) {
-      const queue = await qs.queueFor(jobId);
-      const drain = async () => {
-        const from = printed.get(queue.name) ?? 0;
-        const { logs } = await queue.getJobLogs(jobId, from, -1);
-        for (const l of logs) onText(l);
-        printed.set(queue.name, from + logs.length);
-      };
-      // State first, then the job: a job read before it finished has no result yet.
-      const state = await queue.getJobState(jobId);
-      if (state === 'unknown') throw new SlipwayError('ERR_USAGE', printed.size ? `build ${jobId} was removed` : `no such build: ${jobId}`);
-      // The worker writes its last log lines before it finishes the job (same connection, in order).
-      await drain();
-      const job = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
-      if (state === 'completed' && job) return job.returnvalue;
-      if (state === 'failed' && job) {
-        return { ok: false, error: { code: 'ERR_INTERNAL', message: `build failed after ${job.attemptsMade} attempts: ${job.failedReason}` }, steps: [], worker: job.processedBy ?? '', durationMs: 0 };
-      }
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 150));
-    }
-  } finally {
-    await qs.close();
-    conn.disconnect();
-  }
+  // Waits through Redis outages (a worker's connection retries forever).
+  const result = await withJobQueues(redisUrl, 'worker', (qs) => followJob(qs, jobId, onText, { pollMs: opts.pollMs ?? 150 }));
+  return result!;
 }
 
-/** `farm status`: queue depth, workers, running builds. */
+/** `farm status`: queue depth, workers, running builds, and how builds were routed. */
 export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }>; routing: Awaited<ReturnType<typeof routingStats>> }> {
-  const conn = connect(redisUrl, 'producer');
-  conn.on('error', () => undefined);
-  const queue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, queueOptions(conn));
-  try {
+  return withQueue(redisUrl, 'producer', async (queue, conn) => {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
     const workers = (await queue.getWorkers()).map((w) => {
@@ -137,10 +116,7 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
     });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
     return { counts, workers, running, routing: await routingStats(conn) };
-  } finally {
-    await queue.close();
-    conn.disconnect();
-  }
+  });
 }
 
 /** One build as the queue knows it: state, attempts, the worker that took it last, and its result. */
@@ -164,11 +140,7 @@ export interface BuildInfo {
 
 /** `farm status ID…`: what the queue knows of these builds (undefined for an unknown id). */
 export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<BuildInfo | undefined>> {
-  const conn = connect(redisUrl, 'producer');
-  conn.on('error', () => undefined);
-  const qs = new JobQueues(conn);
-  try {
-    return await Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+  return withJobQueues(redisUrl, 'producer', (qs) => Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
       const queue = await qs.queueFor(id);
       // State first, then the job: a job read before it finished has no result yet.
       const state = await queue.getJobState(id);
@@ -180,9 +152,5 @@ export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<
         ...(job.finishedOn ? { finishedOn: job.finishedOn } : {}), ...(job.failedReason ? { failedReason: job.failedReason } : {}),
         ...(state === 'completed' && job.returnvalue ? { result: job.returnvalue } : {}),
       };
-    }));
-  } finally {
-    await qs.close();
-    conn.disconnect();
-  }
+    })));
 }

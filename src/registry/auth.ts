@@ -40,7 +40,7 @@ async function readAuthFile(dir: string): Promise<AuthFileJson> {
     return { auths: parsed.auths && typeof parsed.auths === 'object' ? parsed.auths : {} };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { auths: {} };
-    throw new SlipwayError('ERR_USAGE', `cannot read ${authFile(dir)}: ${(e as Error).message}`);
+    throw new SlipwayError('ERR_INVALID_OPTION', `cannot read ${authFile(dir)}: ${(e as Error).message}`);
   }
 }
 

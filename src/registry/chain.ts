@@ -10,11 +10,12 @@ import { EMPTY_LAYER_DIFF_ID, type ImageId, type StoreLayout } from '../store/la
 import { hasImage, makeTmpDir, readDiffId, registerImage } from '../store/graph.js';
 import { imageConfigDoc, type ImageConfigDocJson } from '../store/inspect.js';
 import { packLayer, layerSize } from '../snapshot/pack.js';
-import { unpackLayer, decompressStream } from '../snapshot/unpack.js';
+import { unpackLayer } from '../snapshot/unpack.js';
+import { decompressStream } from '../snapshot/tar-read.js';
 import { sha256Hex } from '../fs.js';
 import { canonicalJson } from '../cache/key.js';
 import { isDigest } from './manifest.js';
-import { badContainerConfig } from './saved-chain.js';
+import { badContainerConfig, type ChainEntry, type HistoryJson } from './saved-chain.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './archive-members.js';
 
 /**
@@ -24,20 +25,7 @@ import { MAX_JSON_DEPTH, nestsDeeperThan } from './archive-members.js';
  * therefore gets the same ids whether it was loaded or pulled, and what exists is not fetched again.
  */
 
-type HistoryJson = ImageConfigDocJson['history'][number];
-
-/** One image of a planned chain. */
-export interface ChainEntry {
-  id: ImageId;
-  parent: ImageId | undefined;
-  history: HistoryJson;
-  /** Index into `rootfs.diff_ids` (and the manifest's layers) when the entry has a layer. */
-  layerIndex: number | undefined;
-  diffId: string;
-  last: boolean;
-  /** The image's JSON as the archive saved it (see saved-chain.ts); else it is derived from the history entry. */
-  json?: ImageJson;
-}
+export type { ChainEntry } from './saved-chain.js';
 
 /** A layer unpacked into a folder on the store's filesystem, with its original tar beside it. */
 export interface PreparedLayer {

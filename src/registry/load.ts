@@ -6,7 +6,7 @@ import { discardImage, ensureStore, makeTmpDir } from '../store/graph.js';
 import { updateRepositories } from '../store/repositories.js';
 import { formatReference } from '../store/reference.js';
 import { ArchiveMembers } from './archive-members.js';
-import { decompressStream } from '../snapshot/unpack.js';
+import { decompressStream } from '../snapshot/tar-read.js';
 import { registerChain } from './chain.js';
 import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES } from './manifest.js';
 import { CHAIN_FIELD } from './saved-chain.js';

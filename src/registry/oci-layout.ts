@@ -188,7 +188,7 @@ export async function exportOciLayout(layout: StoreLayout, refs: readonly string
     throw e;
   });
   if (entries.length > 0) {
-    if (!entries.includes('oci-layout') || !entries.includes('index.json')) throw new SlipwayError('ERR_USAGE', `${dir} exists and is not an OCI image layout`);
+    if (!entries.includes('oci-layout') || !entries.includes('index.json')) throw new SlipwayError('ERR_INVALID_OPTION', `${dir} exists and is not an OCI image layout`);
     existing = (JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8')) as ImageIndexJson).manifests ?? [];
   }
   await fs.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true, mode: 0o755 });

@@ -55,7 +55,7 @@ async function fetchManifest(client: RegistryClient, remote: RemoteReference, re
 }
 
 /** Resolves the reference to one image manifest (picking the platform from an index). */
-async function resolveManifest(client: RegistryClient, remote: RemoteReference, platform: Platform | undefined): Promise<{ manifest: ImageManifestJson; digest: string }> {
+export async function resolveManifest(client: RegistryClient, remote: RemoteReference, platform: Platform | undefined): Promise<{ manifest: ImageManifestJson; digest: string }> {
   const reference = remote.digest ?? remote.tag ?? 'latest';
   const first = await fetchManifest(client, remote, reference, remote.digest ? { digest: remote.digest } : undefined);
   const parsed = parseManifest(first.bytes, first.contentType);

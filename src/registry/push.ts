@@ -66,8 +66,8 @@ interface PushContext {
  */
 export async function pushImage(opts: PushOptions): Promise<PushResult[]> {
   const remote = parseRemoteReference(opts.ref);
-  if (remote.root) throw new SlipwayError('ERR_USAGE', ROOT_REPOSITORY_MESSAGE);
-  if (remote.digest) throw new SlipwayError('ERR_USAGE', 'cannot push a digest reference');
+  if (remote.root) throw new SlipwayError('ERR_INVALID_REFERENCE', ROOT_REPOSITORY_MESSAGE, { bare: true });
+  if (remote.digest) throw new SlipwayError('ERR_INVALID_REFERENCE', 'cannot push a digest reference');
   const progress = opts.onProgress ?? noProgress;
   const tags = opts.allTags && !/:[^/]*$/.test(opts.ref)
     ? listTags(await readRepositories(opts.layout)).filter((t) => t.repository === remote.localName).map((t) => t.tag).sort()

@@ -84,7 +84,7 @@ export function normalizeRegistry(input: string | undefined): string {
   let host = input.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
   if (host === 'index.docker.io' || host === DEFAULT_INDEX_API || host === DEFAULT_INDEX) host = DEFAULT_INDEX;
   if (!/^[A-Za-z0-9.-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$/.test(host)) {
-    throw new SlipwayError('ERR_USAGE', `invalid registry address: ${JSON.stringify(input)}`);
+    throw new SlipwayError('ERR_INVALID_REFERENCE', `invalid registry address: ${JSON.stringify(input)}`);
   }
   return host;
 }

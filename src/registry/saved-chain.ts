@@ -4,7 +4,22 @@ import { isImageId, type ImageId, type StoreLayout } from '../store/layout.js';
 import { hasImage, imageChain, readDiffId, readImage } from '../store/graph.js';
 import type { ImageConfigDocJson } from '../store/inspect.js';
 import { canonicalJson } from '../cache/key.js';
-import type { ChainEntry } from './chain.js';
+
+export type HistoryJson = ImageConfigDocJson['history'][number];
+
+/** One image of a planned chain. */
+export interface ChainEntry {
+  id: ImageId;
+  parent: ImageId | undefined;
+  history: HistoryJson;
+  /** Index into `rootfs.diff_ids` (and the manifest's layers) when the entry has a layer. */
+  layerIndex: number | undefined;
+  diffId: string;
+  last: boolean;
+  /** The image's JSON as the archive saved it (see saved-chain.ts); else it is derived from the history entry. */
+  json?: ImageJson;
+}
+
 
 /**
  * What `save` adds to an archive so that `load` gives every image back its id. Docker's id is

@@ -30,7 +30,7 @@ export interface SearchOptions {
 export async function searchRegistry(opts: SearchOptions): Promise<SearchResult[]> {
   const { registry, rest } = splitRegistry(opts.term);
   const limit = opts.limit ?? 25;
-  if (limit < 1 || limit > 100) throw new SlipwayError('ERR_USAGE', `limit ${limit} is outside the range of [1, 100]`);
+  if (limit < 1 || limit > 100) throw new SlipwayError('ERR_INVALID_OPTION', `limit ${limit} is outside the range of [1, 100]`);
   const client = new RegistryClient({
     registry, credentials: opts.credentials, scopes: ['registry:catalog:*'],
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),

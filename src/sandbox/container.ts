@@ -13,16 +13,19 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { SlipwayError } from '../errors.js';
-import { ociSpec, type NetworkMode, type OciSpec } from './oci-spec.js';
+import { ociSpec, type NetworkMode, type OciSpec, type StepMountSpec } from './oci-spec.js';
 import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
 import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
 import { hostIdMapping, type IdMapping } from './userns.js';
 import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
 import { containerFiles } from './etc-files.js';
+import type { ExtraHost, Ulimit } from './container-flags.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
 import { prewarmNetwork, takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
+import { consoleSocket, CONSOLE_CONTROL_FD, type AttachedIo, type ConsoleSocket } from './console.js';
+import type { Writable } from 'node:stream';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
 export interface SandboxOptions {
@@ -33,6 +36,12 @@ export interface SandboxOptions {
   limits?: StepLimits;
   /** `--step-timeout`, milliseconds. */
   timeoutMs?: number;
+  /** `--add-host`: lines added to the container's /etc/hosts. */
+  extraHosts?: ExtraHost[];
+  /** `--ulimit`: the process's rlimits. */
+  ulimits?: Ulimit[];
+  /** `--shm-size`: bytes of /dev/shm (default 64 MiB). */
+  shmSize?: number;
 }
 
 /** Docker has none; a step gets this many processes unless told otherwise, so a fork bomb stays in its box. */
@@ -59,12 +68,26 @@ export interface ContainerRun {
   network: NetworkMode;
   /** Image VOLUME paths: the mount point lands in the layer, writes below it do not. */
   volumes?: string[];
+  /** RUN --mount: what is mounted where; each mount point (folder or empty file) lands in the layer. */
+  mounts?: ContainerMount[];
+  /** RUN --security=insecure: all capabilities, no seccomp (see oci-spec.ts). */
+  insecure?: boolean;
   /** `slipway run`: the terminal's stdio, `-t` for a pty, `-i` to pass stdin. */
   interactive?: { tty: boolean; stdin: boolean };
+  /** The API's attached container: stdio on pipes (and a relayed pty with `tty`). */
+  attach?: AttachedIo;
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   signal?: AbortSignal;
   sandbox?: SandboxOptions;
 }
+
+/**
+ * One RUN --mount as the container gets it: a host folder, file or socket (bound through the
+ * shim's stage, so the runtime reaches it from inside the user namespace), or a tmpfs.
+ */
+export type ContainerMount =
+  | { kind: 'bind'; target: string; source: string; readonly: boolean; file: boolean }
+  | { kind: 'tmpfs'; target: string; size?: number };
 
 /** A limit a container can run into. */
 export type Limit = 'memory' | 'pids' | 'timeout';
@@ -122,14 +145,19 @@ function prepareVolumes(run: ContainerRun, p: Paths, m: IdMapping | undefined): 
 }
 
 function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, cgroup: StepCgroup | undefined, bpf: string | undefined): void {
-  containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0) });
+  containerFiles(p.files, { hostname: run.hostname ?? '', network: run.network, owner: hostOwner(m, 0, 0), extraHosts: run.sandbox?.extraHosts ?? [] });
   const etc = { hosts: `${STAGE}/files/hosts`, hostname: `${STAGE}/files/hostname`, resolvConf: `${STAGE}/files/resolv.conf` };
   const spec: OciSpec & { linux: { cgroupsPath?: string } } = ociSpec({
     rootfs: `${STAGE}/rootfs`, argv: run.argv, env: run.env, cwd: run.cwd, uid: run.uid, gid: run.gid, groups: run.groups ?? [],
-    hostname: run.hostname ?? '', terminal: run.interactive?.tty ?? false, network: run.network, etc,
+    hostname: run.hostname ?? '', terminal: (run.interactive?.tty || run.attach?.tty) ?? false, network: run.network, etc,
     ...(run.interactive?.tty && process.stdout.rows ? { consoleSize: { height: process.stdout.rows, width: process.stdout.columns } } : {}),
+    ...(run.attach?.tty && run.attach.size ? { consoleSize: { height: run.attach.size.rows, width: run.attach.size.cols } } : {}),
     join: { ...(m ? { user: path.join(p.ns, 'user') } : {}), ...(run.network !== 'host' ? { network: path.join(p.ns, 'net') } : {}) },
     ...(m ? { idMappings: m } : {}),
+    ...(run.sandbox?.shmSize !== undefined ? { shmSize: run.sandbox.shmSize } : {}),
+    ...(run.sandbox?.ulimits?.length ? { ulimits: run.sandbox.ulimits } : {}),
+    ...(run.insecure ? { insecure: true } : {}),
+    extraMounts: stagedMounts(run.mounts ?? []),
   });
   // runc makes its own cgroup; below ours, our limits still hold (see runtime.ts).
   if (rt.kind === 'runc' && cgroup) spec.linux.cgroupsPath = `${cgroup.relative}/ctr`;
@@ -139,7 +167,13 @@ function writeSpec(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | unde
   fs.writeFileSync(path.join(p.bundle, 'config.json'), JSON.stringify(spec));
 }
 
-function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined): string[] {
+/** The mounts as the runtime sees them: the i-th bind's source is the stage's `m<i>`. */
+function stagedMounts(mounts: ContainerMount[]): StepMountSpec[] {
+  let i = 0;
+  return mounts.map((x) => (x.kind === 'tmpfs' ? { ...x } : { kind: 'bind', target: x.target, source: `${STAGE}/m${i++}`, readonly: x.readonly }));
+}
+
+function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined, console?: ConsoleSocket): string[] {
   const a: string[] = [];
   for (const d of cgroup?.dirs ?? []) a.push('--cgroup', d);
   if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
@@ -156,12 +190,15 @@ function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undef
   if (lowers.length > 0) a.push('--upper', run.upperDir, '--work', p.work, '--links', p.links);
   for (const v of run.volumes ?? []) a.push('--volume', v);
   if ((run.volumes ?? []).length > 0) a.push('--volume-dir', p.volumes);
+  for (const x of run.mounts ?? []) if (x.kind === 'bind') a.push('--stage-bind', x.source);
+  // The mount points, made as the runtime would make them (a file's is an empty 0755 file).
+  for (const x of run.mounts ?? []) a.push(x.kind === 'bind' && x.file ? '--mkfile' : '--mkdir', x.target);
   // Volumes first: a working directory inside a VOLUME is created in the (discarded) volume.
   a.push('--mkdir', run.cwd);
   const pathVar = run.env.filter((e) => e.startsWith('PATH=')).pop()?.slice(5);
   a.push('--exec', run.argv[0] ?? '', '--exec-cwd', run.cwd, ...(pathVar !== undefined ? ['--exec-path', pathVar] : []));
   if (rt.kind === 'crun' && fs.existsSync('/sys/fs/cgroup/unified')) a.push('--hide-cgroup2');
-  a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log }));
+  a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log, ...(console ? { consoleSocket: console.socket } : {}) }));
   return a;
 }
 
@@ -209,12 +246,13 @@ async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | 
   if (run.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const io: StdioOptions = run.interactive
     ? [run.interactive.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit', 'pipe']
-    : ['ignore', 'pipe', 'pipe', 'pipe'];
+    : [run.attach?.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe', run.attach?.tty ? 'pipe' : 'ignore'];
   // Its own session: a terminal's ^C reaches only us, and we forward it (as docker's sig-proxy).
   const child = spawn(argv[0]!, argv.slice(1), { stdio: io, detached: true, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   child.stdout?.on('data', (b: Buffer) => run.onOutput?.(b, 'stdout'));
   child.stderr?.on('data', (b: Buffer) => run.onOutput?.(b, 'stderr'));
   const status = readStatus(child);
+  if (run.attach) startAttached(run.attach, child);
   let stopped: 'timeout' | 'abort' | undefined;
   // SIGKILL to pid 1 rather than the outer shim: the outer one then reaps it, so its exit means
   // the pid namespace, and with it the mount namespace, is torn down.
@@ -241,6 +279,18 @@ async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | 
     run.signal?.removeEventListener('abort', onAbort);
     if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.off(s, forward);
   }
+}
+
+/** Hands an attached container's stdin and resize to the caller. */
+function startAttached(a: AttachedIo, child: ChildProcess): void {
+  const ctl = child.stdio[CONSOLE_CONTROL_FD] as Writable | null | undefined;
+  ctl?.on('error', () => undefined);
+  child.stdin?.on('error', () => undefined);
+  a.onStart({
+    stdin: child.stdin ?? null,
+    resize: (rows, cols) => { if (ctl?.writable) ctl.write(`${rows} ${cols}\n`); },
+    kill: (sig) => { child.kill(sig); },
+  });
 }
 
 /** The signal a 128+n status stands for (a shell's convention, and the runtime's). */
@@ -299,6 +349,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
   let cgroup: StepCgroup | undefined;
   let warm: WarmNetwork | undefined;
+  let pty: ConsoleSocket | undefined;
   try {
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
@@ -306,11 +357,13 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
       return l;
     });
     cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
-    const bpf = rt.kind === 'crun' ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
+    const bpf = rt.kind === 'crun' && !run.insecure ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
     warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
-    const res = await supervise(run, [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm)], o);
+    if (run.attach?.tty) pty = setup(() => consoleSocket(m));
+    const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
+    const res = await supervise(run, pty ? pty.wrap(argv) : argv, o);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
@@ -325,6 +378,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     if (limits.length > 0) result.limits = limits;
     return result;
   } finally {
+    pty?.remove();
     warm?.release();
     // After this step has returned: a spawn blocks the thread for a few milliseconds.
     if (run.network === 'default' && !run.interactive) setImmediate(() => prewarmNetwork(shim, findSlirp(), m));

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { NetworkMode } from './oci-spec.js';
+import { extraHostLines, type ExtraHost } from './container-flags.js';
 
 /** slirp4netns's built-in DNS forwarder, inside the step's network. */
 export const SLIRP_DNS = '10.0.2.3';
@@ -26,7 +27,7 @@ export function hostsFile(hostname: string): string {
  * Writes the three files into `dir` (owned by the container's root, so it may change them as
  * in Docker; the changes go nowhere) and returns their paths.
  */
-export function containerFiles(dir: string, o: { hostname: string; network: NetworkMode; owner: { uid: number; gid: number } }) {
+export function containerFiles(dir: string, o: { hostname: string; network: NetworkMode; owner: { uid: number; gid: number }; extraHosts?: readonly ExtraHost[] }) {
   let host = '';
   try {
     host = fs.readFileSync('/etc/resolv.conf', 'utf8');
@@ -35,7 +36,7 @@ export function containerFiles(dir: string, o: { hostname: string; network: Netw
   }
   fs.mkdirSync(dir, { recursive: true });
   const files = { hosts: path.join(dir, 'hosts'), hostname: path.join(dir, 'hostname'), resolvConf: path.join(dir, 'resolv.conf') };
-  fs.writeFileSync(files.hosts, hostsFile(o.hostname));
+  fs.writeFileSync(files.hosts, hostsFile(o.hostname) + extraHostLines(o.extraHosts ?? []));
   fs.writeFileSync(files.hostname, `${o.hostname}\n`);
   fs.writeFileSync(files.resolvConf, resolvConf(host, o.network));
   for (const f of Object.values(files)) fs.chownSync(f, o.owner.uid, o.owner.gid);

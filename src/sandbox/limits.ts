@@ -28,7 +28,7 @@ export const SANDBOX_FLAGS = {
 export type SandboxFlagValues = Partial<Record<keyof typeof SANDBOX_FLAGS, string>>;
 
 function usage(msg: string): SlipwayError {
-  return new SlipwayError('ERR_USAGE', msg);
+  return new SlipwayError('ERR_INVALID_OPTION', msg);
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
@@ -151,7 +151,7 @@ export function limitMessage(limits: Limit[], o: SandboxOptions | undefined): st
 }
 
 /** What an operator may allow on `serve` and `worker` (`--allow`), as BuildKit's entitlements. */
-export const ENTITLEMENTS = ['network.host'] as const;
+export const ENTITLEMENTS = ['network.host', 'security.insecure'] as const;
 export type Entitlement = (typeof ENTITLEMENTS)[number];
 
 /** A server's sandbox: the defaults and ceilings for every build, and what it allows. */

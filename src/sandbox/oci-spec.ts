@@ -5,6 +5,7 @@
  * default capabilities, masked and read-only paths, device set and mounts.
  */
 import { defaultSeccompProfile, type SeccompProfile } from './seccomp.js';
+import { rlimitType, type Ulimit } from './container-flags.js';
 
 /** How a step reaches the network. */
 export type NetworkMode = 'default' | 'none' | 'host';
@@ -32,11 +33,26 @@ export interface ContainerSpec {
   etc: { hosts: string; hostname: string; resolvConf: string };
   /** Size of /dev/shm in bytes (Docker's default is 64 MiB). */
   shmSize?: number;
+  /** `--ulimit`: rlimits of the container's processes (-1 is unlimited). */
+  ulimits?: readonly Ulimit[];
   /** Overrides Docker's default capabilities (names without the CAP_ prefix). */
   capabilities?: readonly string[];
   /** false drops the seccomp filter (never by default). */
   seccomp?: boolean;
+  /**
+   * `RUN --security=insecure` (an operator's entitlement): every capability, no seccomp filter,
+   * no masked or read-only /proc paths, as BuildKit's insecure mode. Still inside the step's
+   * user namespace unless the operator chose --userns=host.
+   */
+  insecure?: boolean;
+  /** RUN --mount: binds (sources as the runtime sees them) and tmpfs, after the standard mounts. */
+  extraMounts?: readonly StepMountSpec[];
 }
+
+/** One RUN --mount as the runtime mounts it. */
+export type StepMountSpec =
+  | { kind: 'bind'; target: string; source: string; readonly: boolean }
+  | { kind: 'tmpfs'; target: string; size?: number };
 
 /** The parts of the runtime-spec config this module writes. */
 export interface OciMount { destination: string; type: string; source: string; options?: string[] }
@@ -51,6 +67,7 @@ export interface OciSpec {
     cwd: string;
     capabilities: Record<'bounding' | 'effective' | 'permitted', string[]>;
     noNewPrivileges: boolean;
+    rlimits?: Array<{ type: string; hard: number; soft: number }>;
   };
   root: { path: string; readonly: boolean };
   hostname: string;
@@ -71,6 +88,16 @@ export interface OciSpec {
 export const DOCKER_DEFAULT_CAPABILITIES: readonly string[] = [
   'CHOWN', 'DAC_OVERRIDE', 'FSETID', 'FOWNER', 'MKNOD', 'NET_RAW', 'SETGID', 'SETUID', 'SETFCAP', 'SETPCAP',
   'NET_BIND_SERVICE', 'SYS_CHROOT', 'KILL', 'AUDIT_WRITE',
+];
+
+/** Every capability of a 6.x kernel (BuildKit's insecure mode grants them all). */
+export const ALL_CAPABILITIES: readonly string[] = [
+  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP',
+  'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER',
+  'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE',
+  'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE', 'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP',
+  'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF',
+  'CHECKPOINT_RESTORE',
 ];
 
 /** Paths Docker hides (an empty read-only file or directory over them). */
@@ -121,7 +148,16 @@ function mounts(c: ContainerSpec): OciMount[] {
     { destination: '/etc/resolv.conf', type: 'bind', source: c.etc.resolvConf, options: ['rbind', 'rprivate'] },
     { destination: '/etc/hostname', type: 'bind', source: c.etc.hostname, options: ['rbind', 'rprivate'] },
     { destination: '/etc/hosts', type: 'bind', source: c.etc.hosts, options: ['rbind', 'rprivate'] },
+    ...(c.extraMounts ?? []).map(stepMount),
   ];
+}
+
+/** A RUN --mount: a bind (read-only unless asked) or a tmpfs (BuildKit's options for each). */
+function stepMount(m: StepMountSpec): OciMount {
+  if (m.kind === 'tmpfs') {
+    return { destination: m.target, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', ...(m.size !== undefined ? [`size=${m.size}`] : [])] };
+  }
+  return { destination: m.target, type: 'bind', source: m.source, options: ['rbind', 'rprivate', 'nosuid', 'nodev', ...(m.readonly ? ['ro'] : [])] };
 }
 
 function namespaces(c: ContainerSpec): OciSpec['linux']['namespaces'] {
@@ -138,7 +174,7 @@ function namespaces(c: ContainerSpec): OciSpec['linux']['namespaces'] {
 
 /** The runtime spec for `c`. Pure: the same input gives the same object. */
 export function ociSpec(c: ContainerSpec): OciSpec {
-  const caps = (c.capabilities ?? DOCKER_DEFAULT_CAPABILITIES).map((n) => `CAP_${n}`);
+  const caps = (c.insecure ? ALL_CAPABILITIES : c.capabilities ?? DOCKER_DEFAULT_CAPABILITIES).map((n) => `CAP_${n}`);
   const spec: OciSpec = {
     ociVersion: '1.0.2',
     process: {
@@ -158,12 +194,17 @@ export function ociSpec(c: ContainerSpec): OciSpec {
     linux: {
       namespaces: namespaces(c),
       devices: DEVICES.map(([p, major, minor]) => ({ path: p, type: 'c', major, minor, fileMode: 0o666, uid: 0, gid: 0 })),
-      maskedPaths: [...MASKED_PATHS],
-      readonlyPaths: [...READONLY_PATHS],
+      maskedPaths: c.insecure ? [] : [...MASKED_PATHS],
+      readonlyPaths: c.insecure ? [] : [...READONLY_PATHS],
       resources: { devices: DEVICE_RULES.map((r) => ({ ...r })) },
     },
   };
-  if (c.seccomp !== false) spec.linux.seccomp = defaultSeccompProfile();
+  if (c.ulimits?.length) {
+    // -1 (unlimited) is RLIM_INFINITY, which the runtime spec writes as the largest uint64.
+    const n = (v: number) => (v < 0 ? Number.MAX_SAFE_INTEGER : v);
+    spec.process.rlimits = c.ulimits.map((u) => ({ type: rlimitType(u.name), hard: n(u.hard), soft: n(u.soft) }));
+  }
+  if (c.seccomp !== false && !c.insecure) spec.linux.seccomp = defaultSeccompProfile();
   if (c.join.user !== undefined && c.idMappings) {
     spec.linux.uidMappings = [{ containerID: 0, hostID: c.idMappings.uid.host, size: c.idMappings.uid.count }];
     spec.linux.gidMappings = [{ containerID: 0, hostID: c.idMappings.gid.host, size: c.idMappings.gid.count }];

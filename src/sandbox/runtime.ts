@@ -81,10 +81,11 @@ export function shimPath(): string {
 }
 
 /** The runtime's command line for one foreground container. */
-export function runtimeArgv(rt: Runtime, o: { stateDir: string; bundle: string; id: string; logFile: string }): string[] {
+export function runtimeArgv(rt: Runtime, o: { stateDir: string; bundle: string; id: string; logFile: string; consoleSocket?: string }): string[] {
   const common = [`--root=${o.stateDir}`, `--log=${o.logFile}`, '--log-format=json'];
+  const run = ['run', ...(o.consoleSocket !== undefined ? [`--console-socket=${o.consoleSocket}`] : []), '--bundle', o.bundle, o.id];
   // crun manages no cgroup here: the shim has already put itself (and so the container) into
   // the step's cgroups. runc cannot be told that; it nests its own below ours (cgroupsPath).
-  if (rt.kind === 'crun') return [rt.path, '--cgroup-manager=disabled', ...common, 'run', '--bundle', o.bundle, o.id];
-  return [rt.path, ...common, 'run', '--bundle', o.bundle, o.id];
+  if (rt.kind === 'crun') return [rt.path, '--cgroup-manager=disabled', ...common, ...run];
+  return [rt.path, ...common, ...run];
 }

@@ -75,10 +75,16 @@ export function compiledSeccomp(p: SeccompProfile): Promise<string | undefined> 
       if (cached !== undefined) return cached;
       const bpf = await compile(text).catch(() => undefined);
       if (bpf === undefined || bpf.length === 0 || bpf.length % 8 !== 0) return undefined;
-      fs.mkdirSync(CACHE_DIR, { recursive: true, mode: 0o711 });
-      const tmp = `${file}.${process.pid}.tmp`;
-      fs.writeFileSync(tmp, bpf, { mode: 0o644 });
-      fs.renameSync(tmp, file);
+      // The cache is an optimization: worker threads (one pid) and processes write it at once,
+      // each through its own temporary name, and a failed write costs only a later compile.
+      const tmp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+      try {
+        fs.mkdirSync(CACHE_DIR, { recursive: true, mode: 0o711 });
+        fs.writeFileSync(tmp, bpf, { mode: 0o644 });
+        fs.renameSync(tmp, file);
+      } catch {
+        fs.rmSync(tmp, { force: true });
+      }
       return bpf.toString('base64');
     })();
     memo.set(key, hit);

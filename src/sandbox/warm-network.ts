@@ -33,10 +33,27 @@ function holdArgs(m: IdMapping | undefined, slirp: string, nsdir: string): strin
   return a;
 }
 
+let swept = false;
+
+/** Folders of prepared pairs whose process died without its exit handler (kill -9) are removed once per process. */
+function sweepDead(): void {
+  if (swept) return;
+  swept = true;
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const pid = /^slipway-net-(\d+)-/.exec(name)?.[1];
+    if (pid === undefined || fs.existsSync(`/proc/${pid}`)) continue;
+    fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
 /** Starts a --hold shim; resolves once its namespaces and slirp4netns are up (undefined if they failed). */
 function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
   // Its own small folder for slirp4netns's log, removed on release.
+  sweepDead();
   const nsdir = fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`));
+  // An unused pair's folder goes with this process (or thread) too, not only with its idle timer.
+  const onExit = () => fs.rmSync(nsdir, { recursive: true, force: true });
+  process.once('exit', onExit);
   const child: ChildProcess = spawn(shim, holdArgs(m, slirp, nsdir), { stdio: ['pipe', 'ignore', 'ignore', 'pipe'], detached: true });
   let released = false;
   const release = () => {
@@ -46,6 +63,7 @@ function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise
     child.stdin?.destroy();
     try { child.kill('SIGKILL'); } catch { /* gone */ }
     fs.rmSync(nsdir, { recursive: true, force: true });
+    process.off('exit', onExit);
   };
   const idle = setTimeout(release, IDLE_MS);
   idle.unref();
@@ -72,7 +90,9 @@ export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNet
   const mine = pending?.key === key ? pending : undefined;
   if (mine === undefined) return undefined;
   pending = undefined;
-  const w = await mine.ready;
+  // The holder, its pipe and its timer are unref'd: a caller with nothing else alive must not exit while it waits.
+  const keep = setInterval(() => undefined, 1000);
+  const w = await mine.ready.finally(() => clearInterval(keep));
   // A holder that died meanwhile (killed, slirp gone) is useless: check it still holds them.
   if (w && !fs.existsSync(`/proc/${w.pid}/ns/net`)) {
     w.release();

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { lookupCache, type CacheRecord } from '../cache/cache-index.js';
 import { leaseStep } from '../cache/step-lease.js';
 import type { CacheKey, ImageId } from '../store/layout.js';
-import type { BuildOptions } from './build.js';
+import type { BuildOptions } from './run-types.js';
 
 /**
  * What a build does with one step after its key is known: take it from the local cache, take it

@@ -1,4 +1,5 @@
 import type { BuildEvent } from './progress.js';
+import type { ProgressTap } from './progress-tap.js';
 
 /**
  * Stages build in parallel, but their output reads as Docker's sequential legacy output: a
@@ -11,11 +12,13 @@ export class OrderedOutput {
   private readonly finished = new Set<number>();
   private cursor = 0;
 
-  constructor(private readonly order: number[], private readonly sink: (e: BuildEvent) => void) {}
+  /** `tap` (the live views) sees every event at once, before any holding back. */
+  constructor(private readonly order: number[], private readonly sink: (e: BuildEvent) => void, private readonly tap?: ProgressTap) {}
 
   /** The event sink of one stage. */
   channel(stage: number): (e: BuildEvent) => void {
     return (e) => {
+      this.tap?.event(stage, e);
       if (this.order[this.cursor] === stage) this.sink(e);
       else {
         const b = this.buffers.get(stage) ?? [];
@@ -26,7 +29,8 @@ export class OrderedOutput {
   }
 
   /** Marks a stage's output complete and lets the next stages' held output through. */
-  finish(stage: number): void {
+  finish(stage: number, error?: unknown): void {
+    this.tap?.stageEnd(stage, error === undefined ? undefined : tapError(error));
     this.finished.add(stage);
     while (this.cursor < this.order.length) {
       const cur = this.order[this.cursor]!;
@@ -36,4 +40,10 @@ export class OrderedOutput {
       this.cursor++;
     }
   }
+}
+
+/** A stage's error as the tap reports it. */
+function tapError(e: unknown): { message: string; cancelled: boolean } {
+  const code = (e as { code?: unknown } | null)?.code;
+  return { message: e instanceof Error ? e.message : String(e), cancelled: code === 'ERR_CANCELLED' };
 }

@@ -5,7 +5,7 @@ export type BuildEvent =
   | { type: 'step'; n: number; total: number; text: string }
   | { type: 'base'; id: string }
   | { type: 'triggers'; count: number }
-  | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' }
+  | { type: 'cache-hit'; n: number; source?: 'local' | 'remote' | 'cache-from'; note?: string }
   /** Another process on this store is building the same step: this build waits, then takes it from the cache. */
   | { type: 'lease-wait'; n: number; pid: number; host: string }
   | { type: 'running'; container: string }
@@ -27,7 +27,7 @@ export function renderLegacy(e: BuildEvent): string {
     case 'base': return ` ---> ${e.id.slice(0, 12)}\n`;
     case 'triggers': return `# Executing ${e.count} build trigger${e.count === 1 ? '' : 's'}\n`;
     case 'lease-wait': return ` ---> Waiting for process ${e.pid}${e.host ? ` on ${e.host}` : ''}, which is building this step\n`;
-    case 'cache-hit': return e.source === 'remote' ? ' ---> Using cache\n ---> (from the farm\'s cache)\n' : ' ---> Using cache\n';
+    case 'cache-hit': return e.source === 'remote' ? ' ---> Using cache\n ---> (from the farm\'s cache)\n' : ` ---> Using cache\n${e.note ? ` ---> (${e.note})\n` : ''}`;
     case 'running': return ` ---> Running in ${e.container.slice(0, 12)}\n`;
     case 'output': return e.text;
     case 'removed': return `Removing intermediate container ${e.container.slice(0, 12)}\n`;

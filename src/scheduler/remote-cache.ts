@@ -7,6 +7,8 @@ import type { ImageId } from '../store/layout.js';
  * implementation hashes it with sha256 (xxh64 is not collision-resistant across tenants).
  */
 export interface RemoteCache {
+  /** What a hit is called in the output: the farm's cache (default), or `--cache-from` images. */
+  readonly source?: 'remote' | 'cache-from';
   /** A step built elsewhere: registers its layer locally (same image id) and returns it. */
   fetch(preimage: string, parent: ImageId | null, key: string): Promise<{ id: ImageId; durationMs: number } | undefined>;
   /**

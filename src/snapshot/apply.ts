@@ -1,7 +1,7 @@
 import { chmod, lchown, link, lstat, mkdir, rm, utimes } from 'node:fs/promises';
 import { dirname, posix, resolve as resolveHost } from 'node:path';
 import type { Readable } from 'node:stream';
-import { badArchive, createNode, entryMeta, readTar, setMeta, type EntryMeta, type TarHeader } from './unpack.js';
+import { badArchive, createNode, entryMeta, readTar, setMeta, type EntryMeta, type TarHeader } from './tar-read.js';
 import { resolveInRoot } from './resolve-in-root.js';
 
 /**

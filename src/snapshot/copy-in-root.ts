@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { resolveInRoot } from './resolve-in-root.js';
 import { applyTarToRoot } from './apply.js';
-import { decompressStream } from './unpack.js';
+import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
@@ -17,7 +17,7 @@ export interface CopyEntry { path: string; type: string; implied?: boolean }
 export interface CopyOp {
   kind: 'COPY' | 'ADD' | 'MKDIR';
   /** Sources as absolute host paths, each resolved inside its source root already. */
-  sources: Array<{ abs: string; rel: string; entries?: CopyEntry[] }>;
+  sources: Array<{ abs: string; rel: string; entries?: CopyEntry[]; dest?: string }>;
   /** Destination inside the rootfs, absolute (WORKDIR applied); a trailing `/` is kept. */
   dest: string;
   uid: number;
@@ -52,6 +52,11 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
     const st = await fs.stat(src.abs);
     const special = specialKind(st);
     if (special) throw new SlipwayError('ERR_CONTEXT_PATH', `${op.kind} failed: ${specialFileError(src.rel, special).message}`);
+    if (src.dest !== undefined) {
+      // COPY --parents: this source has a destination of its own (its path below the context).
+      await copyToOwnDest(merged, src as { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st, op);
+      continue;
+    }
     if (st.isDirectory()) {
       // Parents a folder COPY creates stay root's; the folder itself, when new, gets the owner.
       await mkdirAll(merged, op.dest, 0, 0, { uid: op.uid, gid: op.gid });
@@ -78,6 +83,18 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
     await copyFile(src.abs, await resolveInRoot(merged, target, { followFinal: false }), st, op);
   }
   return { ok: true };
+}
+
+/** A source copied to its own path (`--parents`): a folder's contents into it, a file as it. */
+async function copyToOwnDest(merged: string, src: { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st: import('node:fs').Stats, op: CopyOp): Promise<void> {
+  const owner = op.chownGiven ? { uid: op.uid, gid: op.gid } : { uid: 0, gid: 0 };
+  if (st.isDirectory()) {
+    await mkdirAll(merged, src.dest, owner.uid, owner.gid);
+    await copyDirContents(src.abs, await resolveInRoot(merged, src.dest), src.entries ?? (await walkAll(src.abs)), op);
+    return;
+  }
+  await mkdirAll(merged, path.posix.dirname(src.dest), owner.uid, owner.gid);
+  await copyFile(src.abs, await resolveInRoot(merged, src.dest, { followFinal: false }), st, op);
 }
 
 async function isArchive(file: string): Promise<boolean> {

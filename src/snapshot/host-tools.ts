@@ -17,6 +17,8 @@ export const HOST_TOOLS = {
   mount: { pkg: 'mount', why: 'COPY --from mounts the source image with it' },
   bzip2: { pkg: 'bzip2', why: 'to decompress bzip2 archives' },
   xz: { pkg: 'xz-utils', why: 'to decompress xz archives' },
+  'ssh-agent': { pkg: 'openssh-client', why: '--ssh ID=KEYFILE serves the key through an agent' },
+  'ssh-add': { pkg: 'openssh-client', why: '--ssh ID=KEYFILE loads the key into an agent' },
 } as const;
 
 /** A program of the table. */

@@ -63,6 +63,11 @@ export class LayerView {
     return this.providers(rel)[0]?.st;
   }
 
+  /** The host path of the layer entry that provides `rel` (the top-most), if any. */
+  hostPath(rel: string): string | undefined {
+    return this.providers(rel)[0]?.dir;
+  }
+
   /** The names in a directory of the image (sorted); undefined when it is not a directory. */
   readdir(rel: string): string[] | undefined {
     const providers = this.providers(rel);

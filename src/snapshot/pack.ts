@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { appendFileSync, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { resolve as resolveHost } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -22,6 +22,19 @@ interface PackContext {
   /** dev:ino -> name of the first path of a hard-link group, in walk order. */
   links: Map<string, string>;
   clamp: number | undefined;
+  /** Docker's layersize, summed in the same walk: apparent sizes of non-directories, each inode once. */
+  apparent: number;
+  inodes: Set<string>;
+}
+
+let packs = 0;
+
+/**
+ * How many layers this thread has packed. Tests that count packs across threads and processes
+ * set SLIPWAY_PACK_LOG to a file, which gets one line per pack.
+ */
+export function packCount(): number {
+  return packs;
 }
 
 /**
@@ -36,9 +49,12 @@ export async function packLayer(
   layerDir: string,
   out: NodeJS.WritableStream | null,
   opts: { clampMtime?: number } = {},
-): Promise<{ diffId: string; size: number }> {
+): Promise<{ diffId: string; size: number; layerSize: number }> {
   const root = resolveHost(layerDir);
-  const ctx: PackContext = { pack: tarPack(), root, links: new Map(), clamp: opts.clampMtime };
+  packs++;
+  const log = process.env['SLIPWAY_PACK_LOG'];
+  if (log) appendFileSync(log, `${root}\n`);
+  const ctx: PackContext = { pack: tarPack(), root, links: new Map(), clamp: opts.clampMtime, apparent: 0, inodes: new Set() };
   const hash = createHash('sha256');
   let size = 0;
   const sink = out ?? new Writable({ write: (_chunk, _enc, cb) => cb() });
@@ -64,7 +80,7 @@ export async function packLayer(
     throw e;
   }
   await done;
-  return { diffId: `sha256:${hash.digest('hex')}`, size };
+  return { diffId: `sha256:${hash.digest('hex')}`, size, layerSize: ctx.apparent };
 }
 
 /**
@@ -137,6 +153,7 @@ async function writeEntry(ctx: PackContext, rel: string, st: BigIntStats): Promi
     }
     return;
   }
+  countApparent(ctx, st);
   if (st.isCharacterDevice() && st.rdev === 0n) {
     // An overlayfs whiteout. Never hard-link-tracked: overlayfs shares one whiteout inode.
     const slash = rel.lastIndexOf('/');
@@ -171,6 +188,14 @@ async function writeEntry(ctx: PackContext, rel: string, st: BigIntStats): Promi
   } else if (st.isFIFO()) {
     await addEntry(ctx.pack, { ...h, type: 'fifo' });
   }
+}
+
+/** `layerSize`'s rule, applied to one non-directory of the walk. */
+function countApparent(ctx: PackContext, st: BigIntStats): void {
+  const key = `${st.dev}:${st.ino}`;
+  if (st.size === 0n || ctx.inodes.has(key)) return;
+  ctx.inodes.add(key);
+  ctx.apparent += Number(st.size);
 }
 
 function baseHeader(ctx: PackContext, rel: string, st: BigIntStats): PackHeader {

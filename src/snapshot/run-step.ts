@@ -4,14 +4,13 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
-import { mappingFor, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
+import { mappingFor, type ContainerMount, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
-import { packLayer, layerSize } from './pack.js';
+import { finishLayer, type FinishedLayer, type FinishOptions } from './finish-layer.js';
 import type { CopyOp } from './copy-in-root.js';
 import { errorToData, type SlipwayErrorData } from '../errors.js';
-import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
 
 /** The worker contract: what the scheduler sends for one uncached RUN/COPY/ADD/WORKDIR step. */
 export type StepTask =
@@ -27,6 +26,10 @@ export type StepTask =
       cwd: string;
       network: NetworkMode;
       volumes: string[];
+      /** RUN --mount: host sources (made by the scheduler, released after the step) and tmpfs. */
+      mounts?: ContainerMount[];
+      /** RUN --security=insecure (already checked against the entitlement). */
+      insecure?: boolean;
       hostname: string;
       /** Output chunks are posted here as they are produced. */
       port?: MessagePort;
@@ -34,17 +37,15 @@ export type StepTask =
       sandbox?: SandboxOptions;
       /** How the rootfs is assembled: overlayfs (default) or copies (`vfs`). */
       driver?: StorageDriver;
-      /** SOURCE_DATE_EPOCH: mtimes in the new layer above it are set to it (reproducible layers). */
-      clampMtime?: number;
-    }
-  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp; driver?: StorageDriver; clampMtime?: number };
+    } & FinishOptions
+  | { type: 'copy'; tmpRoot: string; lowerDirs: string[]; op: CopyOp; driver?: StorageDriver } & FinishOptions;
 
 /** `overlay`: layer folders are overlay lower dirs. `vfs`: the rootfs is assembled by copying and the diff found by walking. */
 export type StorageDriver = 'overlay' | 'vfs';
 
 /** A step's outcome, as plain data (errors do not survive the thread boundary). */
 export type StepResult =
-  | { ok: true; layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean }
+  | ({ ok: true } & FinishedLayer)
   | { ok: false; error: SlipwayErrorData; exitCode?: number; limits?: ContainerResult['limits'] };
 
 const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url));
@@ -72,6 +73,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       const res = await runInSandbox({
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
+        ...(task.mounts && task.mounts.length > 0 ? { mounts: task.mounts } : {}), ...(task.insecure ? { insecure: true } : {}),
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
         ...(signal ? { signal } : {}),
         ...(task.sandbox ? { sandbox: task.sandbox } : {}),
@@ -92,31 +94,12 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
     }
     if (vfs) await writeVfsLayer(vfs, upperDir, scratchDir);
     await fs.rm(scratchDir, { recursive: true, force: true });
-    if (task.clampMtime !== undefined) await clampMtimes(upperDir, task.clampMtime);
-    const empty = (await fs.readdir(upperDir)).length === 0;
-    if (empty) return { ok: true, layerDir: upperDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
-    const { diffId, size: tarSize } = await packLayer(upperDir, null);
-    return { ok: true, layerDir: upperDir, diffId, size: await layerSize(upperDir), tarSize, empty };
+    return { ok: true, ...(await finishLayer(upperDir, task)) };
   } catch (e) {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
-    const data = errorToData(e);
-    const code = (e as { code?: string }).code;
-    if (data.code === 'ERR_INTERNAL' && typeof code === 'string' && code.startsWith('ERR_')) data.code = code as SlipwayErrorData['code'];
-    return { ok: false, error: data };
+    return { ok: false, error: errorToData(e) };
   } finally {
     if (task.type === 'run') task.port?.close();
   }
 }
 
-/** Sets every mtime above `epoch` (seconds) to `epoch`, children before their folder. */
-async function clampMtimes(dir: string, epoch: number): Promise<void> {
-  const t = new Date(epoch * 1000);
-  for (const name of await fs.readdir(dir)) {
-    const p = path.join(dir, name);
-    const st = await fs.lstat(p);
-    if (st.isDirectory()) await clampMtimes(p, epoch);
-    if (st.mtimeMs > epoch * 1000) await fs.lutimes(p, t, t);
-  }
-  const st = await fs.lstat(dir);
-  if (st.mtimeMs > epoch * 1000) await fs.lutimes(dir, t, t);
-}

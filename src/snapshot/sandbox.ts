@@ -11,10 +11,10 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SlipwayError, type ErrorCode } from '../errors.js';
+import { SlipwayError, fromPlainError } from '../errors.js';
 import { runContainer, type ContainerRun, type ContainerResult } from '../sandbox/container.js';
 import { shimPath } from '../sandbox/runtime.js';
-import { SCRIPT_DIR_ENV, scratchLayout, type ScriptErrorData, type ScriptReply, type ScriptRequest } from './script-entry.js';
+import { SCRIPT_DIR_ENV, scratchLayout, type ScriptReply, type ScriptRequest } from './script-entry.js';
 
 /** Where a step's rootfs comes from and where its changes go. */
 export interface RootfsSpec {
@@ -43,24 +43,6 @@ export function runInSandbox(spec: RunSpec): Promise<ContainerResult> {
 const SCRIPT_ENTRY = fileURLToPath(new URL('./script-entry.js', import.meta.url));
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-// Typed as a full record so that a code added to errors.ts fails to compile here until listed.
-const ERROR_CODES: Record<ErrorCode, true> = {
-  ERR_DOCKERFILE_SYNTAX: true, ERR_DOCKERFILE_NO_STAGE: true, ERR_UNKNOWN_STAGE: true,
-  ERR_BAD_SUBSTITUTION: true, ERR_CONTEXT_PATH: true, ERR_FILE_NOT_FOUND: true, ERR_COPY_DEST: true,
-  ERR_NO_SUCH_USER: true, ERR_STEP_FAILED: true, ERR_IMAGE_NOT_FOUND: true,
-  ERR_AMBIGUOUS_REFERENCE: true, ERR_INVALID_REFERENCE: true, ERR_IMAGE_CONFLICT: true,
-  ERR_BAD_ARCHIVE: true, ERR_REGISTRY: true, ERR_UNAUTHORIZED: true, ERR_USAGE: true, ERR_SANDBOX: true, ERR_CANCELLED: true, ERR_INTERNAL: true,
-};
-
-function errorFromData(d: ScriptErrorData): Error {
-  if (d.code !== undefined && Object.hasOwn(ERROR_CODES, d.code)) {
-    return SlipwayError.fromData({ ...d, code: d.code as ErrorCode });
-  }
-  const e = new Error(d.message) as Error & Partial<ScriptErrorData>;
-  if (d.code !== undefined) e.code = d.code;
-  if (d.line !== undefined) e.line = d.line;
-  return e;
-}
 
 /** Listens on `<scratch>/c.sock` through /proc/self/fd, which keeps the path under 108 bytes. */
 async function listenControl(scratchDir: string, socketName: string): Promise<net.Server> {
@@ -164,6 +146,6 @@ export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortS
   if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const reply = channel.reply();
   if (reply?.type === 'result') return reply.value as R;
-  if (reply?.type === 'error') throw errorFromData(reply.error);
+  if (reply?.type === 'error') throw fromPlainError(reply.error);
   throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) without a result: ${tail.trim()}`);
 }

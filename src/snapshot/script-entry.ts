@@ -11,6 +11,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { toPlainError, type PlainErrorData } from '../errors.js';
 
 /** Run `default(mergedDir, args)` of a compiled ESM module with the rootfs mounted (COPY/ADD). */
 export interface ScriptRequest {
@@ -18,19 +19,10 @@ export interface ScriptRequest {
   args: unknown;
 }
 
-/** An error as plain data: class and prototype do not survive a process boundary. */
-export interface ScriptErrorData {
-  message: string;
-  code?: string;
-  line?: number;
-  file?: string;
-  exitCode?: number;
-}
-
 /** The one line the entry answers with. */
 export type ScriptReply =
   | { type: 'result'; value?: unknown }
-  | { type: 'error'; error: ScriptErrorData };
+  | { type: 'error'; error: PlainErrorData };
 
 /** Env var that tells the entry its scratch dir (not secret; the request comes over the socket). */
 export const SCRIPT_DIR_ENV = 'SLIPWAY_NS_DIR';
@@ -47,15 +39,6 @@ export function scratchLayout(scratchDir: string) {
   };
 }
 
-function errorData(e: unknown): ScriptErrorData {
-  const d: ScriptErrorData = { message: e instanceof Error ? e.message : String(e) };
-  const o = (typeof e === 'object' && e !== null ? e : {}) as Record<string, unknown>;
-  if (typeof o.code === 'string') d.code = o.code;
-  if (typeof o.line === 'number') d.line = o.line;
-  if (typeof o.file === 'string') d.file = o.file;
-  if (typeof o.exitCode === 'number') d.exitCode = o.exitCode;
-  return d;
-}
 
 /** Reads the one request line; keeps reading afterwards so that a close is noticed. */
 function readRequest(sock: net.Socket): Promise<ScriptRequest> {
@@ -100,7 +83,7 @@ async function main(): Promise<void> {
     const fn = mod.default as (merged: string, args: unknown) => Promise<unknown>;
     reply({ type: 'result', value: await fn(layout.merged, req.args) });
   } catch (e) {
-    reply({ type: 'error', error: errorData(e) });
+    reply({ type: 'error', error: toPlainError(e) });
   }
 }
 

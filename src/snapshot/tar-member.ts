@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import tarStream from 'tar-stream';
-import { decompressStream } from './unpack.js';
+import { decompressStream } from './tar-read.js';
 
 /**
  * The text of one regular file in a tar (plain or compressed), at most `cap` bytes; undefined

@@ -10,7 +10,7 @@
 import fs from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import { run } from './unpack.js';
+import { run } from './tar-read.js';
 import { listXattrs, isOpaque, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, removeXattr } from './xattr.js';
 
 /** One layer folder and what overlay reads from its xattrs. */

@@ -10,7 +10,7 @@ import { createReadStream, type BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { makeNode } from './unpack.js';
+import { makeNode } from './tar-read.js';
 import { markOpaque } from './xattr.js';
 import { lowerSource, type VfsLayer } from './vfs-assemble.js';
 

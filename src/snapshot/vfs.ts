@@ -9,7 +9,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HOST_FILES, INIT_DIRS } from '../sandbox/init-layer.js';
-import { run } from './unpack.js';
+import { run } from './tar-read.js';
 import { shiftOwnersBack, shiftOwnersForward } from '../sandbox/shift-owners.js';
 import type { IdMapping } from '../sandbox/userns.js';
 import { assembleRootfs, type VfsLayer } from './vfs-assemble.js';

@@ -236,3 +236,9 @@ export async function discardImage(layout: StoreLayout, id: ImageId): Promise<vo
     await fs.rm(layout.imageDir(id), { recursive: true, force: true });
   }
 }
+
+/** The layer folders of an image's chain that hold files, top-most first (overlay lowerdir order). */
+export async function lowerDirsOf(layout: StoreLayout, id: ImageId): Promise<string[]> {
+  const chain = await imageChain(layout, id);
+  return chain.filter((c) => !c.json.throwaway).map((c) => layout.layerDir(c.id));
+}

@@ -26,6 +26,10 @@ export class StoreLayout {
   /** Image ids that running builds use (prune keeps them). */
   get runningDir(): string { return path.join(this.root, 'running'); }
 
+  /** `cache-mounts/<key>/`: RUN --mount=type=cache folders kept between builds (see store/cache-mounts.ts). */
+  get cacheMountsDir(): string { return path.join(this.root, 'cache-mounts'); }
+  cacheMountDir(key: string): string { return path.join(this.cacheMountsDir, key); }
+
   imageDir(id: ImageId): string { return path.join(this.graph, id); }
   imageJson(id: ImageId): string { return path.join(this.graph, id, 'json'); }
   layerSize(id: ImageId): string { return path.join(this.graph, id, 'layersize'); }

@@ -7,11 +7,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import {
   DOCKER, cleanup, docker, dockerEnv, dockerMissing, makeContext, startServer, storeWithBusybox, tempDir, type Server,
 } from '../support/engine-api.js';
 import { blobUploads, missingTools, startRegistry, type TestRegistry } from '../support/registry.js';
+import { runProcess } from '../support/cli.js';
 
 const missing = dockerMissing() ?? (missingTools().length > 0 ? `missing ${missingTools().join(', ')} (scripts/install-deps.sh)` : undefined);
 if (missing) console.log(`# skipping Engine API registry tests: ${missing}`);
@@ -49,16 +49,7 @@ after(async () => {
 
 /** Runs the docker CLI with `input` on its stdin (`login --password-stdin`). */
 function dockerWithInput(env: NodeJS.ProcessEnv, args: string[], input: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(DOCKER, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    c.stdin.end(input);
-  });
+  return runProcess(DOCKER, args, { env, input });
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -61,11 +61,18 @@ async function tmpDir(label: string): Promise<string> {
   return d;
 }
 
+/** The file a worker logs its layer packs to. */
+function packLog(name: string): string {
+  return path.join(os.tmpdir(), `slipway-farm-packs-${process.pid}-${name}.log`);
+}
+
 /** Spawns `slipway worker` and resolves once it waits for builds. */
 async function startWorker(name: string, root: string): Promise<WorkerProc> {
   const metricsPort = await freePort();
   const child = spawn(process.execPath, [CLI, '--root', root, 'worker', '--redis', redis.url, '--registry', reg.host, '--name', name,
-    '--lock-duration', String(LOCK_SECONDS), '--metrics-port', String(metricsPort), '--shutdown-timeout', '10'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--lock-duration', String(LOCK_SECONDS), '--metrics-port', String(metricsPort), '--shutdown-timeout', '10'],
+  // Every layer a worker packs is logged (one line each), counted from outside the scheduler.
+  { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SLIPWAY_PACK_LOG: packLog(name) } });
   children.add(child);
   let err = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
@@ -170,6 +177,7 @@ test('submit --wait streams progress live, a second submit of the same inputs jo
 });
 
 test('10 builds of 4 Dockerfiles complete and are pushed; the step they share runs once farm-wide', async () => {
+  for (const n of ['w1', 'w2', 'w3']) await fs.rm(packLog(n), { force: true });
   const common = 'RUN echo shared > /shared && sleep 2';
   const dockerfiles: Record<string, string> = {
     a: `FROM busybox\n${common}\nCOPY a.txt /a.txt\nRUN wc -c /a.txt > /a.size\n`,
@@ -209,6 +217,12 @@ test('10 builds of 4 Dockerfiles complete and are pushed; the step they share ru
   const others = new Set(shared.map((s) => s.worker).filter((w) => w !== builder));
   assert.ok(others.size >= 1, `one worker did everything: ${JSON.stringify(shared)}`);
   for (const w of others) assert.ok(shared.some((s) => s.worker === w && s.step[0]!.hit && s.step[0]!.source === 'remote'), `${w}: ${JSON.stringify(shared)}`);
+  // Each layer built was packed once, in the step: not again to publish it to the farm's cache,
+  // nor to push it (a layer fetched from the farm keeps the tar it came as).
+  const packs = (await Promise.all(['w1', 'w2', 'w3'].map((n) => fs.readFile(packLog(n), 'utf8').catch(() => '')))).join('').split('\n').filter(Boolean);
+  const built = results.flatMap((r) => r.steps).filter((st) => !st.hit && /^(RUN|COPY|WORKDIR) /.test(st.text));
+  assert.equal(packs.length, built.length, `packs:\n${packs.join('\n')}\nbuilt: ${JSON.stringify(built)}`);
+  assert.equal(new Set(packs).size, packs.length, 'no layer folder was packed twice');
   // Every other step runs once too: of all the builds of one Dockerfile, whichever order they
   // ran in (concurrently or not), exactly one executed each step.
   for (const k of Object.keys(dockerfiles)) {

@@ -37,6 +37,10 @@ test('-i -t: a real pty in a terminal (tmux), its exit status passes through', {
     assert.ok(await until(() => screen().includes('/ #'), 10_000), screen());
     tmux('send-keys', '-t', session, 'tty; echo "term=$TERM"; stty size', 'Enter');
     assert.ok(await until(() => /term=xterm/.test(screen()), 5000), screen());
+    tmux('resize-window', '-t', session, '-x', '80', '-y', '20');
+    await new Promise((r) => setTimeout(r, 500));
+    tmux('send-keys', '-t', session, 'echo "size=$(stty size)"', 'Enter');
+    assert.ok(await until(() => /^size=20 80$/m.test(screen()), 5000), `a resize reaches the container:\n${screen()}`);
     tmux('send-keys', '-t', session, 'exit 7', 'Enter');
     assert.ok(await until(() => screen().includes('EXIT=7'), 5000), screen());
     const out = screen();

@@ -13,7 +13,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { CLI, makeContext, snapshotTree, storeWithBusybox } from '../support/cli.js';
 import { cleanup, request, startServer, tempDir } from '../support/engine-api.js';
 import { makeTar } from '../support/tar.js';
-import { packContext } from '../../src/snapshot/context-tar.js';
+import { packContext } from '../../src/context/pack.js';
 
 after(cleanup);
 

@@ -23,6 +23,20 @@ export function slipway(root: string, args: string[], opts: { input?: string; en
   });
 }
 
+/** Runs any program; resolves with exit code and output once its pipes close. `input` goes to its stdin (else none). */
+export function runProcess(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { env: opts.env ?? process.env, stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    if (opts.input !== undefined) c.stdin!.end(opts.input);
+  });
+}
+
 let baseTar: string | undefined;
 /** The busybox rootfs tar, made once per process by the project's script. */
 export async function busyboxTar(): Promise<string> {

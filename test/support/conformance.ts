@@ -17,6 +17,10 @@ export interface BuildSpecJson {
   expect?: 'success' | 'failure';
   contains?: string;
   pre?: { tag: string; dir: string }[];
+  /** BuildKit session inputs (files relative to the case folder): `--secret id=ID,src=FILE`, `--ssh ID=FILE`. */
+  secrets?: { id: string; src: string }[];
+  ssh?: { id: string; src: string }[];
+  noCache?: boolean;
 }
 
 /** A case's expected.json, as Docker recorded it. */
@@ -120,6 +124,27 @@ export interface BuildOptions {
   dockerfile?: string;
   buildArgs?: Record<string, string>;
   target?: string | null;
+  /** `--secret` and `--ssh` values, as the corpus runner passes them. */
+  session?: string[];
+}
+
+/** The `--secret`/`--ssh` flags of a case's build.json, paths resolved in the case folder (as run.sh does). */
+export function sessionArgs(spec: BuildSpecJson, caseDir: string): string[] {
+  const out: string[] = [];
+  for (const s of spec.secrets ?? []) out.push('--secret', `id=${s.id},src=${join(caseDir, s.src)}`);
+  for (const s of spec.ssh ?? []) out.push('--ssh', `${s.id}=${join(caseDir, s.src)}`);
+  return out;
+}
+
+/** Members of a saved image (a tar; gzip members opened) that hold a case's secret's content. */
+export async function secretLeaks(spec: BuildSpecJson, caseDir: string, imageTar: string): Promise<string[]> {
+  const values = await Promise.all((spec.secrets ?? []).map(async (s) => ({ id: s.id, v: (await readFile(join(caseDir, s.src))).toString('latin1').trim() })));
+  if (values.every((x) => x.v === '')) return [];
+  const { tarMembersHolding } = await import('./secret-search.js');
+  const tar = await readFile(imageTar);
+  const found: string[] = [];
+  for (const { id, v } of values) if (v !== '') for (const m of await tarMembersHolding(tar, Buffer.from(v, 'latin1'))) found.push(`secret ${id}: its content is in ${m}`);
+  return found;
 }
 
 /** The Slipway CLI bound to one store root; every call keeps its output (stdout and stderr) in a log file. */
@@ -143,6 +168,7 @@ export class SlipwayCli {
     if (o.dockerfile && o.dockerfile !== 'Dockerfile') args.push('-f', join(o.context, o.dockerfile));
     for (const [k, v] of Object.entries(o.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
     if (o.target) args.push('--target', o.target);
+    args.push(...(o.session ?? []));
     return this.run(log, [...args, o.context]);
   }
 
@@ -224,11 +250,13 @@ export async function buildCase(caseDir: string, cli: SlipwayCli, work: string):
   const ctx = join(work, 'ctx');
   const dockerfile = spec.dockerfile ?? 'Dockerfile';
   await prepareContext(caseDir, ctx, dockerfile);
-  const opts: BuildOptions = { tag: spec.tag, context: ctx, dockerfile, buildArgs: spec.buildArgs ?? {}, target: spec.target ?? null };
+  const opts: BuildOptions = { tag: spec.tag, context: ctx, dockerfile, buildArgs: spec.buildArgs ?? {}, target: spec.target ?? null, session: sessionArgs(spec, caseDir) };
   const first = await cli.build(join(work, 'build.out'), opts);
   if (first.code !== 0) return { result: 'failure', exitCode: first.code, output: first.output };
   const image = join(work, 'image.tar');
   await cli.save(join(work, 'save.out'), spec.tag, image);
+  const leaks = await secretLeaks(spec, caseDir, image);
+  if (leaks.length > 0) throw new Error(`a secret is in the image:\n  ${leaks.join('\n  ')}`);
   const normalized = await normalizeImage(image, 1);
   const again = await cli.build(join(work, 'rebuild.out'), opts);
   const cachedOnRebuild = again.code === 0 ? cachedSteps(again.output) : null;

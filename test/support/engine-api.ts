@@ -10,6 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runProcess } from './cli.js';
 
 /** The compiled CLI, next to the compiled tests. */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -49,15 +50,7 @@ export async function cleanup(): Promise<void> {
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+  return runProcess(cmd, args, { env });
 }
 
 let baseTar: Promise<string> | undefined;

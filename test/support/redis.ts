@@ -9,6 +9,8 @@ import { freePort } from './registry.js';
 export interface TestRedis {
   url: string;
   port: number;
+  /** Its data folder (the append-only file: every write it was sent). */
+  dir: string;
   /** Kills the server (SIGKILL) and keeps its data folder, for a restart. */
   kill(): Promise<void>;
   /** Starts it again on the same port (with the data it had saved via AOF). */
@@ -59,6 +61,7 @@ export async function startRedis(): Promise<TestRedis> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    dir,
     kill,
     restart: launch,
     stop: async () => {

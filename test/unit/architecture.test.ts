@@ -48,7 +48,7 @@ const PACKAGES: Record<string, (file: string) => boolean> = {
   'dockerfile-ast': (f) => f === 'src/dockerfile/parse.ts',
   'xxhash-wasm': (f) => f.startsWith('src/cache/'),
   piscina: (f) => f === 'src/scheduler/pool.ts',
-  'tar-fs': (f) => f.startsWith('src/snapshot/') || f.startsWith('src/registry/'),
+  'tar-fs': (f) => f.startsWith('src/snapshot/') || f.startsWith('src/registry/') || f === 'src/context/pack.ts',
   'tar-stream': (f) => f.startsWith('src/snapshot/') || f.startsWith('src/registry/'),
   bullmq: (f) => f.startsWith('src/farm/'),
   ioredis: (f) => f.startsWith('src/farm/'),
@@ -80,4 +80,76 @@ test('nothing outside the CLI imports it; the scheduler and store never reach up
   assert.deepEqual(intoCli.map((e) => `${e.from} -> ${e.to}`), []);
   const up = EDGES.filter((e) => /^src\/(scheduler|store|dockerfile|snapshot|cache|context)\//.test(e.from) && /^src\/(cli|api|farm)\//.test(e.to));
   assert.deepEqual(up.map((e) => `${e.from} -> ${e.to}`), []);
+});
+
+test('the sandbox, the store and the build context stand below the scheduler', () => {
+  const below = EDGES.filter((e) => /^src\/(sandbox|store|context)\//.test(e.from) && /^src\/(scheduler|cli|api|farm)\//.test(e.to));
+  assert.deepEqual(below.map((e) => `${e.from} -> ${e.to}`), []);
+  // The scheduler is driven through its executor: only the pool knows the worker threads.
+  const workers = EDGES.filter((e) => e.from.startsWith('src/scheduler/') && e.to.startsWith('workers/'));
+  assert.deepEqual(workers.map((e) => e.from), []);
+});
+
+test('no import cycle anywhere, type-only imports included', () => {
+  const graph = new Map<string, string[]>();
+  for (const f of FILES) graph.set(f, []);
+  for (const e of EDGES) if (graph.has(e.to)) graph.get(e.from)!.push(e.to);
+  // Tarjan's strongly connected components; any component of two or more files is a cycle.
+  let next = 0;
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const cycles: string[] = [];
+  const visit = (v: string): void => {
+    index.set(v, next);
+    low.set(v, next++);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v)!) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const scc: string[] = [];
+    let w: string;
+    do {
+      w = stack.pop()!;
+      onStack.delete(w);
+      scc.push(w);
+    } while (w !== v);
+    if (scc.length > 1 || graph.get(v)!.includes(v)) cycles.push(scc.sort().join(' <-> '));
+  };
+  for (const f of FILES) if (!index.has(f)) visit(f);
+  assert.deepEqual(cycles, []);
+});
+
+test('no source file over 400 lines and no function over 60', async () => {
+  const ts = (await import('typescript')).default;
+  const long: string[] = [];
+  for (const f of FILES.filter((x) => x.startsWith('src/'))) {
+    const text = fs.readFileSync(path.join(ROOT, f), 'utf8');
+    const lines = text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
+    if (lines > 400) long.push(`${f}: ${lines} lines`);
+    const sf = ts.createSourceFile(f, text, ts.ScriptTarget.ES2022, true);
+    const visit = (n: import('typescript').Node): void => {
+      if (ts.isFunctionDeclaration(n) || ts.isMethodDeclaration(n) || ts.isArrowFunction(n) || ts.isFunctionExpression(n) || ts.isConstructorDeclaration(n)) {
+        const a = sf.getLineAndCharacterOfPosition(n.getStart()).line;
+        const b = sf.getLineAndCharacterOfPosition(n.getEnd()).line;
+        if (b - a + 1 > 60) long.push(`${f}:${a + 1}: a function of ${b - a + 1} lines`);
+      }
+      ts.forEachChild(n, visit);
+    };
+    visit(sf);
+  }
+  assert.deepEqual(long, []);
+});
+
+test('one error table: codes get their meaning only in errors.ts, and the engine never throws the CLI\'s usage error', () => {
+  const tables = FILES.filter((f) => f !== 'src/errors.ts' && /Record<ErrorCode|Set<ErrorCode>/.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
+  assert.deepEqual(tables, []);
+  const usage = FILES.filter((f) => !f.startsWith('src/cli/') && f !== 'src/errors.ts' && fs.readFileSync(path.join(ROOT, f), 'utf8').includes("'ERR_USAGE'"));
+  assert.deepEqual(usage, []);
 });

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ContextSelection } from '../../src/context/context-selection.js';
 import { IgnoreMatcher, parseDockerignore } from '../../src/context/dockerignore.js';
-import { packContext } from '../../src/snapshot/context-tar.js';
+import { packContext } from '../../src/context/pack.js';
 import { readTarEntries } from '../support/tar.js';
 
 const IGNORE = 'dir\n!dir/keep.txt\n!dir/sub/deep.txt\ncache\nempty\n!empty/none\n';

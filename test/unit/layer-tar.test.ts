@@ -12,7 +12,8 @@ import { extract, type Header } from 'tar-stream';
 import { makeTar, type Spec } from '../support/tar.js';
 import { SlipwayError } from '../../src/errors.js';
 import { layerSize, packLayer } from '../../src/snapshot/pack.js';
-import { decompressStream, unpackLayer } from '../../src/snapshot/unpack.js';
+import { unpackLayer } from '../../src/snapshot/unpack.js';
+import { decompressStream } from '../../src/snapshot/tar-read.js';
 
 async function listTar(buf: Buffer): Promise<Header[]> {
   const out: Header[] = [];

@@ -116,7 +116,9 @@ test('kill -9 while registering images leaves no partial image and a readable re
   const layout = await freshStore();
   const child = spawn(process.execPath, [fileURLToPath(new URL('../support/register-loop.js', import.meta.url)), layout.root], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
-  await new Promise((r) => setTimeout(r, 300 + crypto.randomInt(400)));
+  // Killed at a random moment once it has registered something (a loaded machine is slow to start).
+  for (let i = 0; i < 300 && (await listImageIds(layout)).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, crypto.randomInt(400)));
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   const ids = await listImageIds(layout);

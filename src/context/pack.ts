@@ -2,9 +2,8 @@ import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import tarFs from 'tar-fs';
-import { IgnoreMatcher, parseDockerignore } from '../context/dockerignore.js';
-import { ContextSelection } from '../context/context-selection.js';
-import { readRegularText } from '../context/special-file.js';
+import { IgnoreMatcher, readDockerignore } from './dockerignore.js';
+import { ContextSelection } from './context-selection.js';
 
 /**
  * Packs a context folder as the docker CLI sends it: `.dockerignore` applied the way the CLI
@@ -14,8 +13,7 @@ import { readRegularText } from '../context/special-file.js';
  * without being opened.
  */
 export async function packContext(dir: string, out: string, dockerfile = 'Dockerfile'): Promise<void> {
-  const ignoreText = (await readRegularText(path.join(dir, '.dockerignore'), '.dockerignore')) ?? '';
-  const patterns = parseDockerignore(ignoreText);
+  const patterns = await readDockerignore(dir);
   const plain = new IgnoreMatcher(patterns);
   // build.TrimBuildFilesFromExcludes: an excluded .dockerignore or Dockerfile gets an exception.
   for (const always of ['.dockerignore', dockerfile]) {

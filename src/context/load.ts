@@ -1,12 +1,11 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { parseDockerignore, IgnoreMatcher } from '../context/dockerignore.js';
-import { ContextSelection } from '../context/context-selection.js';
+import { readDockerignore, IgnoreMatcher } from './dockerignore.js';
+import { ContextSelection } from './context-selection.js';
 import type { StatCache } from '../cache/context-digest.js';
 import { hashApi, initHash } from '../cache/key.js';
 import type { StoreLayout } from '../store/layout.js';
 import { writeFileAtomic } from '../fs.js';
-import { readRegularText } from '../context/special-file.js';
 
 /** A local build context: its folder, its .dockerignore rules and the stat cache of its files. */
 export interface BuildContext {
@@ -27,8 +26,7 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
   const abs = path.resolve(dir);
   const st = await fs.stat(abs).catch(() => undefined);
   if (!st?.isDirectory()) throw new Error(`unable to prepare context: path "${dir}" not found`);
-  const ignoreText = (await readRegularText(path.join(abs, '.dockerignore'), '.dockerignore')) ?? '';
-  const selection = new ContextSelection(abs, new IgnoreMatcher(parseDockerignore(ignoreText)));
+  const selection = new ContextSelection(abs, new IgnoreMatcher(await readDockerignore(abs)));
   await initHash();
   const cacheFile = path.join(layout.statCacheDir, `${hashApi().h64ToString(abs)}.json`);
   let statCache: StatCache = {};

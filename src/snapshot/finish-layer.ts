@@ -1,0 +1,40 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { createWriteStream } from 'node:fs';
+import { packLayer } from './pack.js';
+import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
+
+/** A finished layer folder: its diff id, Docker's layersize, its tar's size, and the tar when one was kept. */
+export interface FinishedLayer { layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean; tarFile?: string }
+
+/** What a step's layer gets before it is measured: SOURCE_DATE_EPOCH, and whether its tar is kept (the farm publishes it). */
+export interface FinishOptions { clampMtime?: number; keepTar?: boolean }
+
+/**
+ * Measures a step's new layer folder in one walk: the pack gives the diff id, the tar's size and
+ * the layersize together, and writes the tar beside the folder (`layer.tar`) when it is to be
+ * kept, so nothing packs this layer again (not the farm's publish, not `push`, not `save`).
+ * With SOURCE_DATE_EPOCH, mtimes above it are clamped on disk first, so the folder and its tar
+ * agree whoever packs it later.
+ */
+export async function finishLayer(layerDir: string, o: FinishOptions = {}): Promise<FinishedLayer> {
+  if (o.clampMtime !== undefined) await clampMtimes(layerDir, o.clampMtime);
+  const empty = (await fs.readdir(layerDir)).length === 0;
+  if (empty) return { layerDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
+  const tarFile = o.keepTar ? path.join(path.dirname(layerDir), 'layer.tar') : undefined;
+  const packed = await packLayer(layerDir, tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null);
+  return { layerDir, diffId: packed.diffId, size: packed.layerSize, tarSize: packed.size, empty, ...(tarFile ? { tarFile } : {}) };
+}
+
+/** Sets every mtime above `epoch` (seconds) to `epoch`, children before their folder (the folder itself too). */
+export async function clampMtimes(dir: string, epoch: number): Promise<void> {
+  const t = new Date(epoch * 1000);
+  for (const name of await fs.readdir(dir)) {
+    const p = path.join(dir, name);
+    const st = await fs.lstat(p);
+    if (st.isDirectory()) await clampMtimes(p, epoch);
+    if (st.mtimeMs > epoch * 1000) await fs.lutimes(p, t, t);
+  }
+  const st = await fs.lstat(dir);
+  if (st.mtimeMs > epoch * 1000) await fs.lutimes(dir, t, t);
+}

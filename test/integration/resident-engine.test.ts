@@ -1,0 +1,75 @@
+/**
+ * The resident engine: with `serve` on its root's default socket, `slipway build` hands the
+ * build to it and prints the same output. Where a step ran is measured from outside the
+ * scheduler: each process logs the layers it packs (SLIPWAY_PACK_LOG), so a step built by the
+ * engine shows up in the engine's log and not in the client's.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { makeContext, slipway, storeWithBusybox } from '../support/cli.js';
+import { cleanup, rawHttp, startServer, tempDir, type Server } from '../support/engine-api.js';
+
+let root: string;
+let logs: string;
+let server: Server;
+const lines = async (f: string) => (await fs.readFile(f, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+before(async () => {
+  root = await storeWithBusybox();
+  logs = await tempDir('sw-engine-logs-');
+  server = await startServer(root, [], { SLIPWAY_PACK_LOG: path.join(logs, 'engine.log') });
+});
+
+after(async () => {
+  await server?.stop();
+  await cleanup();
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+test('serve on the root\'s socket: build runs in the engine, prints what an in-process build prints, and tags', async () => {
+  assert.equal(server.socket, path.join(root, 'slipway.sock'));
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo resident > /r\nCMD ["cat", "/r"]\n' });
+  const client = path.join(logs, 'client.log');
+  const viaEngine = await slipway(root, ['build', '-t', 'res:1', ctx], { env: { SLIPWAY_PACK_LOG: client } });
+  assert.equal(viaEngine.code, 0, viaEngine.stderr);
+  assert.match(viaEngine.stdout, /^Step 1\/3 : FROM busybox\n ---> [0-9a-f]{12}\nStep 2\/3 : RUN echo resident > \/r\n/);
+  assert.match(viaEngine.stdout, /Successfully built [0-9a-f]{12}\nSuccessfully tagged res:1\n/);
+  assert.deepEqual(await lines(client), [], 'the client packed nothing');
+  assert.equal((await lines(path.join(logs, 'engine.log'))).length, 1, 'the engine packed the RUN layer');
+  // The same build in-process: all cache hits, the same id, the same lines apart from the ids.
+  const inProcess = await slipway(root, ['build', '-t', 'res:2', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
+  assert.equal(inProcess.code, 0, inProcess.stderr);
+  const ids = (s: string) => /Successfully built ([0-9a-f]{12})/.exec(s)?.[1];
+  assert.equal(ids(inProcess.stdout), ids(viaEngine.stdout));
+  assert.match(inProcess.stdout, / ---> Using cache\n/);
+  const images = await slipway(root, ['images', '--format', 'json']);
+  assert.match(images.stdout, /"res"/);
+  await fs.rm(ctx, { recursive: true, force: true });
+});
+
+test('through the engine, a failing RUN exits with its status and Docker\'s message; -q prints the id only', async () => {
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN exit 3\n' });
+  const r = await slipway(root, ['build', ctx]);
+  assert.equal(r.code, 3, r.stderr);
+  assert.match(r.stderr, /The command '\/bin\/sh -c exit 3' returned a non-zero code: 3/);
+  await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo q > /q\n');
+  const q = await slipway(root, ['build', '-q', ctx]);
+  assert.equal(q.code, 0, q.stderr);
+  assert.match(q.stdout, /^sha256:[0-9a-f]{64}\n$/);
+  await fs.rm(ctx, { recursive: true, force: true });
+});
+
+test('a folder is taken as the context only on a socket that only root can open', async () => {
+  const body = JSON.stringify({ contextDir: '/etc', tags: [], buildArgs: {}, noCache: false });
+  const request = `POST /slipway/v1/local-builds HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  await fs.chmod(server.socket!, 0o666);
+  try {
+    const r = await rawHttp({ socket: server.socket! }, request);
+    assert.equal(r.status, 403, r.body);
+    assert.match(r.body, /only on a unix socket that only root can open/);
+  } finally {
+    await fs.chmod(server.socket!, 0o660);
+  }
+});
