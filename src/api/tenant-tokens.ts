@@ -32,12 +32,12 @@ export function parseTenantTokens(text: string, file: string): Map<string, Princ
     const where = `${file}:${i + 1}`;
     const [tenant, token, role, ...rest] = line.split(/\s+/);
     if (!tenant || !token || rest.length > 0 || (role !== undefined && role !== 'operator')) {
-      throw new SlipwayError('ERR_USAGE', `${where}: expected "TENANT TOKEN [operator]"`);
+      throw new SlipwayError('ERR_INVALID_OPTION', `${where}: expected "TENANT TOKEN [operator]"`);
     }
-    if (!TENANT_NAME.test(tenant)) throw new SlipwayError('ERR_USAGE', `${where}: invalid tenant ${JSON.stringify(tenant)}: lower-case letters and digits, separated by '_' or '-', at most 63`);
-    if (token.length < MIN_TOKEN_LENGTH) throw new SlipwayError('ERR_USAGE', `${where}: the token must have at least ${MIN_TOKEN_LENGTH} characters`);
+    if (!TENANT_NAME.test(tenant)) throw new SlipwayError('ERR_INVALID_OPTION', `${where}: invalid tenant ${JSON.stringify(tenant)}: lower-case letters and digits, separated by '_' or '-', at most 63`);
+    if (token.length < MIN_TOKEN_LENGTH) throw new SlipwayError('ERR_INVALID_OPTION', `${where}: the token must have at least ${MIN_TOKEN_LENGTH} characters`);
     const key = digest(token);
-    if (table.has(key)) throw new SlipwayError('ERR_USAGE', `${where}: this token is already listed`);
+    if (table.has(key)) throw new SlipwayError('ERR_INVALID_OPTION', `${where}: this token is already listed`);
     table.set(key, { tenant, operator: role === 'operator' });
   }
   return table;
@@ -72,7 +72,7 @@ export class TenantTokens {
       st = await fs.stat(file);
       text = await fs.readFile(file, 'utf8');
     } catch (e) {
-      throw new SlipwayError('ERR_USAGE', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new SlipwayError('ERR_INVALID_OPTION', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     if ((st.mode & 0o077) !== 0) process.stderr.write(`warning: ${file} is readable by other users (chmod 600 it)\n`);
     return { table: parseTenantTokens(text, file), stamp: { mtimeMs: st.mtimeMs, size: st.size, ino: st.ino } };

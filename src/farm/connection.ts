@@ -47,13 +47,13 @@ export function connect(url: string, role: 'worker' | 'producer'): Redis {
 export function parseSentinelUrl(url: string): RedisOptions | undefined {
   const m = /^redis-sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/]+)\/([^/]+)(?:\/(\d+))?\/?$/.exec(url);
   if (!m) {
-    if (url.startsWith('redis-sentinel:')) throw new SlipwayError('ERR_USAGE', `invalid Sentinel URL ${JSON.stringify(url.replace(/:[^:@/]*@/, ':***@'))}: use redis-sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER`);
+    if (url.startsWith('redis-sentinel:')) throw new SlipwayError('ERR_INVALID_OPTION', `invalid Sentinel URL ${JSON.stringify(url.replace(/:[^:@/]*@/, ':***@'))}: use redis-sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER`);
     return undefined;
   }
   const sentinels = m[3]!.split(',').map((hp) => {
     const at = hp.lastIndexOf(':');
     const port = at > 0 ? Number(hp.slice(at + 1)) : 26379;
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new SlipwayError('ERR_USAGE', `invalid Sentinel address ${JSON.stringify(hp)}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new SlipwayError('ERR_INVALID_OPTION', `invalid Sentinel address ${JSON.stringify(hp)}`);
     return { host: at > 0 ? hp.slice(0, at) : hp, port };
   });
   return {
