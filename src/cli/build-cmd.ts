@@ -138,7 +138,8 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   // The engine's own modules load only for an in-process build: a client of the resident engine skips them.
   const [{ build }, { buildInput }, { checkOutputs, writeOutputs }] = await Promise.all([import('../scheduler/build.js'), import('./build-input.js'), import('./build-output.js')]);
   await checkOutputs(extras.outputs);
-  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
+  const probed = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
+  const driver = typeof probed === 'string' ? probed : probed.driver;
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
@@ -162,6 +163,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     }).catch((e: unknown) => { progress.end(e); throw e; });
     progress.end();
+    if (typeof probed !== 'string') await probed.remember();
     if (values.plan) return 0;
     await writeOutputs(layout, id, extras.outputs);
     // As docker: the id, without a newline, written once the build succeeded.

@@ -63,30 +63,30 @@ function tryCommand(cmd: string, args: string[], cwd: string): Promise<{ ok: boo
   });
 }
 
-/** Where probe answers are remembered: outside every store (a memo is no image state), cleared at boot. */
-const MEMO_DIR = process.env['SLIPWAY_RUN_DIR'] ?? '/run/slipway';
-
 /**
- * The driver for builds in `layout`'s store, probed once per kernel and filesystem: the answer is
- * kept in `/run/slipway/storage-driver-<dev>.json`, never in the store, so a build refused
- * before its first step leaves the store exactly as it was. `warn` hears why vfs was chosen.
+ * The driver for builds in `layout`'s store, probed once per kernel and filesystem and
+ * remembered in the store (`storage-driver.json`). The memo is written only by `remember`, which
+ * a build calls once it succeeded: a build refused before its first step leaves the store exactly
+ * as it was. (A memo outside the store cannot be keyed safely: tmpfs and overlay mounts get
+ * anonymous device numbers that are reused.) `warn` hears why vfs was chosen.
  */
-export async function memoizedStorageDriver(layout: StoreLayout, warn: (line: string) => void): Promise<StorageDriver> {
-  const dev = await fs.stat(layout.graph).then((st) => st.dev, () => undefined);
-  const memo = dev === undefined ? undefined : path.join(MEMO_DIR, `storage-driver-${dev}.json`);
+export async function memoizedStorageDriver(layout: StoreLayout, warn: (line: string) => void): Promise<{ driver: StorageDriver; remember(): Promise<void> }> {
   type Memo = { kernel: string; dev: number; driver: StorageDriver; reason?: string };
-  const known = memo ? await fs.readFile(memo, 'utf8').then((t) => JSON.parse(t) as Memo, () => undefined) : undefined;
+  const memo = path.join(layout.root, 'storage-driver.json');
+  const dev = await fs.stat(layout.graph).then((st) => st.dev, () => undefined);
+  const known = dev === undefined ? undefined : await fs.readFile(memo, 'utf8').then((t) => JSON.parse(t) as Memo, () => undefined);
   let choice: DriverChoice | undefined = known && known.kernel === os.release() && known.dev === dev ? known : undefined;
+  let remember = async () => undefined;
   if (!choice) {
     // The probe mounts a throwaway overlay in the store's own tmp folder (its filesystem is the one that matters).
     await ensureStore(layout);
-    choice = await detectStorageDriver(layout.tmp);
-    const st = await fs.stat(layout.graph);
-    const rec: Memo = { kernel: os.release(), dev: st.dev, driver: choice.driver, ...(choice.reason ? { reason: choice.reason } : {}) };
-    await fs.mkdir(MEMO_DIR, { recursive: true, mode: 0o700 })
-      .then(() => writeFileAtomic(path.join(MEMO_DIR, `storage-driver-${st.dev}.json`), JSON.stringify(rec), 0o644, { fsync: false }))
-      .catch(() => undefined); // no memo: the next build probes again
+    const found = await detectStorageDriver(layout.tmp);
+    choice = found;
+    remember = async () => {
+      const rec: Memo = { kernel: os.release(), dev: (await fs.stat(layout.graph)).dev, driver: found.driver, ...(found.reason ? { reason: found.reason } : {}) };
+      await writeFileAtomic(memo, JSON.stringify(rec), 0o644, { fsync: false }).catch(() => undefined); // no memo: the next build probes again
+    };
   }
   if (choice.driver === 'vfs') warn(`WARNING: overlayfs cannot be mounted here (${choice.reason ?? 'unknown'}); using --storage-driver vfs`);
-  return choice.driver;
+  return { driver: choice.driver, remember };
 }

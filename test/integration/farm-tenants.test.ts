@@ -174,7 +174,7 @@ test('submit --server --secret: sealed by the CLI for the workers\' keys; the st
   await fs.writeFile(secretFile, value, { mode: 0o600 });
   cluster.temps.push(secretFile);
   const url = cluster.serve!.url.replace('http://', 'tcp://');
-  const env = { env: { ...process.env, SLIPWAY_TOKEN: TOKENS.alice } };
+  const env = { env: { ...process.env, SLIPWAY_TOKEN: TOKENS.bob } };
   const r = await slipway(cluster.seed, ['submit', '--server', url, '--wait', '--secret', `id=tok,src=${secretFile}`, ctx], env);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.ok(r.stdout.includes(`${crypto.createHash('sha256').update(value).digest('hex')}  /run/secrets/tok`), r.stdout);
@@ -186,7 +186,7 @@ test('submit --server --secret: sealed by the CLI for the workers\' keys; the st
   assert.deepEqual(await filesHolding(cluster.serve!.root, needle), [], 'not in serve\'s store');
   // Without a worker key the header is refused field by field; junk is a 400, not a queued job.
   const tar = await contextTar({ Dockerfile: 'FROM busybox\nRUN true\n' });
-  const res = await fetch(`${cluster.serve!.url}/slipway/v1/builds`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS.alice}`, 'x-slipway-sealed-secrets': Buffer.from('{"v":1,"recipients":[]}').toString('base64') }, body: new Uint8Array(tar) });
+  const res = await fetch(`${cluster.serve!.url}/slipway/v1/builds`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS.bob}`, 'x-slipway-sealed-secrets': Buffer.from('{"v":1,"recipients":[]}').toString('base64') }, body: new Uint8Array(tar) });
   assert.equal(res.status, 400);
   assert.match(((await res.json()) as { message: string }).message, /invalid sealed secrets: 1 to 256 recipients/);
 });
