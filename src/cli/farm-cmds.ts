@@ -3,7 +3,8 @@ import { SlipwayError } from '../errors.js';
 import { redisUrl, registryHost } from '../farm/connection.js';
 import { buildInfo, farmStatus, followBuild, submitBuild, type BuildInfo } from '../farm/submit.js';
 import { startFarmWorker } from '../farm/worker.js';
-import { table } from './format.js';
+import { humanAgo, humanSize, table } from './format.js';
+import { parseSize } from './prune-cmd.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { parseSecrets } from './session-flags.js';
@@ -108,9 +109,10 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     options: {
       redis: { type: 'string' }, registry: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' },
       'metrics-port': { type: 'string' }, 'metrics-host': { type: 'string' }, 'shared-tenant': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
-      allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
+      allow: { type: 'string', multiple: true }, 'cache-mount-cap': { type: 'string' }, 'no-cache-mount-sharing': { type: 'boolean' }, ...SANDBOX_FLAGS,
     },
   });
+  if (values['no-cache-mount-sharing'] && values['cache-mount-cap'] !== undefined) throw new SlipwayError('ERR_USAGE', '--cache-mount-cap caps shared cache mounts: it makes no sense with --no-cache-mount-sharing');
   const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
   if (values['metrics-host'] !== undefined && values['metrics-port'] === undefined) throw new SlipwayError('ERR_USAGE', '--metrics-host needs --metrics-port');
   const num = (v: string | undefined, name: string) => {
@@ -130,7 +132,8 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     ...(values['metrics-host'] !== undefined ? { metricsHost: values['metrics-host'] } : {}),
     ...(values['shared-tenant'] !== undefined ? { sharedTenant: sharedTenant(values['shared-tenant']) } : {}),
     registryCredentials: await farmCredentials(needRegistry(values.registry)),
-    policy,
+    policy, shareCacheMounts: !values['no-cache-mount-sharing'],
+    ...(values['cache-mount-cap'] !== undefined ? { cacheMountCapBytes: parseSize(values['cache-mount-cap']) } : {}),
   });
   if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://${values['metrics-host'] ?? '127.0.0.1'}:${w.metricsPort}/metrics\n`);
   await new Promise<void>((resolve) => {
@@ -166,6 +169,11 @@ export async function farmCommand(args: string[], _env: CommandEnv): Promise<num
   if (r.workers.length) {
     process.stdout.write(table([['WORKER', 'ALIVE', 'BUILDS', 'HIT RATE', 'BY AFFINITY', 'CHAINS HELD'],
       ...r.workers.map((w) => [w.name, w.alive ? 'yes' : 'no', String(w.builds), pct(w.hitRate), w.builds ? pct(w.routed / w.builds) : '-', String(w.heldKeys)])]));
+  }
+  if (st.cacheMounts.length) {
+    process.stdout.write('Shared cache mounts:\n');
+    process.stdout.write(table([['TENANT', 'ID', 'SIZE', 'FILES', 'VERSION', 'UPDATED'],
+      ...st.cacheMounts.map((m) => [m.tenant, m.id, humanSize(m.bytes), String(m.files), String(m.version), humanAgo(new Date(m.updatedAt).toISOString())])]));
   }
   if (st.running.length) {
     process.stdout.write('Running builds:\n');
