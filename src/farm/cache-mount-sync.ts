@@ -76,7 +76,7 @@ async function restore(o: CacheMountShareOptions, t: SyncTarget): Promise<void> 
   const v = await recordVersion(o.redis, t.tenant, key);
   if (v === 0 || v === state.version) return;
   const remote = await readRecord(o.redis, t.tenant, key);
-  const local = await scanTree(t.dir, state.entries);
+  const local = scanTree(t.dir, state.entries);
   const plan = restorePlan(remote, local, state.entries);
   const stage = await fs.mkdtemp(path.join(t.workDir, '.restore-'));
   let bytes = 0;
@@ -91,12 +91,12 @@ async function restore(o: CacheMountShareOptions, t: SyncTarget): Promise<void> 
       for (const [rel, f] of await unpackFiles(path.join(dir, 'blob.tar'), want, dir)) files.set(rel, f);
       for (const rel of want.keys()) if (!files.has(rel)) throw new Error(`blob ${blob.digest} lacks ${JSON.stringify(rel)}`);
     }
-    await applyTree(t.dir, { target: remote.entries, files, apply: plan.apply, remove: plan.remove });
+    applyTree(t.dir, { target: remote.entries, files, apply: plan.apply, remove: plan.remove });
   } finally {
     await fs.rm(stage, { recursive: true, force: true });
   }
   // Only what the farm has counts as agreed: a file of this copy it lacks is published after the next step.
-  const after = await scanTree(t.dir, remote.entries);
+  const after = scanTree(t.dir, remote.entries);
   const agreed: Tree = {};
   for (const rel of Object.keys(remote.entries)) if (after[rel]) agreed[rel] = after[rel]!;
   await writeState(t.stateFile, { version: v, entries: agreed });
@@ -140,7 +140,7 @@ const recordBytes = (r: MountRecord) => r.blobs.reduce((a, b) => a + b.size, 0);
 async function publish(o: CacheMountShareOptions, t: SyncTarget): Promise<void> {
   const key = cacheMountKey(t.tenant, t.id);
   const state = await readState(t.stateFile);
-  const local = await scanTree(t.dir, state.entries);
+  const local = scanTree(t.dir, state.entries);
   const { changed, deleted } = diffTree(state.entries, local);
   if (changed.length === 0 && deleted.length === 0) return;
   const uploads: Array<{ blob: MountBlob; hashes: Set<string> }> = [];

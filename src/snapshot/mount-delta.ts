@@ -5,7 +5,7 @@
  * so hostile) is never followed: a symlink or file where a folder should be is replaced, and
  * nothing is removed below a symlink.
  */
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import { createReadStream, createWriteStream } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -19,13 +19,13 @@ import { isSafeRel, readInside, type Tree, type TreeEntry } from './mount-tree.j
  * read (a file changed since it was scanned is taken as it is now; one gone is left out).
  */
 export async function packFiles(dir: string, rels: string[], out: string): Promise<Tree> {
-  const root = await fs.realpath(dir);
+  const root = fs.realpathSync(dir);
   const p = tarPack();
   const written = pipeline(p, createWriteStream(out, { mode: 0o600 }));
   const got: Tree = {};
   try {
     for (const rel of rels) {
-      const f = await readInside(root, rel);
+      const f = readInside(root, rel);
       if (!f) continue;
       await new Promise<void>((resolve, reject) => p.entry({ name: rel, size: f.data.length, mode: 0o644, mtime: new Date(0) }, f.data, (e) => (e ? reject(e) : resolve())));
       got[rel] = f.entry;
@@ -55,13 +55,12 @@ export async function unpackFiles(tarFile: string, want: ReadonlyMap<string, str
       continue;
     }
     const file = path.join(stageDir, `f${staged.size}`);
-    const hash = crypto.createHash('sha256');
-    entry.on('data', (c: unknown) => {
-      hash.update(c as Buffer);
-    });
-    await pipeline(entry, createWriteStream(file, { mode: 0o600 }));
-    const got = hash.digest('hex');
+    const chunks: Buffer[] = [];
+    for await (const c of entry) chunks.push(c as Buffer);
+    const data = Buffer.concat(chunks);
+    const got = crypto.createHash('sha256').update(data).digest('hex');
     if (got !== expected) throw new SlipwayError('ERR_REGISTRY', `cache mount file ${JSON.stringify(name)}: digest sha256:${got} is not the published sha256:${expected}`);
+    fs.writeFileSync(file, data, { mode: 0o600 });
     staged.set(name, file);
   }
   await feeding;
@@ -81,67 +80,68 @@ export interface TreeChange {
 }
 
 /** True when every folder above `rel` in `root` is a real folder (no symlink on the way). */
-async function parentsReal(root: string, rel: string): Promise<boolean> {
+function parentsReal(root: string, rel: string): boolean {
   const parts = rel.split('/').slice(0, -1);
   for (let i = 1; i <= parts.length; i++) {
-    const st = await fs.lstat(path.join(root, ...parts.slice(0, i))).catch(() => undefined);
-    if (!st?.isDirectory()) return false;
+    if (!lstat(path.join(root, ...parts.slice(0, i)))?.isDirectory()) return false;
   }
   return true;
 }
 
+const lstat = (p: string) => fs.lstatSync(p, { throwIfNoEntry: false });
+
 /**
  * Makes `change` true in `dir`. Must run while no step uses the folder: nothing may swap a
- * folder for a symlink between the checks and the writes.
+ * folder for a symlink between the checks and the writes. Synchronous, as the scans are.
  */
-export async function applyTree(dir: string, change: TreeChange): Promise<void> {
-  const root = await fs.realpath(dir);
+export function applyTree(dir: string, change: TreeChange): void {
+  const root = fs.realpathSync(dir);
   const made = new Set<string>();
   const applied = new Set(change.apply);
   // A folder on the way that is missing, a file or a symlink becomes a real folder.
-  const ensureDir = async (rel: string): Promise<void> => {
+  const ensureDir = (rel: string): void => {
     const parts = rel ? rel.split('/') : [];
     for (let i = 1; i <= parts.length; i++) {
       const sub = parts.slice(0, i).join('/');
       if (made.has(sub)) continue;
       const p = path.join(root, sub);
-      const st = await fs.lstat(p).catch(() => undefined);
+      const st = lstat(p);
       if (!st?.isDirectory()) {
-        if (st) await fs.rm(p, { force: true, recursive: true });
-        await fs.mkdir(p, { mode: 0o755 });
+        if (st) fs.rmSync(p, { force: true, recursive: true });
+        fs.mkdirSync(p, { mode: 0o755 });
       }
       made.add(sub);
     }
   };
   for (const rel of [...change.remove].sort((a, b) => b.length - a.length)) {
-    if (isSafeRel(rel) && (await parentsReal(root, rel))) await fs.rm(path.join(root, rel), { recursive: true, force: true });
+    if (isSafeRel(rel) && parentsReal(root, rel)) fs.rmSync(path.join(root, rel), { recursive: true, force: true });
   }
   for (const rel of Object.keys(change.target).sort()) {
     const e = change.target[rel]!;
     const wanted = e.t !== 'f' && applied.has(rel);
     if (!isSafeRel(rel) || (!wanted && !change.files.has(rel))) continue;
-    if (e.t === 'd') await ensureDir(rel);
+    if (e.t === 'd') ensureDir(rel);
     else {
-      await ensureDir(path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel));
+      ensureDir(path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel));
       const p = path.join(root, rel);
-      const st = await fs.lstat(p).catch(() => undefined);
-      if (st && (st.isDirectory() || e.t === 'l')) await fs.rm(p, { recursive: true, force: true });
-      if (e.t === 'l') await fs.symlink(e.h, p);
-      else await fs.rename(change.files.get(rel)!, p);
+      const st = lstat(p);
+      if (st && (st.isDirectory() || e.t === 'l')) fs.rmSync(p, { recursive: true, force: true });
+      if (e.t === 'l') fs.symlinkSync(e.h, p);
+      else fs.renameSync(change.files.get(rel)!, p);
     }
   }
   for (const rel of change.apply) {
     const e = change.target[rel];
-    if (e && isSafeRel(rel) && (await parentsReal(root, rel))) await setMeta(path.join(root, rel), e);
+    if (e && isSafeRel(rel) && parentsReal(root, rel)) setMeta(path.join(root, rel), e);
   }
 }
 
 /** Owner, mode (never setuid or setgid: the content came from elsewhere) and file mtime, on the path itself. */
-async function setMeta(p: string, e: TreeEntry): Promise<void> {
-  const st = await fs.lstat(p).catch(() => undefined);
+function setMeta(p: string, e: TreeEntry): void {
+  const st = lstat(p);
   if (!st || (e.t === 'd') !== st.isDirectory() || (e.t === 'l') !== st.isSymbolicLink()) return;
-  await fs.lchown(p, e.u, e.g);
+  fs.lchownSync(p, e.u, e.g);
   if (e.t === 'l') return;
-  await fs.chmod(p, e.m & 0o1777);
-  if (e.t === 'f') await fs.utimes(p, new Date(), e.mt / 1000);
+  fs.chmodSync(p, e.m & 0o1777);
+  if (e.t === 'f') fs.utimesSync(p, new Date(), e.mt / 1000);
 }

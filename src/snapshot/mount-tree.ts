@@ -3,10 +3,11 @@
  * `/`-separated) with its type, mode, owner, mtime, size and content digest (a symlink's target).
  * Scans never follow a symlink, and a file is read only through a descriptor whose real path is
  * checked to lie inside the folder, so a step that swaps a folder for a symlink while we read
- * cannot make the host read (and publish) a file from outside the mount.
+ * cannot make the host read (and publish) a file from outside the mount. The calls are
+ * synchronous: a mount is thousands of small files, and the thread pool's round trips per call
+ * cost more than the calls themselves.
  */
-import fs from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 
@@ -27,38 +28,39 @@ export function isSafeRel(rel: string): boolean {
   return rel.split('/').every((p) => SAFE_SEGMENT.test(p) && p !== '.' && p !== '..');
 }
 
-/** Files are equal when content, mode, owner and mtime (to the ms) are; folders ignore mtime; links ignore mode. */
+/** Files are equal when content, mode, owner and mtime (to the ms, rounded) are; folders ignore mtime; links ignore mode. */
 export function sameEntry(a: TreeEntry | undefined, b: TreeEntry | undefined): boolean {
   if (!a || !b || a.t !== b.t || a.h !== b.h || a.u !== b.u || a.g !== b.g) return false;
   if (a.t === 'l') return true;
   if (a.m !== b.m) return false;
-  return a.t === 'd' || Math.abs(a.mt - b.mt) < 1;
+  return a.t === 'd' || a.mt === b.mt;
 }
 
 function entryOf(st: { mode: number; uid: number; gid: number; mtimeMs: number; size: number }, t: TreeEntry['t'], h: string): TreeEntry {
-  return { t, m: st.mode & 0o7777, u: st.uid, g: st.gid, mt: Math.trunc(st.mtimeMs), s: t === 'f' ? st.size : 0, h };
+  return { t, m: st.mode & 0o7777, u: st.uid, g: st.gid, mt: Math.round(st.mtimeMs), s: t === 'f' ? st.size : 0, h };
 }
 
 /**
  * Opens `rel` below `root` (a real path) for reading, refusing anything whose descriptor does
  * not resolve inside `root` or is not a regular file, and reads it whole.
  */
-export async function readInside(root: string, rel: string): Promise<ReadFile | undefined> {
-  let fh: fs.FileHandle;
+export function readInside(root: string, rel: string): ReadFile | undefined {
+  let fd: number;
   try {
-    fh = await fs.open(path.join(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    fd = openSync(path.join(root, rel), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
     return undefined;
   }
   try {
-    const real = await fs.readlink(`/proc/self/fd/${fh.fd}`);
-    if (real !== path.join(root, rel)) return undefined;
-    const st = await fh.stat();
+    if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(root, rel)) return undefined;
+    const st = fstatSync(fd);
     if (!st.isFile()) return undefined;
-    const data = await fh.readFile();
+    const data = readFileSync(fd);
     return { data, entry: { ...entryOf(st, 'f', sha256(data)), s: data.length } };
+  } catch {
+    return undefined;
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -71,33 +73,40 @@ function sha256(data: Uint8Array): string {
  * digest (as git's index does), so a scan after a small change reads only what changed.
  * Sockets, fifos and devices are left out.
  */
-export async function scanTree(dir: string, known: Tree = {}): Promise<Tree> {
-  const root = await fs.realpath(dir);
+export function scanTree(dir: string, known: Tree = {}): Tree {
+  const root = realpathSync(dir);
   const out: Tree = {};
-  const walk = async (rel: string): Promise<void> => {
-    const names = await fs.readdir(rel ? path.join(root, rel) : root).catch(() => [] as string[]);
+  const lstat = (p: string) => lstatSync(p, { throwIfNoEntry: false });
+  const walk = (rel: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(rel ? path.join(root, rel) : root);
+    } catch {
+      return;
+    }
     for (const name of names.sort()) {
       const r = rel ? `${rel}/${name}` : name;
-      const st = await fs.lstat(path.join(root, r)).catch(() => undefined);
+      const st = lstat(path.join(root, r));
       if (!st) continue;
       if (st.isDirectory()) {
         out[r] = entryOf(st, 'd', '');
-        await walk(r);
+        walk(r);
       } else if (st.isSymbolicLink()) {
-        const target = await fs.readlink(path.join(root, r)).catch(() => undefined);
-        if (target !== undefined) out[r] = entryOf(st, 'l', target);
+        try {
+          out[r] = entryOf(st, 'l', readlinkSync(path.join(root, r)));
+        } catch { /* gone meanwhile */ }
       } else if (st.isFile()) {
         const k = known[r];
         const e = entryOf(st, 'f', k?.h ?? '');
         if (k && sameEntry(k, e) && k.s === e.s) out[r] = e;
         else {
-          const f = await readInside(root, r);
+          const f = readInside(root, r);
           if (f) out[r] = f.entry;
         }
       }
     }
   };
-  await walk('');
+  walk('');
   return out;
 }
 
