@@ -98,7 +98,12 @@ test('a mount filled on w1 is restored on w2; the second publish sends only the 
   assert.equal(r2.entries['f3'], undefined, 'the deletion is recorded');
 
   await stopWorker('w1');
-  await cluster.startWorker('w2');
+  const w2 = await cluster.startWorker('w2');
+  // Lazily: a build that never reaches a step with the mount fetches nothing.
+  const untouched = await submit('alice', 'FROM busybox\nRUN echo no mount here\n');
+  assert.equal(untouched.code, 0, untouched.out);
+  assert.doesNotMatch(untouched.out, /restored/);
+  await assert.rejects(fs.readdir(path.join(w2.root, 'tenants', 'alice', 'cache-mounts')), /ENOENT/);
   const third = await submit('alice', 'FROM busybox\nRUN --mount=type=cache,id=deps,target=/cache sh -c \'cat /cache/f1 /cache/f2 /cache/g /cache/sub/x; echo link=$(readlink /cache/link); test -e /cache/f3 || echo f3-gone; ls /cache | wc -l\'\n');
   assert.equal(third.code, 0, third.out);
   assert.match(third.out, /cache mount deps: restored version 2 from the farm \(51 files fetched, \d+ bytes in 2 blobs/);
