@@ -32,7 +32,7 @@ export async function authenticate(req: IncomingMessage, opts: { tcp: boolean; t
 }
 
 /** Paths a tenant that is not the operator may use: the farm's, and the harmless system ones. */
-const TENANT_PATHS = /^\/(?:_ping|version|slipway\/v1\/builds(?:\/[^/]+(?:\/events)?)?)$/;
+const TENANT_PATHS = /^\/(?:_ping|version|slipway\/v1\/secret-keys|slipway\/v1\/builds(?:\/[^/]+(?:\/events)?)?)$/;
 
 /**
  * The Engine API's image and build endpoints work on the server's one store, which has no

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { SlipwayError } from '../errors.js';
-import { submitBuild } from '../farm/submit.js';
+import { publishedWorkerKeys, submitBuild } from '../farm/submit.js';
+import { parseSealedSecrets, type SealedSecretsJson } from '../farm/secret-box.js';
 import { ensureStore, makeTmpDir } from '../store/graph.js';
 import { parseReference } from '../store/reference.js';
 import { ApiError, badParameter, notFound, toApiError } from './http-errors.js';
@@ -35,6 +36,18 @@ interface SubmitQuery {
   target: string | undefined;
   push: boolean;
   noCache: boolean;
+}
+
+/** `X-Slipway-Sealed-Secrets`: base64 of the sealed secrets' JSON (secret-box.ts), or undefined. */
+function sealedSecretsHeader(req: ApiRequest['req']): SealedSecretsJson | undefined {
+  const h = req.headers['x-slipway-sealed-secrets'];
+  if (h === undefined) return undefined;
+  if (typeof h !== 'string') throw badParameter('X-Slipway-Sealed-Secrets given twice');
+  try {
+    return parseSealedSecrets(Buffer.from(h, 'base64').toString('utf8'));
+  } catch (e) {
+    throw badParameter((e as Error).message);
+  }
 }
 
 function parseSubmitQuery(q: URLSearchParams): SubmitQuery {
@@ -86,6 +99,7 @@ async function checkArchive(file: string): Promise<void> {
 export async function submitFarmBuildRoute({ req, res, query, principal }: ApiRequest, ctx: ApiContext): Promise<void> {
   const farm = farmOf(ctx);
   const q = parseSubmitQuery(query);
+  const sealedSecrets = sealedSecretsHeader(req);
   const max = ctx.limits.maxContextBytes;
   if (Number(req.headers['content-length'] ?? 0) > max) throw new ApiError(413, `build context exceeds the server's limit of ${max} bytes`);
   await ensureStore(ctx.layout);
@@ -98,12 +112,24 @@ export async function submitFarmBuildRoute({ req, res, query, principal }: ApiRe
       redisUrl: farm.redisUrl, registry: farm.registry, contextTar: tar, tags: q.tags, buildArgs: q.buildArgs, push: q.push,
       ...(q.dockerfile ? { dockerfile: q.dockerfile } : {}), ...(q.target ? { target: q.target } : {}),
       ...(q.noCache ? { noCache: true } : {}), tenant: principal.tenant, registryCredentials: farm.registryCredentials,
+      ...(sealedSecrets ? { sealedSecrets } : {}),
       ...(farm.affinity === false ? { affinity: false } : {}), ...(farm.affinityWaitMs !== undefined ? { affinityWaitMs: farm.affinityWaitMs } : {}),
     }).catch((e: unknown) => { throw farmUnavailable(e); });
     sendJson(res, sub.deduplicated ? 200 : 201, { id: sub.jobId, deduplicated: sub.deduplicated });
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * `GET /slipway/v1/secret-keys`: the workers' public keys, `{"keys": [{keyId, publicKey, published}]}`,
+ * for a client that seals its `--secret` values itself and sends them with its build
+ * (`X-Slipway-Sealed-Secrets`), so they cross this server and Redis as ciphertext only.
+ */
+export async function farmSecretKeysRoute({ res }: ApiRequest, ctx: ApiContext): Promise<void> {
+  const farm = farmOf(ctx);
+  const keys = await publishedWorkerKeys(farm.redisUrl).catch((e: unknown) => { throw farmUnavailable(e); });
+  sendJson(res, 200, { keys });
 }
 
 const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;

@@ -90,7 +90,7 @@ export const COMMANDS: Record<string, Command> = {
       --push              Push the result to the farm's registry
       --wait              Stream the build's progress and exit with its status
       --no-cache          Do not use the cache
-      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed for the workers' keys, never sent in the clear (not with --server)
+      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed here for the workers' keys, never sent in the clear
       --server URL        Submit through a serve's farm API (tcp://HOST:PORT or unix:///path.sock) as the tenant of the token
       --token-file FILE   The tenant's token (default $SLIPWAY_TOKEN), sent as "Authorization: Bearer"
   Without --server, straight to Redis as the operator (tenant "default"):

@@ -66,8 +66,8 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
   if (values.tenant !== undefined) throw new SlipwayError('ERR_USAGE', '--tenant is gone: a build belongs to the tenant its token names (--server URL --token-file FILE)');
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway submit" requires exactly 1 argument: CONTEXT');
   const buildArgs = parseBuildArgs(values['build-arg'] ?? []);
+  const secrets = await parseSecrets(values.secret ?? []);
   if (values.server !== undefined) {
-    if (values.secret?.length) throw new SlipwayError('ERR_USAGE', '--secret is not supported with --server yet: the farm API takes no secrets (submit straight to Redis as the operator)');
     if (values.redis !== undefined || values.registry !== undefined || values['no-affinity'] || values['affinity-wait'] !== undefined) {
       throw new SlipwayError('ERR_USAGE', '--server goes through the farm API: --redis, --registry, --no-affinity and --affinity-wait are the server\'s to set');
     }
@@ -79,11 +79,10 @@ export async function submitCommand(args: string[], _env: CommandEnv): Promise<n
     if (values.target) q.set('target', values.target);
     if (values.push) q.set('push', '1');
     if (values['no-cache']) q.set('nocache', '1');
-    const sub = await submitRemote(server, positionals[0]!, q, values.file ?? 'Dockerfile');
+    const sub = await submitRemote(server, positionals[0]!, q, values.file ?? 'Dockerfile', secrets);
     process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.id}\n`);
     return values.wait ? reportResult(sub.id, await followRemote(server, sub.id, (t) => process.stdout.write(t))) : 0;
   }
-  const secrets = await parseSecrets(values.secret ?? []);
   const redis = redisUrl(values.redis);
   const wait = affinityWait(values['affinity-wait']);
   const sub = await submitBuild({

@@ -6,6 +6,7 @@ import { createReadStream } from 'node:fs';
 import { SlipwayError } from '../errors.js';
 import { packContext } from '../context/pack.js';
 import type { BuildJobResult } from '../farm/job.js';
+import { sealSecretsFor, type WorkerKeyJson } from '../farm/secret-box.js';
 
 /** Where a remote `submit` sends its build: the farm API of a `slipway serve`, with a tenant's token. */
 export interface FarmServer {
@@ -23,8 +24,8 @@ export async function readSubmitToken(file: string | undefined): Promise<string 
   return text.trim() || undefined;
 }
 
-function target(server: FarmServer, p: string): http.RequestOptions {
-  const headers: Record<string, string> = server.token ? { authorization: `Bearer ${server.token}` } : {};
+function target(server: FarmServer, p: string, extra: Record<string, string> = {}): http.RequestOptions {
+  const headers: Record<string, string> = { ...extra, ...(server.token ? { authorization: `Bearer ${server.token}` } : {}) };
   if (server.url.startsWith('unix://')) return { socketPath: server.url.slice('unix://'.length), path: p, headers };
   const m = /^(?:tcp|http):\/\/([^/]+?)(?::(\d+))?\/?$/.exec(server.url);
   if (!m) throw new SlipwayError('ERR_USAGE', `invalid --server ${server.url}: use tcp://HOST:PORT, http://HOST:PORT or unix:///path.sock`);
@@ -32,9 +33,9 @@ function target(server: FarmServer, p: string): http.RequestOptions {
 }
 
 /** One request; resolves with the status and the response (unread). */
-function request(server: FarmServer, method: string, p: string, body?: NodeJS.ReadableStream): Promise<http.IncomingMessage> {
+function request(server: FarmServer, method: string, p: string, body?: NodeJS.ReadableStream, headers?: Record<string, string>): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ ...target(server, p), method }, resolve);
+    const req = http.request({ ...target(server, p, headers), method }, resolve);
     req.on('error', (e) => reject(new SlipwayError('ERR_USAGE', `cannot reach the farm at ${server.url}: ${e.message}`)));
     if (body) body.pipe(req);
     else req.end();
@@ -57,15 +58,33 @@ async function serverError(res: http.IncomingMessage): Promise<SlipwayError> {
   return new SlipwayError(res.statusCode === 401 ? 'ERR_UNAUTHORIZED' : 'ERR_USAGE', `the farm answered ${res.statusCode}: ${message}`);
 }
 
+/** What a sealed-secrets header may hold: the server reads at most 64 KiB of headers. */
+const MAX_SEALED_HEADER = 48 * 1024;
+
+/**
+ * `--secret` values sealed here for the workers' public keys (`GET /slipway/v1/secret-keys`), as
+ * the `X-Slipway-Sealed-Secrets` header: the server and Redis see ciphertext only.
+ */
+async function sealedHeader(server: FarmServer, secrets: ReadonlyMap<string, Buffer>): Promise<Record<string, string>> {
+  if (secrets.size === 0) return {};
+  const res = await request(server, 'GET', '/slipway/v1/secret-keys');
+  if (res.statusCode !== 200) throw await serverError(res);
+  const { keys } = JSON.parse(await readAll(res)) as { keys: WorkerKeyJson[] };
+  const value = Buffer.from(JSON.stringify(sealSecretsFor(keys, secrets))).toString('base64');
+  if (value.length > MAX_SEALED_HEADER) throw new SlipwayError('ERR_USAGE', `--secret: the sealed secrets take ${value.length} bytes; through --server at most ${MAX_SEALED_HEADER} fit (submit straight to Redis for larger ones)`);
+  return { 'x-slipway-sealed-secrets': value };
+}
+
 /** Packs `contextDir` and posts it to `POST /slipway/v1/builds`; the tenant is the token's. */
-export async function submitRemote(server: FarmServer, contextDir: string, query: URLSearchParams, dockerfile: string): Promise<{ id: string; deduplicated: boolean }> {
+export async function submitRemote(server: FarmServer, contextDir: string, query: URLSearchParams, dockerfile: string, secrets: ReadonlyMap<string, Buffer> = new Map()): Promise<{ id: string; deduplicated: boolean }> {
   const st = await fs.stat(contextDir).catch(() => undefined);
   if (!st?.isDirectory()) throw new SlipwayError('ERR_USAGE', `unable to prepare context: path "${contextDir}" not found`);
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-submit-'));
   try {
     const tar = path.join(tmp, 'context.tar');
+    const headers = await sealedHeader(server, secrets);
     await packContext(contextDir, tar, dockerfile);
-    const res = await request(server, 'POST', `/slipway/v1/builds?${query.toString()}`, createReadStream(tar));
+    const res = await request(server, 'POST', `/slipway/v1/builds?${query.toString()}`, createReadStream(tar), headers);
     if (res.statusCode !== 200 && res.statusCode !== 201) throw await serverError(res);
     return JSON.parse(await readAll(res)) as { id: string; deduplicated: boolean };
   } finally {

@@ -16,7 +16,7 @@ import { followJob, withJobQueues, withQueue } from './queue.js';
 import { routingStats } from './routing.js';
 import { listSharedMounts, type SharedMountInfo } from './cache-mount-record.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
-import { sealSecrets, type SealedSecretsJson } from './secret-box.js';
+import { sealSecrets, workerKeys, type SealedSecretsJson, type WorkerKeyJson } from './secret-box.js';
 
 
 /** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
@@ -37,6 +37,19 @@ export interface SubmitOptions extends Pick<BuildJobData, 'dockerfile' | 'tags' 
   registryCredentials?: Credentials | undefined;
   /** `--secret` values by id: sealed for the workers' keys before they leave this process. */
   secrets?: ReadonlyMap<string, Buffer>;
+  /** Or secrets the submitter sealed itself (a tenant through the farm API): passed on as they are. */
+  sealedSecrets?: SealedSecretsJson;
+}
+
+/** The workers' public keys, for a submitter that seals its secrets itself. */
+export async function publishedWorkerKeys(redisUrl: string): Promise<WorkerKeyJson[]> {
+  const conn = connect(redisUrl, 'producer');
+  conn.on('error', () => undefined);
+  try {
+    return await workerKeys(conn);
+  } finally {
+    conn.disconnect();
+  }
 }
 
 /** The secrets sealed for every worker key published in Redis (secret-box.ts). */
@@ -69,7 +82,7 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
     const tenant = checkTenant(opts.tenant ?? DEFAULT_TENANT);
-    const sealed = await sealFor(opts.redisUrl, opts.secrets);
+    const sealed = opts.sealedSecrets ?? await sealFor(opts.redisUrl, opts.secrets);
     const put = await blobs.put(contextRepo(tenant), tarFile);
     const dockerfileText = (await readTarMember(tarFile, opts.dockerfile ?? 'Dockerfile').catch(() => undefined)) ?? '';
     const data: BuildJobData = {

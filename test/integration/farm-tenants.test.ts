@@ -16,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { makeContext, slipway } from '../support/cli.js';
 import { FarmCluster } from '../support/farm-cluster.js';
 import { countHostMissing, startCountHost, type CountHost } from '../support/count-host.js';
+import { filesHolding } from '../support/secret-search.js';
 
 const missing = countHostMissing();
 let cluster: FarmCluster;
@@ -163,6 +164,31 @@ test('submit --server sends its token; --tenant is refused', { skip: missing }, 
   const forged = await slipway(cluster.seed, ['submit', '--server', url, '--tenant', 'alice', ctx]);
   assert.equal(forged.code, 1);
   assert.match(forged.stderr, /--tenant is gone: a build belongs to the tenant its token names/);
+});
+
+test('submit --server --secret: sealed by the CLI for the workers\' keys; the step gets it, serve and Redis see ciphertext only', { skip: missing }, async () => {
+  const value = `tenant-secret-${crypto.randomBytes(12).toString('hex')}`;
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=tok,required sha256sum /run/secrets/tok\n' });
+  cluster.temps.push(ctx);
+  const secretFile = path.join(ctx, '..', `secret-${crypto.randomBytes(3).toString('hex')}`);
+  await fs.writeFile(secretFile, value, { mode: 0o600 });
+  cluster.temps.push(secretFile);
+  const url = cluster.serve!.url.replace('http://', 'tcp://');
+  const env = { env: { ...process.env, SLIPWAY_TOKEN: TOKENS.alice } };
+  const r = await slipway(cluster.seed, ['submit', '--server', url, '--wait', '--secret', `id=tok,src=${secretFile}`, ctx], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.ok(r.stdout.includes(`${crypto.createHash('sha256').update(value).digest('hex')}  /run/secrets/tok`), r.stdout);
+  const needle = Buffer.from(value);
+  assert.ok(!(r.stdout + r.stderr + cluster.serve!.output()).includes(value), 'not in any output');
+  await new Promise((res) => setTimeout(res, 200));
+  assert.deepEqual(await filesHolding(cluster.redis.dir, needle), [], 'not in Redis (its append-only file holds every write)');
+  assert.ok((await filesHolding(cluster.redis.dir, Buffer.from('recipients'))).length > 0, 'the search reads the Redis data');
+  assert.deepEqual(await filesHolding(cluster.serve!.root, needle), [], 'not in serve\'s store');
+  // Without a worker key the header is refused field by field; junk is a 400, not a queued job.
+  const tar = await contextTar({ Dockerfile: 'FROM busybox\nRUN true\n' });
+  const res = await fetch(`${cluster.serve!.url}/slipway/v1/builds`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS.alice}`, 'x-slipway-sealed-secrets': Buffer.from('{"v":1,"recipients":[]}').toString('base64') }, body: new Uint8Array(tar) });
+  assert.equal(res.status, 400);
+  assert.match(((await res.json()) as { message: string }).message, /invalid sealed secrets: 1 to 256 recipients/);
 });
 
 test('the workers\' Redis user reaches the farm\'s keys only', { skip: missing }, () => {
