@@ -14,6 +14,7 @@ import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { makeContext, slipway } from '../support/cli.js';
 import { FarmCluster, type FarmProc } from '../support/farm-cluster.js';
+import { filesHolding } from '../support/secret-search.js';
 
 let cluster: FarmCluster;
 const TOKENS = { alice: `alice-${crypto.randomBytes(12).toString('hex')}`, bob: `bob-${crypto.randomBytes(12).toString('hex')}`, carol: `carol-${crypto.randomBytes(12).toString('hex')}` };
@@ -43,10 +44,10 @@ async function stopWorker(name: string): Promise<void> {
 }
 
 /** Submits a Dockerfile as `tenant` and waits; returns the exit code and the build's log. */
-async function submit(tenant: keyof typeof TOKENS, dockerfile: string): Promise<{ code: number; out: string }> {
+async function submit(tenant: keyof typeof TOKENS, dockerfile: string, flags: string[] = []): Promise<{ code: number; out: string }> {
   const ctx = await makeContext({ Dockerfile: dockerfile });
   cluster.temps.push(ctx);
-  const r = await slipway(cluster.seed, ['submit', '--server', cluster.serve!.url, '--token-file', tokenFiles[tenant]!, '--wait', ctx]);
+  const r = await slipway(cluster.seed, ['submit', '--server', cluster.serve!.url, '--token-file', tokenFiles[tenant]!, '--wait', ...flags, ctx]);
   return { code: r.code, out: r.stdout + r.stderr };
 }
 
@@ -119,6 +120,20 @@ test('tenant bob never sees alice\'s mount of the same id', async () => {
   assert.match(r.out, /published version 1 to the farm \(1 files changed/);
   assert.deepEqual(Object.keys(record('bob', 'deps')!.entries), ['bob']);
   assert.ok(record('alice', 'deps')!.entries['f1'], 'alice\'s record is untouched');
+});
+
+test('a secret mounted beside a shared cache mount never reaches the registry or Redis', async () => {
+  const value = `cm-secret-${crypto.randomBytes(12).toString('hex')}`;
+  const secretFile = path.join(await cluster.tmpDir('secret'), 'tok');
+  await fs.writeFile(secretFile, value, { mode: 0o600 });
+  const r = await submit('bob', 'FROM busybox\nRUN --mount=type=secret,id=tok,required --mount=type=cache,id=withsecret,target=/cache sh -c \'wc -c < /run/secrets/tok > /cache/length; echo used\'\n', ['--secret', `id=tok,src=${secretFile}`]);
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /cache mount withsecret: published version 1/);
+  assert.equal(record('bob', 'withsecret')!.entries['length']!.t, 'f');
+  await new Promise((res) => setTimeout(res, 200));
+  assert.deepEqual(await filesHolding(path.join(cluster.reg.dir, 'data'), Buffer.from(value)), [], 'not in the registry');
+  assert.deepEqual(await filesHolding(cluster.redis.dir, Buffer.from(value)), [], 'not in Redis');
+  assert.ok((await filesHolding(cluster.redis.dir, Buffer.from('withsecret'))).length > 0, 'the search reads the Redis data');
 });
 
 test('farm status lists each shared mount with its tenant, id, size and age', async () => {
