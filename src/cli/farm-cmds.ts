@@ -11,6 +11,7 @@ import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 import type { BuildJobResult } from '../farm/job.js';
 import { TENANT_NAME } from '../farm/namespace.js';
+import { forgetSharedMount } from '../farm/cache-mount-record.js';
 import type { Credentials } from '../registry/client.js';
 import { configDir, readCredentials } from '../registry/auth.js';
 import { followRemote, readSubmitToken, submitRemote } from './submit-remote.js';
@@ -151,7 +152,8 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
 /** `slipway farm status [BUILD…]`: the queue and its workers, or what the queue knows of some builds. */
 export async function farmCommand(args: string[], _env: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { redis: { type: 'string' }, format: { type: 'string' } }, allowPositionals: true });
-  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [BUILD...] [--redis URL] [--format json]');
+  if (positionals[0] === 'rm-cache-mount') return forgetMount(redisUrl(values.redis), positionals.slice(1));
+  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [BUILD...] [--redis URL] [--format json] | farm rm-cache-mount TENANT ID [--redis URL]');
   const ids = positionals.slice(1);
   if (ids.length > 0) return await buildsStatus(redisUrl(values.redis), ids, values.format === 'json');
   const st = await farmStatus(redisUrl(values.redis));
@@ -178,6 +180,17 @@ export async function farmCommand(args: string[], _env: CommandEnv): Promise<num
     process.stdout.write('Running builds:\n');
     process.stdout.write(table([['BUILD', 'TAGS', 'STARTED'], ...st.running.map((r) => [r.id, r.tags.join(',') || '<none>', r.startedAt ? new Date(r.startedAt).toISOString() : ''])]));
   }
+  return 0;
+}
+
+/** `slipway farm rm-cache-mount TENANT ID`: the farm forgets a shared cache mount (workers keep their copies). */
+async function forgetMount(redis: string, args: string[]): Promise<number> {
+  if (args.length !== 2) throw new SlipwayError('ERR_USAGE', 'usage: slipway farm rm-cache-mount TENANT ID [--redis URL]');
+  const [tenant, id] = args as [string, string];
+  if (!TENANT_NAME.test(tenant)) throw new SlipwayError('ERR_USAGE', `invalid tenant ${JSON.stringify(tenant)}`);
+  const freed = await forgetSharedMount(redis, tenant, id);
+  if (freed === undefined) throw new SlipwayError('ERR_USAGE', `the farm has no cache mount ${JSON.stringify(id)} of tenant ${tenant}`);
+  process.stdout.write(`Removed cache mount ${tenant}/${id} (${humanSize(freed)} no longer counted against the cap)\n`);
   return 0;
 }
 

@@ -7,6 +7,8 @@
  */
 import type { Redis } from 'ioredis';
 import { isSafeRel, type TreeEntry } from '../snapshot/mount-tree.js';
+import { cacheMountKey } from '../store/cache-mounts.js';
+import { connect } from './connection.js';
 import { CACHE_MOUNTS_KEY, cacheMountBytesKey, cacheMountRecordKey, checkTenant } from './namespace.js';
 
 /** A change tar in the tenant's cache-mount repository. */
@@ -78,6 +80,35 @@ export async function putRecord(redis: Redis, o: { tenant: string; key: string; 
     String(o.expected), manifest, String(o.bytes), String(files), String(Date.now()), String(o.cap), o.id, `${o.tenant}/${o.key}`) as [number, number];
   if (status === 1) return { kind: 'written', version: n };
   return status === 0 ? { kind: 'conflict', version: n } : { kind: 'cap', total: n };
+}
+
+// KEYS: record, tenant bytes, index. ARGV: member. Returns the bytes freed, -1 when there was no record.
+const REMOVE = `
+local b = redis.call('HGET', KEYS[1], 'bytes')
+redis.call('SREM', KEYS[3], ARGV[1])
+if not b then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('DECRBY', KEYS[2], b)
+return tonumber(b)
+`;
+
+/**
+ * Forgets a shared mount (the operator's `farm rm-cache-mount`): its bytes no longer count
+ * against the cap. Workers keep their copies; the next publish of one sends it whole again.
+ */
+export async function removeRecord(redis: Redis, tenant: string, key: string): Promise<number | undefined> {
+  const n = Number(await redis.eval(REMOVE, 3, cacheMountRecordKey(tenant, key), cacheMountBytesKey(tenant), CACHE_MOUNTS_KEY, `${tenant}/${key}`));
+  return n < 0 ? undefined : n;
+}
+
+/** `farm rm-cache-mount TENANT ID`: the bytes freed, undefined when the farm had no such mount. */
+export async function forgetSharedMount(redisUrl: string, tenant: string, id: string): Promise<number | undefined> {
+  const redis = connect(redisUrl, 'producer');
+  try {
+    return await removeRecord(redis, checkTenant(tenant), cacheMountKey(tenant, id));
+  } finally {
+    redis.disconnect();
+  }
 }
 
 /** The bytes a tenant's shared cache mounts hold now. */

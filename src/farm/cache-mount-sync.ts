@@ -141,6 +141,8 @@ async function publish(o: CacheMountShareOptions, t: SyncTarget): Promise<void> 
   const key = cacheMountKey(t.tenant, t.id);
   const state = await readState(t.stateFile);
   const local = scanTree(t.dir, state.entries);
+  // The farm forgot the mount (`farm rm-cache-mount`): this copy is published whole again.
+  if (state.version > 0 && (await recordVersion(o.redis, t.tenant, key)) === 0) state.entries = {};
   const { changed, deleted } = diffTree(state.entries, local);
   if (changed.length === 0 && deleted.length === 0) return;
   const uploads: Array<{ blob: MountBlob; hashes: Set<string> }> = [];

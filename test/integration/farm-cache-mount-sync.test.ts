@@ -16,7 +16,7 @@ import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { connect } from '../../src/farm/connection.js';
 import { BlobStore } from '../../src/farm/blobs.js';
 import { shareCacheMounts } from '../../src/farm/cache-mount-sync.js';
-import { readRecord } from '../../src/farm/cache-mount-record.js';
+import { readRecord, removeRecord } from '../../src/farm/cache-mount-record.js';
 import { cacheMountKey, type SyncTarget } from '../../src/store/cache-mounts.js';
 import { scanTree } from '../../src/snapshot/mount-tree.js';
 
@@ -135,4 +135,20 @@ test('a tampered record (escaping path) or tar (wrong content) is refused and th
   assert.match(s2.lines.join(''), /not restored from the farm .*file "x": digest sha256:[0-9a-f]{64} is not the published sha256:e{64}/);
   assert.deepEqual(await files(b.dir), { mine: 'm' });
   assert.deepEqual((await fs.readdir(b.workDir)).sort(), ['data'], 'no staging left behind');
+});
+
+test('a mount the farm forgot (farm rm-cache-mount) is published whole again by the next step that changes it', async () => {
+  const a = await instance('t4', 'gone');
+  await fs.writeFile(path.join(a.dir, 'one'), '1');
+  await fs.writeFile(path.join(a.dir, 'two'), '2');
+  await sharer().sync.publish(a);
+  const key = cacheMountKey('t4', 'gone');
+  assert.ok((await removeRecord(conn, 't4', key))! > 0);
+  assert.equal(await removeRecord(conn, 't4', key), undefined);
+  assert.equal(await conn.get('slipway:t:t4:cache-mount-bytes'), '0');
+  await fs.writeFile(path.join(a.dir, 'three'), '3');
+  const s = sharer();
+  await s.sync.publish(a);
+  assert.match(s.lines.join(''), /published version 1 to the farm \(3 files changed/);
+  assert.deepEqual(Object.keys((await readRecord(conn, 't4', key)).entries).sort(), ['one', 'three', 'two']);
 });

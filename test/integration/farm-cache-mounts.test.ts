@@ -149,6 +149,21 @@ test('farm status lists each shared mount with its tenant, id, size and age', as
   assert.ok(alice.bytes > 50 * 1024);
 });
 
+test('farm rm-cache-mount forgets a shared mount and its bytes', async () => {
+  const before = Number(redisCli('GET', 'slipway:t:bob:cache-mount-bytes'));
+  const size = record('bob', 'withsecret')!.blobs.reduce((a, b) => a + b.size, 0);
+  const r = await slipway(cluster.seed, ['farm', 'rm-cache-mount', 'bob', 'withsecret', '--redis', cluster.redis.url]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Removed cache mount bob\/withsecret/);
+  assert.equal(record('bob', 'withsecret'), undefined);
+  assert.equal(Number(redisCli('GET', 'slipway:t:bob:cache-mount-bytes')), before - size);
+  const status = await slipway(cluster.seed, ['farm', 'status', '--redis', cluster.redis.url]);
+  assert.doesNotMatch(status.stdout, /withsecret/);
+  const again = await slipway(cluster.seed, ['farm', 'rm-cache-mount', 'bob', 'withsecret', '--redis', cluster.redis.url]);
+  assert.notEqual(again.code, 0);
+  assert.match(again.stderr, /the farm has no cache mount "withsecret" of tenant bob/);
+});
+
 test('--cache-mount-cap stops publishing past the cap and says so in the build log', async () => {
   await stopWorker('w2');
   const capped: FarmProc = await cluster.startWorker('w1', ['--cache-mount-cap', '64KB']);
