@@ -110,8 +110,10 @@ export const COMMANDS: Record<string, Command> = {
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
       --name string            Worker name
       --allow list             network.host (the host network), security.insecure (RUN --security=insecure)
+      --cache-mount-cap size   Bytes a tenant's shared cache mounts may hold in the registry (default 1GB, 0: no cap)
+      --no-cache-mount-sharing Keep cache mounts on this worker only (neither restore nor publish them)
 Sandbox defaults and ceilings for every build:${SANDBOX_HELP}`, run: workerCommand },
-  farm: { usage: 'status [BUILD...] [--redis URL] [--format json]', summary: 'Show the farm: queue depth, workers, running builds (or the state of some builds)', run: farmCommand },
+  farm: { usage: 'status [BUILD...] [--redis URL] [--format json] | rm-cache-mount TENANT ID [--redis URL]', summary: 'Show the farm: queue depth, workers, running builds, shared cache mounts (or the state of some builds); rm-cache-mount forgets a shared cache mount', run: farmCommand },
   run: { usage: '[OPTIONS] IMAGE [COMMAND] [ARG...]', summary: 'Run a command in a new container (its changes are discarded)', help: `Options:
   -e, --env list        Set environment variables
   -i, --interactive     Keep STDIN open

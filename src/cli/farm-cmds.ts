@@ -3,13 +3,15 @@ import { SlipwayError } from '../errors.js';
 import { redisUrl, registryHost } from '../farm/connection.js';
 import { buildInfo, farmStatus, followBuild, submitBuild, type BuildInfo } from '../farm/submit.js';
 import { startFarmWorker } from '../farm/worker.js';
-import { table } from './format.js';
+import { humanAgo, humanSize, table } from './format.js';
+import { parseSize } from './prune-cmd.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 import type { BuildJobResult } from '../farm/job.js';
 import { TENANT_NAME } from '../farm/namespace.js';
+import { forgetSharedMount } from '../farm/cache-mount-record.js';
 import type { Credentials } from '../registry/client.js';
 import { configDir, readCredentials } from '../registry/auth.js';
 import { followRemote, readSubmitToken, submitRemote } from './submit-remote.js';
@@ -107,9 +109,10 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     options: {
       redis: { type: 'string' }, registry: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' },
       'metrics-port': { type: 'string' }, 'metrics-host': { type: 'string' }, 'shared-tenant': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
-      allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
+      allow: { type: 'string', multiple: true }, 'cache-mount-cap': { type: 'string' }, 'no-cache-mount-sharing': { type: 'boolean' }, ...SANDBOX_FLAGS,
     },
   });
+  if (values['no-cache-mount-sharing'] && values['cache-mount-cap'] !== undefined) throw new SlipwayError('ERR_USAGE', '--cache-mount-cap caps shared cache mounts: it makes no sense with --no-cache-mount-sharing');
   const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
   if (values['metrics-host'] !== undefined && values['metrics-port'] === undefined) throw new SlipwayError('ERR_USAGE', '--metrics-host needs --metrics-port');
   const num = (v: string | undefined, name: string) => {
@@ -129,7 +132,8 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     ...(values['metrics-host'] !== undefined ? { metricsHost: values['metrics-host'] } : {}),
     ...(values['shared-tenant'] !== undefined ? { sharedTenant: sharedTenant(values['shared-tenant']) } : {}),
     registryCredentials: await farmCredentials(needRegistry(values.registry)),
-    policy,
+    policy, shareCacheMounts: !values['no-cache-mount-sharing'],
+    ...(values['cache-mount-cap'] !== undefined ? { cacheMountCapBytes: parseSize(values['cache-mount-cap']) } : {}),
   });
   if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://${values['metrics-host'] ?? '127.0.0.1'}:${w.metricsPort}/metrics\n`);
   await new Promise<void>((resolve) => {
@@ -148,7 +152,8 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
 /** `slipway farm status [BUILD…]`: the queue and its workers, or what the queue knows of some builds. */
 export async function farmCommand(args: string[], _env: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { redis: { type: 'string' }, format: { type: 'string' } }, allowPositionals: true });
-  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [BUILD...] [--redis URL] [--format json]');
+  if (positionals[0] === 'rm-cache-mount') return forgetMount(redisUrl(values.redis), positionals.slice(1));
+  if (positionals[0] !== 'status') throw new SlipwayError('ERR_USAGE', 'usage: slipway farm status [BUILD...] [--redis URL] [--format json] | farm rm-cache-mount TENANT ID [--redis URL]');
   const ids = positionals.slice(1);
   if (ids.length > 0) return await buildsStatus(redisUrl(values.redis), ids, values.format === 'json');
   const st = await farmStatus(redisUrl(values.redis));
@@ -166,10 +171,26 @@ export async function farmCommand(args: string[], _env: CommandEnv): Promise<num
     process.stdout.write(table([['WORKER', 'ALIVE', 'BUILDS', 'HIT RATE', 'BY AFFINITY', 'CHAINS HELD'],
       ...r.workers.map((w) => [w.name, w.alive ? 'yes' : 'no', String(w.builds), pct(w.hitRate), w.builds ? pct(w.routed / w.builds) : '-', String(w.heldKeys)])]));
   }
+  if (st.cacheMounts.length) {
+    process.stdout.write('Shared cache mounts:\n');
+    process.stdout.write(table([['TENANT', 'ID', 'SIZE', 'FILES', 'VERSION', 'UPDATED'],
+      ...st.cacheMounts.map((m) => [m.tenant, m.id, humanSize(m.bytes), String(m.files), String(m.version), humanAgo(new Date(m.updatedAt).toISOString())])]));
+  }
   if (st.running.length) {
     process.stdout.write('Running builds:\n');
     process.stdout.write(table([['BUILD', 'TAGS', 'STARTED'], ...st.running.map((r) => [r.id, r.tags.join(',') || '<none>', r.startedAt ? new Date(r.startedAt).toISOString() : ''])]));
   }
+  return 0;
+}
+
+/** `slipway farm rm-cache-mount TENANT ID`: the farm forgets a shared cache mount (workers keep their copies). */
+async function forgetMount(redis: string, args: string[]): Promise<number> {
+  if (args.length !== 2) throw new SlipwayError('ERR_USAGE', 'usage: slipway farm rm-cache-mount TENANT ID [--redis URL]');
+  const [tenant, id] = args as [string, string];
+  if (!TENANT_NAME.test(tenant)) throw new SlipwayError('ERR_USAGE', `invalid tenant ${JSON.stringify(tenant)}`);
+  const freed = await forgetSharedMount(redis, tenant, id);
+  if (freed === undefined) throw new SlipwayError('ERR_USAGE', `the farm has no cache mount ${JSON.stringify(id)} of tenant ${tenant}`);
+  process.stdout.write(`Removed cache mount ${tenant}/${id} (${humanSize(freed)} no longer counted against the cap)\n`);
   return 0;
 }
 

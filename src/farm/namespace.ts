@@ -27,6 +27,24 @@ export function contextRepo(tenant: string): string {
   return `slipway/${tenant}/contexts`;
 }
 
+/** The registry repository of a tenant's shared cache mounts (their change tars). */
+export function cacheMountRepo(tenant: string): string {
+  return `slipway/${tenant}/cache-mounts`;
+}
+
+/** The Redis hash of one tenant's cache mount (`key` = the store's cacheMountKey). */
+export function cacheMountRecordKey(tenant: string, key: string): string {
+  return `${tenantKeyPrefix(tenant)}:cache-mount:${key}`;
+}
+
+/** The bytes one tenant's shared cache mounts hold in the registry (what the cap bounds). */
+export function cacheMountBytesKey(tenant: string): string {
+  return `${tenantKeyPrefix(tenant)}:cache-mount-bytes`;
+}
+
+/** Every shared cache mount of the farm, as `<tenant>/<key>` members (for `farm status`). */
+export const CACHE_MOUNTS_KEY = `${FARM_PREFIX}:cache-mounts`;
+
 /**
  * A worker's store for one tenant: the default tenant's is the worker's --root, another's a
  * folder below it, so that a local cache hit can never cross tenants either.

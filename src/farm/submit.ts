@@ -14,6 +14,7 @@ import { routeKeys } from './route-keys.js';
 import { enqueueBuild } from './enqueue.js';
 import { followJob, withJobQueues, withQueue } from './queue.js';
 import { routingStats } from './routing.js';
+import { listSharedMounts, type SharedMountInfo } from './cache-mount-record.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 import { sealSecrets, workerKeys, type SealedSecretsJson, type WorkerKeyJson } from './secret-box.js';
 
@@ -118,7 +119,7 @@ export async function followBuild(redisUrl: string, jobId: string, onText: (t: s
 }
 
 /** `farm status`: queue depth, workers, running builds, and how builds were routed. */
-export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }>; routing: Awaited<ReturnType<typeof routingStats>> }> {
+export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }>; routing: Awaited<ReturnType<typeof routingStats>>; cacheMounts: SharedMountInfo[] }> {
   return withQueue(redisUrl, 'producer', async (queue, conn) => {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
@@ -128,7 +129,7 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
       return { name: at >= 0 ? raw.slice(at + 3) : raw, addr: String(w['addr'] ?? '') };
     });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
-    return { counts, workers, running, routing: await routingStats(conn) };
+    return { counts, workers, running, routing: await routingStats(conn), cacheMounts: await listSharedMounts(conn) };
   });
 }
 

@@ -24,6 +24,7 @@ import { moveTagFenced, nextFence } from './fencing.js';
 import { advertise } from './routing.js';
 import { FarmMetrics, tapBuild, type BuildTap } from './metrics.js';
 import { openSecrets, publishWorkerKey, withdrawWorkerKey, type WorkerKey } from './secret-box.js';
+import { shareCacheMounts } from './cache-mount-sync.js';
 import type { BuildJobData, BuildJobResult, FarmStep } from './job.js';
 
 export interface FarmWorkerOptions {
@@ -48,7 +49,14 @@ export interface FarmWorkerOptions {
   log?: (line: string) => void;
   /** The sandbox of every build this worker runs (`--memory`, `--allow network.host`, …). */
   policy?: SandboxPolicy;
+  /** Share cache mounts with the other workers through Redis and the registry (default true). */
+  shareCacheMounts?: boolean;
+  /** Bytes a tenant's shared cache mounts may hold in the registry (default 1 GB, 0 for no cap). */
+  cacheMountCapBytes?: number;
 }
+
+/** The default of `--cache-mount-cap`. */
+export const DEFAULT_CACHE_MOUNT_CAP = 1e9;
 
 /** A running worker process' handle. */
 export interface FarmWorker {
@@ -160,6 +168,7 @@ async function buildJob(w: WorkerEnv, r: JobRun, tmp: string, onEvent: (e: Build
     sandbox: opts.policy?.sandbox ?? {}, allowHostNetwork: opts.policy?.entitlements.includes('network.host') ?? false,
     allowInsecure: opts.policy?.entitlements.includes('security.insecure') ?? false, tenant: r.tenant,
     ...(data.secrets ? { secrets: openSecrets(data.secrets, w.secretKey) } : {}),
+    ...(opts.shareCacheMounts !== false ? { cacheMountSync: shareCacheMounts({ redis: w.cacheRedis, blobs: w.blobs, capBytes: opts.cacheMountCapBytes ?? DEFAULT_CACHE_MOUNT_CAP, say: progress }) } : {}),
     fetchBase: (ref) => fetchTenantBase({ layout: r.layout, registry: opts.registry, credentials: opts.registryCredentials, tenant: r.tenant, shared: opts.sharedTenant, ref }),
   });
   const pushed = data.push ? await pushTags(w, r, fence, localTags, id, progress) : [];

@@ -17,7 +17,7 @@ import { mappingFor, type ContainerMount, type SandboxOptions } from '../sandbox
 import { hostOwner } from '../sandbox/shift-owners.js';
 import { forwardAgent, type AgentForward } from '../sandbox/agent-forward.js';
 import { contextTree, copyTree, digestTree, layerTree } from '../snapshot/mount-source.js';
-import { openCacheMount, type OpenCacheMount } from '../store/cache-mounts.js';
+import { openCacheMount, type CacheMountSync, type OpenCacheMount } from '../store/cache-mounts.js';
 import { makeTmpDir } from '../store/graph.js';
 import type { StoreLayout } from '../store/layout.js';
 
@@ -37,6 +37,8 @@ export interface MountEnv {
   ssh?: ReadonlyMap<string, string>;
   noCache?: boolean;
   tenant?: string;
+  /** Shares cache mounts beyond this store (the farm's workers). */
+  cacheMountSync?: CacheMountSync;
   warn: (text: string) => void;
   signal?: AbortSignal;
   /** A stage (by name or index) or image: its layer folders and id. */
@@ -51,6 +53,7 @@ interface MountOptions {
   ssh?: ReadonlyMap<string, string>;
   noCache?: boolean;
   tenant?: string;
+  cacheMountSync?: CacheMountSync;
   signal?: AbortSignal;
   onEvent: (e: { type: 'warning'; text: string }) => void;
 }
@@ -59,7 +62,7 @@ interface MountOptions {
 export function mountEnv(o: MountOptions, b: Pick<MountEnv, 'file' | 'escape' | 'context' | 'resolveFrom'>): MountEnv {
   return {
     ...b, layout: o.layout, ...(o.sandbox ? { sandbox: o.sandbox } : {}), ...(o.secrets ? { secrets: o.secrets } : {}),
-    ...(o.ssh ? { ssh: o.ssh } : {}), noCache: o.noCache ?? false, tenant: o.tenant ?? 'default', ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.ssh ? { ssh: o.ssh } : {}), noCache: o.noCache ?? false, tenant: o.tenant ?? 'default', ...(o.cacheMountSync ? { cacheMountSync: o.cacheMountSync } : {}), ...(o.signal ? { signal: o.signal } : {}),
     warn: (text) => o.onEvent({ type: 'warning', text }),
   };
 }
@@ -247,7 +250,8 @@ async function openCache(run: MountEnv, step: RunStep, m: CacheMount, c: OpenCon
     return data;
   }
   const open = await openCacheMount(run.layout, {
-    tenant: run.tenant ?? 'default', id: m.id, sharing: m.sharing, owner, ...(seed ? { seed } : {}),
+    tenant: run.tenant ?? 'default', id: m.id, sharing: m.sharing, owner, ...(seed ? { seed } : {}), readonly: m.readonly,
+    ...(run.cacheMountSync ? { sync: run.cacheMountSync } : {}),
     onWait: (pid) => run.warn(`RUN --mount=type=cache,id=${m.id},sharing=${m.sharing}: waiting for process ${pid}, which uses it`),
     ...(run.signal ? { signal: run.signal } : {}),
   });

@@ -3,6 +3,7 @@ import type { SandboxOptions } from '../sandbox/container.js';
 import type { ContainerConfigJson } from '../image-config.js';
 import type { Plan } from '../dockerfile/plan.js';
 import type { StoreLayout, ImageId } from '../store/layout.js';
+import type { CacheMountSync } from '../store/cache-mounts.js';
 import type { StepRecord } from '../cache/history.js';
 import type { StepResult, StepTask } from '../snapshot/run-step.js';
 import type { BuildContext } from '../context/load.js';
@@ -40,6 +41,8 @@ export interface BuildOptions {
   ssh?: ReadonlyMap<string, string>;
   /** Cache mounts (RUN --mount=type=cache) are kept per tenant (default "default"). */
   tenant?: string;
+  /** Shares cache mounts beyond this store: the farm restores them before a step and publishes them after. */
+  cacheMountSync?: CacheMountSync;
   /** How RUN steps are confined: runtime, user namespace, limits, timeout. */
   sandbox?: SandboxOptions;
   /** Rootfs assembly for RUN/COPY/ADD steps (default overlay). */

@@ -32,6 +32,28 @@ export interface CacheMountRequest {
   onWait?: (pid: number) => void;
   signal?: AbortSignal;
   pollMs?: number;
+  /** Shares the mount beyond this store (the farm): restored before use, published after. */
+  sync?: CacheMountSync;
+  /** A readonly mount is restored but never published. */
+  readonly?: boolean;
+}
+
+/** One instance as a sync sees it: its data folder, a state file of its own, and a scratch folder on the same filesystem. */
+export interface SyncTarget { tenant: string; id: string; dir: string; stateFile: string; workDir: string }
+
+/**
+ * What shares cache mounts beyond one store. `restore` runs under the key's lock while no other
+ * step uses the instance (so nothing races its writes); `publish` runs after the step, while
+ * the use still holds the instance (so prune cannot take it away). Neither may throw for a
+ * failure to share: a cache mount is a cache, and the build goes on without it.
+ */
+export interface CacheMountSync {
+  restore(t: SyncTarget): Promise<void>;
+  publish(t: SyncTarget): Promise<void>;
+}
+
+function syncTarget(req: CacheMountRequest, instanceDir: string): SyncTarget {
+  return { tenant: req.tenant, id: req.id, dir: path.join(instanceDir, 'data'), stateFile: path.join(instanceDir, 'farm-sync.json'), workDir: instanceDir };
 }
 
 /** A cache mount in use: its data folder, and the release that ends the use. */
@@ -109,6 +131,9 @@ export async function openCacheMount(layout: StoreLayout, req: CacheMountRequest
       await writeFileAtomic(path.join(keyDir, 'meta.json'), JSON.stringify({ tenant: req.tenant, id: req.id }), 0o600, { fsync: false });
       const p = await pick(keyDir, req);
       if (p.blocker !== undefined) return p;
+      const instanceDir = path.join(keyDir, String(p.n));
+      // Restored only while no other step uses the instance: nothing in a container can race the writes.
+      if (req.sync && (await liveUsers(instanceDir)).length === 0) await req.sync.restore(syncTarget(req, instanceDir));
       const marker = path.join(keyDir, String(p.n), 'users', `${process.pid}-${crypto.randomBytes(4).toString('hex')}-${req.sharing}`);
       await fs.writeFile(marker, '');
       return { ...p, marker };
@@ -119,6 +144,7 @@ export async function openCacheMount(layout: StoreLayout, req: CacheMountRequest
         dir: path.join(instanceDir, 'data'),
         instance: got.n,
         release: async () => {
+          if (req.sync && !req.readonly) await req.sync.publish(syncTarget(req, instanceDir));
           const now = new Date();
           await fs.utimes(instanceDir, now, now).catch(() => undefined);
           await fs.rm(got.marker, { force: true });
