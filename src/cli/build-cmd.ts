@@ -6,10 +6,9 @@ import { WorkerPool } from '../scheduler/pool.js';
 import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { progressFor } from './build-progress.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
-import { ensureStore, makeTmpDir } from '../store/graph.js';
+import { makeTmpDir } from '../store/graph.js';
 import { SANDBOX_FLAGS, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
 import { sessionInputs } from './session-flags.js';
-import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
@@ -19,24 +18,6 @@ import { BUILD_EXTRA_FLAGS, buildExtras } from './build-flags.js';
 import type { BuildInput } from './build-input.js';
 import type { SandboxOptions } from '../sandbox/container.js';
 import type { RemoteCache } from '../scheduler/remote-cache.js';
-
-/** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
-async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
-  await ensureStore(layout);
-  // The probe mounts a throwaway overlay: remember its answer per kernel and filesystem.
-  const memo = path.join(layout.root, 'storage-driver.json');
-  const dev = (await fs.stat(layout.graph)).dev;
-  const known = await fs.readFile(memo, 'utf8').then((t) => JSON.parse(t) as { kernel: string; dev: number; driver: 'overlay' | 'vfs'; reason?: string }, () => undefined);
-  if (known && known.kernel === os.release() && known.dev === dev) {
-    if (known.driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${known.reason ?? 'unknown'}); using --storage-driver vfs\n`);
-    return known.driver;
-  }
-  const { detectStorageDriver } = await import('../snapshot/storage-driver.js');
-  const { driver, reason } = await detectStorageDriver(layout.tmp);
-  await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
-  if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
-  return driver;
-}
 
 /**
  * A Dockerfile that is a named pipe, socket or device inside the context would block the
@@ -150,7 +131,9 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   // The exporters (a rootfs merge and a tar writer) load only when --output asks for them.
   const exporter = extras.outputs.length > 0 ? await import('./build-output.js') : undefined;
   await exporter?.checkOutputs(extras.outputs);
-  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
+  // The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted.
+  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER']
+    ?? (await (await import('../snapshot/storage-driver.js')).memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
