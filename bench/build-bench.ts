@@ -6,11 +6,17 @@
  * Every builder starts from the same busybox rootfs tar, imported untimed.
  *
  *   node dist/bench/build-bench.js [--runs N] [--only REGEX] [--peers docker,buildah] [--modes cold,warm,touched]
- *                                  [--cli PATH] [--baseline-cli PATH] [--corpus DIR] [--base ROOTFS.tar] [--steps]
+ *                                  [--cli PATH] [--baseline-cli PATH] [--main-cli PATH] [--engine]
+ *                                  [--corpus DIR] [--base ROOTFS.tar] [--steps]
+ *
+ * `slipway` is a standalone `slipway build` process per build (SLIPWAY_ENGINE=off). `--engine`
+ * adds `slipway-engine`: the same CLI through its resident engine (`serve` on the entry's root,
+ * started untimed), and `slipway-main-engine` with `--main-cli`. `--baseline-cli` adds
+ * `slipway-before`, `--main-cli` adds `slipway-main` (another tree's CLI, measured the same way).
  *
  * Prints one JSON line per measurement ({entry, mode, builder, seconds, runs, samples}), then a
- * Markdown table of slipway/best-peer ratios (and before/after, with a baseline CLI). It never
- * asserts. Everything it creates lives in one temp dir, including a private dockerd, which it stops
+ * Markdown table of slipway/best-peer ratios (and how many times faster than the baseline and
+ * main CLIs). It never asserts. Everything it creates lives in one temp dir, including a private dockerd, which it stops
  * (and unmounts and deletes) on exit and Ctrl-C.
  */
 import fs from 'node:fs';
@@ -21,11 +27,16 @@ import crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Interrupted, interrupt, isInterrupted, live, must, onPath, round, run, stopChild, tail, type RunResult } from './child-run.js';
-import { buildahBuilder, dockerBuilder, slipwayBuilder, startDockerd, type Builder, type BuilderName, type Ctx, type Dockerd, type Entry } from './builders.js';
+import { buildahBuilder, dockerBuilder, slipwayBuilder, slipwayEngineBuilder, startDockerd, type Builder, type BuilderName, type Ctx, type Dockerd, type Entry } from './builders.js';
 
 type Mode = 'cold' | 'warm' | 'touched';
-/** Slipway itself and the baseline CLI (`--baseline-cli`): neither is a peer. */
-const SLIPWAYS: readonly BuilderName[] = ['slipway', 'slipway-before'];
+/** Slipway itself (standalone and through its engine), the baseline and main CLIs: none is a peer. */
+const SLIPWAYS: readonly BuilderName[] = ['slipway', 'slipway-engine', 'slipway-before', 'slipway-main', 'slipway-main-engine'];
+/** The ratio columns: [numerator, denominator, heading]; > 1 means the second is that many times faster. */
+const SPEEDUPS: ReadonlyArray<[BuilderName, BuilderName, string]> = [
+  ['slipway-before', 'slipway', 'before/now'], ['slipway-main', 'slipway', 'main/now'],
+  ['slipway-main-engine', 'slipway-engine', 'main-engine/now-engine'],
+];
 const MODES: readonly Mode[] = ['cold', 'warm', 'touched'];
 const PEERS: readonly BuilderName[] = ['docker-legacy', 'buildkit', 'buildah'];
 /** The project's targets: slipway seconds / best peer seconds. */
@@ -154,25 +165,34 @@ async function measure(e: Entry, mode: Mode, runs: number, active: Builder[], op
   });
 }
 
+/** Seconds with two decimals, or – for none. */
+function fmt(x: number | null | undefined): string {
+  return x === null || x === undefined ? '–' : x.toFixed(2);
+}
+
+/** slipway/best peer and the verdict against the target, for one Slipway variant. */
+function versusPeers(sw: number | null | undefined, best: { b: BuilderName; s: number } | undefined, mode: Mode): string {
+  const ratio = best && typeof sw === 'number' ? sw / best.s : undefined;
+  if (ratio === undefined) return '– | ';
+  return `${ratio.toFixed(2)}× | ${ratio <= TARGET[mode] ? 'met' : `missed (${(ratio / TARGET[mode]).toFixed(1)}× too slow)`}`;
+}
+
 function table(results: Measurement[], builders: BuilderName[]): string {
   const peers: BuilderName[] = builders.filter((b) => !SLIPWAYS.includes(b));
-  const baseline = builders.includes('slipway-before');
-  const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '–' : x.toFixed(2));
-  const rows = [`| entry | mode | ${builders.join(' | ')} | best peer | slipway/best | target | |${baseline ? ' before/after |' : ''}`,
-    `|${'---|'.repeat(builders.length + (baseline ? 7 : 6))}`];
+  const mine = (['slipway', 'slipway-engine'] as const).filter((b) => builders.includes(b));
+  const speedups = SPEEDUPS.filter(([a, b]) => builders.includes(a) && builders.includes(b));
+  const head = [...builders, 'best peer', ...mine.flatMap((m) => [`${m}/best`, `${m} verdict`]), 'target', ...speedups.map(([, , h]) => h)];
+  const rows = [`| entry | mode | ${head.join(' | ')} |`, `|${'---|'.repeat(head.length + 2)}`];
   const keys = [...new Set(results.map((r) => `${r.entry}\t${r.mode}`))];
   for (const k of keys) {
     const [entry, mode] = k.split('\t') as [string, Mode];
     const get = (b: BuilderName) => results.find((r) => r.entry === entry && r.mode === mode && r.builder === b)?.seconds;
     const best = peers.map((b) => ({ b, s: get(b) })).filter((x): x is { b: BuilderName; s: number } => typeof x.s === 'number')
       .sort((x, y) => x.s - y.s)[0];
-    const sw = get('slipway');
-    const ratio = best && typeof sw === 'number' ? sw / best.s : undefined;
-    const verdict = ratio === undefined ? '' : ratio <= TARGET[mode] ? 'met' : `missed (${(ratio / TARGET[mode]).toFixed(1)}× too slow)`;
-    // before/after > 1: this Slipway is that many times faster than the baseline CLI
-    const before = get('slipway-before');
-    const speedup = typeof before === 'number' && typeof sw === 'number' && sw > 0 ? `${(before / sw).toFixed(2)}× |` : '– |';
-    rows.push(`| ${entry} | ${mode} | ${builders.map((b) => fmt(get(b))).join(' | ')} | ${best ? `${best.b} ${fmt(best.s)}` : '–'} | ${ratio === undefined ? '–' : `${ratio.toFixed(2)}×`} | ≤ ${TARGET[mode]}× | ${verdict} |${baseline ? ` ${speedup}` : ''}`);
+    const ratio = (a: BuilderName, b: BuilderName) => { const x = get(a); const y = get(b); return typeof x === 'number' && typeof y === 'number' && y > 0 ? `${(x / y).toFixed(2)}×` : '–'; };
+    const cells = [...builders.map((b) => fmt(get(b))), best ? `${best.b} ${fmt(best.s)}` : '–', ...mine.map((m) => versusPeers(get(m), best, mode)),
+      `≤ ${TARGET[mode]}×`, ...speedups.map(([a, b]) => ratio(a, b))];
+    rows.push(`| ${entry} | ${mode} | ${cells.join(' | ')} |`);
   }
   return rows.join('\n');
 }
@@ -243,7 +263,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       runs: { type: 'string' }, only: { type: 'string' }, peers: { type: 'string' }, modes: { type: 'string' },
-      cli: { type: 'string' }, 'baseline-cli': { type: 'string' }, corpus: { type: 'string' }, base: { type: 'string' }, 'docker-cli': { type: 'string' },
+      cli: { type: 'string' }, 'baseline-cli': { type: 'string' }, 'main-cli': { type: 'string' }, engine: { type: 'boolean' }, corpus: { type: 'string' }, base: { type: 'string' }, 'docker-cli': { type: 'string' },
       steps: { type: 'boolean' },
     },
   });
@@ -256,6 +276,8 @@ async function main(): Promise<void> {
   if (!fs.existsSync(cli)) throw new Error(`no Slipway CLI at ${cli} (build it, or pass --cli PATH)`);
   const baselineCli = values['baseline-cli'] !== undefined ? path.resolve(values['baseline-cli']) : undefined;
   if (baselineCli !== undefined && !fs.existsSync(baselineCli)) throw new Error(`no Slipway CLI at ${baselineCli} (--baseline-cli)`);
+  const mainCli = values['main-cli'] !== undefined ? path.resolve(values['main-cli']) : undefined;
+  if (mainCli !== undefined && !fs.existsSync(mainCli)) throw new Error(`no Slipway CLI at ${mainCli} (--main-cli)`);
   const corpus = path.resolve(values.corpus ?? '/work/shared/bench/corpus');
   const dockerCli = values['docker-cli'] ?? (fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : onPath('docker') ?? '/usr/bin/docker');
 
@@ -280,7 +302,9 @@ async function main(): Promise<void> {
     }
     const ctx: Ctx = { work, baseTar };
     const entries = await copyCorpus(corpus, new RegExp(values.only ?? '.'), work);
-    const slipways = [slipwayBuilder(ctx, 'slipway', cli), ...(baselineCli ? [slipwayBuilder(ctx, 'slipway-before', baselineCli)] : [])];
+    const slipways = [slipwayBuilder(ctx, 'slipway', cli), ...(values.engine ? [slipwayEngineBuilder(ctx, 'slipway-engine', cli)] : []),
+      ...(baselineCli ? [slipwayBuilder(ctx, 'slipway-before', baselineCli)] : []),
+      ...(mainCli ? [slipwayBuilder(ctx, 'slipway-main', mainCli), ...(values.engine ? [slipwayEngineBuilder(ctx, 'slipway-main-engine', mainCli)] : [])] : [])];
     const builders = await probe([...slipways, ...(await setUpPeers(wantedPeers, ctx, dockerCli))], work);
     for (const s of slipways) if (!builders.includes(s)) throw new Error(`the ${s.name} probe build failed; see above`);
     log(`builders: ${builders.map((b) => b.name).join(', ')}; entries: ${entries.map((e) => e.name).join(', ')}`);

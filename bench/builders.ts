@@ -9,8 +9,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { live, must, run, sleep, stopChild, tail, type RunResult } from './child-run.js';
 
-/** Slipway itself, an older Slipway CLI measured the same way (`--baseline-cli`), and the peers. */
-export type BuilderName = 'slipway' | 'slipway-before' | 'docker-legacy' | 'buildkit' | 'buildah';
+/**
+ * Slipway itself standalone and through its resident engine (`-engine`), an older Slipway CLI
+ * measured the same way (`--baseline-cli`), main's CLI (`--main-cli`), and the peers.
+ */
+export type BuilderName = 'slipway' | 'slipway-engine' | 'slipway-before' | 'slipway-main' | 'slipway-main-engine' | 'docker-legacy' | 'buildkit' | 'buildah';
 
 export interface Entry { name: string; dir: string; touched?: string; original?: Buffer }
 export interface Builder {
@@ -27,8 +30,11 @@ export interface Ctx { work: string; baseTar: string }
 
 const tagOf = (e: Entry, b: BuilderName) => `bench-${e.name}:${b}`;
 
-/** `name` runs the CLI at `cliPath` with its own fresh `--root` per entry, holding only the imported base. */
-export function slipwayBuilder(ctx: Ctx, name: 'slipway' | 'slipway-before', cliPath: string): Builder {
+/**
+ * `name` runs the CLI at `cliPath` with its own fresh `--root` per entry, holding only the
+ * imported base. Standalone: each build is one `slipway build` process (SLIPWAY_ENGINE=off).
+ */
+export function slipwayBuilder(ctx: Ctx, name: 'slipway' | 'slipway-before' | 'slipway-main', cliPath: string): Builder {
   const rootOf = (e: Entry) => path.join(ctx.work, name, e.name);
   const cli = (e: Entry, ...args: string[]) => [cliPath, '--root', rootOf(e), ...args];
   return {
@@ -37,9 +43,63 @@ export function slipwayBuilder(ctx: Ctx, name: 'slipway' | 'slipway-before', cli
       await fsp.rm(rootOf(e), { recursive: true, force: true });
       await must(process.execPath, cli(e, 'import', '--change', 'CMD ["sh"]', ctx.baseTar, 'busybox:latest'));
     },
-    build: (e) => run(process.execPath, cli(e, 'build', '-t', tagOf(e, name), e.dir)),
+    build: (e) => run(process.execPath, cli(e, 'build', '-t', tagOf(e, name), e.dir), { env: { SLIPWAY_ENGINE: 'off' } }),
     finish: (e) => fsp.rm(rootOf(e), { recursive: true, force: true }),
   };
+}
+
+/**
+ * The same CLI through its resident engine: `slipway serve` on the entry's root (its default
+ * socket, `<root>/slipway.sock`), started untimed by `reset`; each timed build is the
+ * `slipway build` client process, which hands the build to the engine.
+ */
+export function slipwayEngineBuilder(ctx: Ctx, name: 'slipway-engine' | 'slipway-main-engine', cliPath: string): Builder {
+  const rootOf = (e: Entry) => path.join(ctx.work, name, e.name);
+  const cli = (e: Entry, ...args: string[]) => [cliPath, '--root', rootOf(e), ...args];
+  let engine: ChildProcess | undefined;
+  const stop = async () => {
+    if (engine) await stopChild(engine, 'SIGTERM', 15_000);
+    engine = undefined;
+  };
+  return {
+    name,
+    async reset(e) {
+      await stop();
+      await fsp.rm(rootOf(e), { recursive: true, force: true });
+      await must(process.execPath, cli(e, 'import', '--change', 'CMD ["sh"]', ctx.baseTar, 'busybox:latest'));
+      engine = await startEngine(cli(e, 'serve'));
+    },
+    async build(e) {
+      if (!engine || engine.exitCode !== null) throw new Error(`${name}: the engine for ${e.name} is not running`);
+      return run(process.execPath, cli(e, 'build', '-t', tagOf(e, name), e.dir));
+    },
+    async finish(e) {
+      await stop();
+      await fsp.rm(rootOf(e), { recursive: true, force: true });
+    },
+  };
+}
+
+/** `slipway serve`, once it says it is listening (its stdout), tracked in `live`. */
+async function startEngine(args: string[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  live.add(child);
+  child.on('exit', () => live.delete(child));
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start in 30 s:\n${tail(out, 20)}`)), 30_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening on')) { clearTimeout(timer); resolve(); }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`serve exited (${code}):\n${tail(out, 20)}`)); });
+  });
+  // Its output is not read any more: drained so that the engine never blocks on a full pipe.
+  child.stdout!.resume();
+  child.stderr!.resume();
+  return child;
 }
 
 export interface Dockerd { child: ChildProcess; env: NodeJS.ProcessEnv; cli: string }

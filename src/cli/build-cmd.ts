@@ -1,33 +1,24 @@
 import path from 'node:path';
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
-import { lowerDirsOf } from '../store/graph.js';
 import { WorkerPool } from '../scheduler/pool.js';
 import { buildThroughEngine, runningEngine } from './engine-client.js';
 import { progressFor } from './build-progress.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
-import { ensureStore, makeTmpDir, readImage, resolveImage, sweepTmp } from '../store/graph.js';
-import { resolveUser } from '../snapshot/rootfs.js';
-import { runInSandbox } from '../snapshot/sandbox.js';
-import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
+import { makeTmpDir } from '../store/graph.js';
+import { SANDBOX_FLAGS, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
 import { sessionInputs } from './session-flags.js';
-import { memoizedStorageDriver } from '../snapshot/storage-driver.js';
-import { containerEnv, envGet } from '../image-config.js';
 import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
-import { RUN_VALUE_FLAGS } from './run-flags.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
-import { terminalAttach } from './run-terminal.js';
 import { BUILD_EXTRA_FLAGS, buildExtras } from './build-flags.js';
 import type { BuildInput } from './build-input.js';
 import type { SandboxOptions } from '../sandbox/container.js';
 import type { RemoteCache } from '../scheduler/remote-cache.js';
 
-/** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
 /**
  * A Dockerfile that is a named pipe, socket or device inside the context would block the
  * build forever (or worse): refused. A pipe given with -f from outside the context
@@ -136,16 +127,20 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   const engine = positionals[0] !== '-' && values.file !== '-' ? await engineFor(values, layout) : undefined;
   if (engine) return buildInEngine(engine, values, positionals[0]!);
   // The engine's own modules load only for an in-process build: a client of the resident engine skips them.
-  const [{ build }, { buildInput }, { checkOutputs, writeOutputs }] = await Promise.all([import('../scheduler/build.js'), import('./build-input.js'), import('./build-output.js')]);
-  await checkOutputs(extras.outputs);
-  const probed = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
+  const [{ build }, { buildInput }] = await Promise.all([import('../scheduler/build.js'), import('./build-input.js')]);
+  // The exporters (a rootfs merge and a tar writer) load only when --output asks for them.
+  const exporter = extras.outputs.length > 0 ? await import('./build-output.js') : undefined;
+  await exporter?.checkOutputs(extras.outputs);
+  // The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted.
+  const probed = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER']
+    ?? (await (await import('../snapshot/storage-driver.js')).memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
   const driver = typeof probed === 'string' ? probed : probed.driver;
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
   const quiet = values.quiet ?? false;
-  const progress = progressFor(values);
+  const progress = await progressFor(values);
   const onEvent = progress.sinks.onEvent;
   const { abort, release } = interruptible();
   try {
@@ -165,7 +160,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
     progress.end();
     if (typeof probed !== 'string') await probed.remember();
     if (values.plan) return 0;
-    await writeOutputs(layout, id, extras.outputs);
+    await exporter?.writeOutputs(layout, id, extras.outputs);
     // As docker: the id, without a newline, written once the build succeeded.
     if (extras.iidfile !== undefined) await writeFileAtomic(extras.iidfile, `sha256:${id}`, 0o644, { fsync: false });
     if (quiet) process.stdout.write(`sha256:${id}\n`);
@@ -182,65 +177,4 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
 async function cacheFromFor(layout: CommandEnv['layout'], names: string[], warn: (text: string) => void): Promise<RemoteCache> {
   const [{ CacheFrom }, { loadCacheSources }, reg] = await Promise.all([import('../registry/cache-from.js'), import('../registry/cache-from-registry.js'), import('./registry-cmds.js')]);
   return new CacheFrom(layout, () => loadCacheSources(layout, names, reg.registryAccess(), warn));
-}
-
-/** `slipway run`: the image's Entrypoint/Cmd in the sandbox over a throwaway upper layer. */
-export async function runCommand(args: string[], { layout }: CommandEnv): Promise<number> {
-  // Options end at the image name: what follows is the command, flags included.
-  let split = args.length;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (!a.startsWith('-')) { split = i; break; }
-    if (RUN_VALUE_FLAGS.has(a)) i++;
-  }
-  const { values, positionals: head } = parseArgs({
-    args: args.slice(0, Math.min(split + 1, args.length)),
-    options: {
-      rm: { type: 'boolean' }, interactive: { type: 'boolean', short: 'i' }, tty: { type: 'boolean', short: 't' },
-      env: { type: 'string', short: 'e', multiple: true }, user: { type: 'string', short: 'u' }, workdir: { type: 'string', short: 'w' },
-      network: { type: 'string' },
-      ...SANDBOX_FLAGS,
-    },
-    allowPositionals: true,
-    strict: true,
-  });
-  const sandbox = sandboxFromFlags(values);
-  const network = parseNetwork(values.network);
-  const positionals = [...head, ...args.slice(split + 1)];
-  if (positionals.length < 1) throw new SlipwayError('ERR_USAGE', '"slipway run" requires at least 1 argument');
-  await ensureStore(layout);
-  await sweepTmp(layout);
-  const id = await resolveImage(layout, positionals[0]!);
-  const json = await readImage(layout, id);
-  const config = json.config;
-  const cmd = positionals.length > 1 ? positionals.slice(1) : config.Cmd ?? [];
-  const argv = [...(config.Entrypoint ?? []), ...cmd];
-  if (argv.length === 0) throw new SlipwayError('ERR_USAGE', 'No command specified');
-  const lowerDirs = await lowerDirsOf(layout, id);
-  const ident = await resolveUser(lowerDirs, values.user ?? config.User ?? '');
-  let env = [...(config.Env ?? [])];
-  for (const e of values.env ?? []) env = [...env.filter((x) => x.split('=')[0] !== e.split('=')[0]), e.includes('=') ? e : `${e}=${process.env[e] ?? ''}`];
-  // As docker run -t: a terminal type for programs that draw on the screen (the image's or -e's wins).
-  if (values.tty && envGet(env, 'TERM') === undefined) env = ['TERM=xterm', ...env];
-  const hostname = crypto.randomBytes(6).toString('hex');
-  env = containerEnv(env, { hostname, home: ident.home });
-  const dir = await makeTmpDir(layout, 'run');
-  // -t on a terminal: the pty is relayed, so that resizing the window reaches the container.
-  const term = values.tty && process.stdout.isTTY ? terminalAttach(values.interactive ?? false) : undefined;
-  try {
-    await fs.mkdir(path.join(dir, 'upper'));
-    await fs.mkdir(path.join(dir, 'scratch'));
-    const res = await runInSandbox({
-      lowerDirs, upperDir: path.join(dir, 'upper'), scratchDir: path.join(dir, 'scratch'), argv, env,
-      uid: ident.uid, gid: ident.gid, groups: ident.groups, cwd: values.workdir ?? (config.WorkingDir || '/'),
-      hostname, network, sandbox,
-      volumes: Object.keys(config.Volumes ?? {}),
-      ...(term ? { attach: term.attach, onOutput: term.onOutput } : { interactive: { tty: values.tty ?? false, stdin: values.interactive ?? false } }),
-    });
-    if (res.limits) process.stderr.write(`slipway: the container ran into its limits: ${limitMessage(res.limits, sandbox)}\n`);
-    return res.exitCode;
-  } finally {
-    term?.stop();
-    await fs.rm(dir, { recursive: true, force: true });
-  }
 }

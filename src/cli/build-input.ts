@@ -11,7 +11,6 @@ import { Readable, Transform } from 'node:stream';
 import { SlipwayError } from '../errors.js';
 import { ensureStore, makeTmpDir } from '../store/graph.js';
 import type { StoreLayout } from '../store/layout.js';
-import { receiveContext } from '../context/receive.js';
 
 /** A context from stdin, as sent and as extracted, is at most this big (as the API's default). */
 const MAX_STDIN_CONTEXT = 4 * 1024 ** 3;
@@ -94,6 +93,8 @@ export async function buildInput(layout: StoreLayout, context: string, file: str
     const contextDir = path.join(dir, 'context');
     const { head, stream } = await peek(stdin, 512);
     if (looksLikeArchive(head)) {
+      // The tar reader loads only for an archive on stdin: a build of a folder never needs it.
+      const { receiveContext } = await import('../context/receive.js');
       await receiveContext(stream, contextDir, limit);
       // -f names a file inside the archive; it must not leave it.
       if (file !== undefined && path.relative(contextDir, path.resolve(contextDir, file)).startsWith('..')) {

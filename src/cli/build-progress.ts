@@ -1,9 +1,6 @@
 import { SlipwayError } from '../errors.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
 import type { ProgressTap } from '../scheduler/progress-tap.js';
-import { ProgressTracker } from '../progress/tracker.js';
-import { PlainView } from '../progress/plain.js';
-import { TtyView } from '../progress/tty-view.js';
 import type { ViewEvent } from '../progress/view-event.js';
 
 /** The `--progress` values. */
@@ -36,19 +33,11 @@ export function progressMode(flag: string | undefined, isTty: boolean): Exclude<
  * `tty`, `plain` and `rawjson` write to stderr (as BuildKit does), each a consumer of the one
  * ViewEvent stream that ProgressTracker makes of the scheduler's tap.
  */
-export function buildProgress(mode: Exclude<ProgressMode, 'auto'>, quiet: boolean): BuildProgress {
+export async function buildProgress(mode: Exclude<ProgressMode, 'auto'>, quiet: boolean): Promise<BuildProgress> {
   if (quiet) return { sinks: { onEvent: () => undefined }, end: () => undefined };
   if (mode === 'legacy') return { sinks: { onEvent: (e) => process.stdout.write(e.type === 'output' ? e.text : renderLegacy(e)) }, end: () => undefined };
-  const err = process.stderr;
-  let sink: (e: ViewEvent) => void;
-  if (mode === 'rawjson') sink = (e) => err.write(`${JSON.stringify(e)}\n`);
-  else if (mode === 'plain') {
-    const v = new PlainView((s) => err.write(s));
-    sink = (e) => v.event(e);
-  } else {
-    const v = new TtyView({ write: (s) => err.write(s), get columns() { return err.columns; }, get rows() { return err.rows; } });
-    sink = (e) => v.event(e);
-  }
+  // The live views load only when asked for: the legacy output (the default) needs none of them.
+  const [{ ProgressTracker }, sink] = await Promise.all([import('../progress/tracker.js'), viewSink(mode)]);
   const tracker = new ProgressTracker(sink);
   return {
     // Events within stages come through the tap; onEvent adds those outside any stage.
@@ -57,8 +46,21 @@ export function buildProgress(mode: Exclude<ProgressMode, 'auto'>, quiet: boolea
   };
 }
 
+/** The stderr writer of one live view. */
+async function viewSink(mode: 'tty' | 'plain' | 'rawjson'): Promise<(e: ViewEvent) => void> {
+  const err = process.stderr;
+  if (mode === 'rawjson') return (e) => err.write(`${JSON.stringify(e)}\n`);
+  if (mode === 'plain') {
+    const v = new (await import('../progress/plain.js')).PlainView((s) => err.write(s));
+    return (e) => v.event(e);
+  }
+  const { TtyView } = await import('../progress/tty-view.js');
+  const v = new TtyView({ write: (s) => err.write(s), get columns() { return err.columns; }, get rows() { return err.rows; } });
+  return (e) => v.event(e);
+}
+
 /** `build`'s progress from its flags: `--progress`, with `-q` and `--plan` checked against it. */
-export function progressFor(v: { progress?: string | undefined; quiet?: boolean | undefined; plan?: boolean | undefined }): BuildProgress {
+export function progressFor(v: { progress?: string | undefined; quiet?: boolean | undefined; plan?: boolean | undefined }): Promise<BuildProgress> {
   const mode = progressMode(v.progress, process.stderr.isTTY === true);
   if (v.plan && mode !== 'legacy') throw new SlipwayError('ERR_USAGE', '--plan prints its prediction in the legacy form only: leave out --progress or use --progress=legacy');
   const live = v.progress !== undefined && v.progress !== 'auto' && v.progress !== 'legacy';

@@ -21,7 +21,7 @@ const importCmd = lazy(() => import('./image-cmds.js'), (m) => m.importCmd);
 const save = lazy(() => import('./image-cmds.js'), (m) => m.save);
 const load = lazy(() => import('./image-cmds.js'), (m) => m.load);
 const buildCommand = lazy(() => import('./build-cmd.js'), (m) => m.buildCommand);
-const runCommand = lazy(() => import('./build-cmd.js'), (m) => m.runCommand);
+const runCommand = lazy(() => import('./run-cmd.js'), (m) => m.runCommand);
 const statsCommand = lazy(() => import('./stats-cmd.js'), (m) => m.statsCommand);
 const pruneCommand = lazy(() => import('./prune-cmd.js'), (m) => m.pruneCommand);
 const submitCommand = lazy(() => import('./farm-cmds.js'), (m) => m.submitCommand);

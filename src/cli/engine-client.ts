@@ -1,5 +1,4 @@
-import http from 'node:http';
-import net from 'node:net';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SlipwayError, fromPlainError } from '../errors.js';
 import type { BuildEvent } from '../scheduler/progress.js';
@@ -14,6 +13,9 @@ import type { LocalBuildMessage, LocalBuildRequest } from '../api/local-build-ro
 export async function runningEngine(layout: StoreLayout): Promise<string | undefined> {
   if (process.env['SLIPWAY_ENGINE'] === 'off') return undefined;
   const sock = path.join(path.resolve(layout.root), 'slipway.sock');
+  // No socket file, no engine: an in-process build then never loads the network modules.
+  if (!(await fs.lstat(sock).catch(() => undefined))?.isSocket()) return undefined;
+  const net = await import('node:net');
   return new Promise((resolve) => {
     const c = net.connect(sock);
     const done = (ok: boolean) => { c.destroy(); resolve(ok ? sock : undefined); };
@@ -27,7 +29,8 @@ export async function runningEngine(layout: StoreLayout): Promise<string | undef
  * comes back for the caller to render, so the output is the same as an in-process build's.
  * Aborting `signal` (Ctrl-C) closes the connection, which cancels the build in the engine.
  */
-export function buildThroughEngine(sock: string, r: LocalBuildRequest, onEvent: (e: BuildEvent) => void, signal: AbortSignal): Promise<{ id: string }> {
+export async function buildThroughEngine(sock: string, r: LocalBuildRequest, onEvent: (e: BuildEvent) => void, signal: AbortSignal): Promise<{ id: string }> {
+  const http = await import('node:http');
   return new Promise((resolve, reject) => {
     const body = JSON.stringify(r);
     const req = http.request({ socketPath: sock, method: 'POST', path: '/slipway/v1/local-builds', headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, signal });

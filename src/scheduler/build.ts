@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
-import { parseDockerfile } from '../dockerfile/parse.js';
+import { parsedDockerfile } from '../cache/parsed-dockerfile.js';
 import { planBuild } from '../dockerfile/plan.js';
 import type { ImageId } from '../store/layout.js';
 import { ensureStore, sweepTmp } from '../store/graph.js';
@@ -37,7 +37,8 @@ async function readDockerfile(opts: BuildOptions): Promise<{ path: string; text:
  */
 export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const dockerfile = await readDockerfile(opts);
-  const df = parseDockerfile(dockerfile.text, path.basename(dockerfile.path));
+  const parsed = await parsedDockerfile(opts.layout, dockerfile.text, path.basename(dockerfile.path));
+  const df = parsed.df;
   const plan = planBuild(df, { buildArgs: opts.buildArgs ?? {}, target: opts.target });
   const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
   validateFromFlags(plan);
@@ -67,6 +68,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   // A build that made no image (only `FROM scratch`) fails here and leaves the store as it was.
   if (!last.id) throw new SlipwayError('ERR_DOCKERFILE_NO_STAGE', 'No image was generated. Is your Dockerfile empty?', { bare: true });
   if (opts.persistStatCache !== false) await context.saveStatCache();
+  await parsed.save();
   await recordBuild(run, { dockerfile: dockerfile.path, tags, started, result: 'success' });
   await tagBuilt(opts, last.id, tags);
   summarize(run);

@@ -8,7 +8,6 @@ import { mkdirInUpper } from '../snapshot/rootfs.js';
 import { makeTmpDir } from '../store/graph.js';
 import type { CopyOp } from '../snapshot/copy-in-root.js';
 import type { StepResult } from '../snapshot/run-step.js';
-import { finishLayer } from '../snapshot/finish-layer.js';
 import type { BuildRun } from './run-types.js';
 import { finishOptions, type LayerWork } from './layer-work.js';
 
@@ -41,6 +40,8 @@ async function workdirWithoutSandbox(run: BuildRun, lowerDirs: string[], dir: st
       return undefined;
     }
     // The same finish as a step in the pool: SOURCE_DATE_EPOCH, one pack, the tar kept for the farm.
+    // The packer (tar-stream) loads on the first miss: a warm build never packs.
+    const { finishLayer } = await import('../snapshot/finish-layer.js');
     return { ok: true, ...(await finishLayer(upper, finishOptions(run))) };
   } catch (e) {
     await fs.rm(tmp, { recursive: true, force: true });

@@ -1,6 +1,5 @@
 import { SlipwayError } from '../errors.js';
 import { cloneConfig, emptyContainerConfig, envGet, DEFAULT_PATH } from '../image-config.js';
-import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Plan, PlannedStage } from '../dockerfile/plan.js';
 import type { StageState } from '../dockerfile/metadata.js';
 import { readImage, resolveImage } from '../store/graph.js';
@@ -68,6 +67,8 @@ export async function buildStage(run: BuildRun, stage: PlannedStage): Promise<St
   let first = true;
   if (triggers.length > 0) {
     onEvent({ type: 'triggers', count: triggers.length });
+    // The parser loads only for a base with ONBUILD triggers (a cached Dockerfile needs none).
+    const { parseDockerfile } = await import('../dockerfile/parse.js');
     for (const [i, t] of triggers.entries()) {
       const parsed = parseDockerfile(t, run.plan.file).steps[0];
       if (!parsed) continue;

@@ -5,8 +5,20 @@
  * own attributes. Synchronous: each call is one system call against the page cache, cheaper
  * than a thread-pool round trip (layer walks call it once per entry).
  */
-import xattr from '@napi-rs/xattr';
+import { createRequire } from 'node:module';
 import { SlipwayError } from '../errors.js';
+
+type Binding = typeof import('@napi-rs/xattr');
+let loaded: Binding | undefined;
+/**
+ * The native binding, loaded on first use: a build served from the cache walks no layer and
+ * never pays for the addon (dlopen and its JS wrapper). A CommonJS package, so it loads
+ * synchronously, as every call here is synchronous.
+ */
+function binding(): Binding {
+  loaded ??= createRequire(import.meta.url)('@napi-rs/xattr') as Binding;
+  return loaded;
+}
 
 /** overlayfs marks a directory that hides the lower layers' contents with this attribute set to `y`. */
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
@@ -24,7 +36,7 @@ function failure(op: string, path: string, name: string | undefined, e: unknown)
 /** The attribute names of `path` (all namespaces this process may read). */
 export function listXattrs(path: string): string[] {
   try {
-    return xattr.listAttributesSync(path);
+    return binding().listAttributesSync(path);
   } catch (e) {
     throw failure('listxattr', path, undefined, e);
   }
@@ -33,7 +45,7 @@ export function listXattrs(path: string): string[] {
 /** An attribute's value, or undefined when `path` does not carry it. */
 export function getXattr(path: string, name: string): Buffer | undefined {
   try {
-    return xattr.getAttributeSync(path, name) ?? undefined;
+    return binding().getAttributeSync(path, name) ?? undefined;
   } catch (e) {
     if (NO_DATA.test((e as Error).message)) return undefined;
     throw failure('getxattr', path, name, e);
@@ -43,7 +55,7 @@ export function getXattr(path: string, name: string): Buffer | undefined {
 /** Sets an attribute (created or replaced). */
 export function setXattr(path: string, name: string, value: string | Uint8Array): void {
   try {
-    xattr.setAttributeSync(path, name, value);
+    binding().setAttributeSync(path, name, value);
   } catch (e) {
     throw failure('setxattr', path, name, e);
   }
@@ -52,7 +64,7 @@ export function setXattr(path: string, name: string, value: string | Uint8Array)
 /** Removes an attribute; a path that does not carry it is left as it is. */
 export function removeXattr(path: string, name: string): void {
   try {
-    xattr.removeAttributeSync(path, name);
+    binding().removeAttributeSync(path, name);
   } catch (e) {
     if (NO_DATA.test((e as Error).message)) return;
     throw failure('removexattr', path, name, e);

@@ -26,6 +26,9 @@ export class StoreLayout {
   /** Image ids that running builds use (prune keeps them). */
   get runningDir(): string { return path.join(this.root, 'running'); }
 
+  /** `parsed/<sha256>`: a Dockerfile's parse, kept so a later build skips the parser (see cache/parsed-dockerfile.ts). */
+  parsedDockerfile(key: string): string { return path.join(this.root, 'parsed', key); }
+
   /** `cache-mounts/<key>/`: RUN --mount=type=cache folders kept between builds (see store/cache-mounts.ts). */
   get cacheMountsDir(): string { return path.join(this.root, 'cache-mounts'); }
   cacheMountDir(key: string): string { return path.join(this.cacheMountsDir, key); }
