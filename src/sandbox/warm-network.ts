@@ -6,11 +6,11 @@
  * serves exactly one step and is then thrown away. An unused one is released after a while; all
  * of them die with this process (or thread), as every shim does.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { IdMapping } from './userns.js';
+import { spawnViaSpawner, type SpawnedProcess } from './spawner.js';
 
 /** A prepared pair: join /proc/`pid`/ns/user and /proc/`pid`/ns/net. */
 export interface WarmNetwork {
@@ -46,7 +46,7 @@ function sweepDead(): void {
   }
 }
 
-/** Starts a --hold shim; resolves once its namespaces and slirp4netns are up (undefined if they failed). */
+/** Starts a --hold shim (through the spawner); resolves once its namespaces and slirp4netns are up (undefined if they failed). */
 function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
   // Its own small folder for slirp4netns's log, removed on release.
   sweepDead();
@@ -54,30 +54,35 @@ function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise
   // An unused pair's folder goes with this process (or thread) too, not only with its idle timer.
   const onExit = () => fs.rmSync(nsdir, { recursive: true, force: true });
   process.once('exit', onExit);
-  const child: ChildProcess = spawn(shim, holdArgs(m, slirp, nsdir), { stdio: ['pipe', 'ignore', 'ignore', 'pipe'], detached: true });
+  let proc: SpawnedProcess | undefined;
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
     clearTimeout(idle);
-    child.stdin?.destroy();
-    try { child.kill('SIGKILL'); } catch { /* gone */ }
+    proc?.kill('SIGKILL');
     fs.rmSync(nsdir, { recursive: true, force: true });
     process.off('exit', onExit);
   };
   const idle = setTimeout(release, IDLE_MS);
   idle.unref();
-  child.unref();
-  (child.stdio[3] as NodeJS.ReadableStream & { unref?: () => void }).unref?.();
   return new Promise((resolve) => {
     let buf = '';
-    child.stdio[3]?.on('data', (b: Buffer) => {
-      buf += b.toString();
-      const m2 = /^ready (\d+)$/m.exec(buf);
-      if (m2) resolve({ pid: Number(m2[1]), release });
-    });
-    child.once('error', () => { release(); resolve(undefined); });
-    child.once('exit', () => { release(); resolve(undefined); });
+    const gone = () => { release(); resolve(undefined); };
+    // Its stdin stays open in the spawner until it exits: the shim holds the namespaces until then.
+    spawnViaSpawner([shim, ...holdArgs(m, slirp, nsdir)], {
+      holdStdin: true,
+      ref: false,
+      onFd3: (b) => {
+        buf += b.toString();
+        const m2 = /^ready (\d+)$/m.exec(buf);
+        if (m2) resolve({ pid: Number(m2[1]), release });
+      },
+    }).then((p) => {
+      proc = p;
+      if (released) p.kill('SIGKILL');
+      p.exited.then(gone, gone);
+    }, gone);
   });
 }
 
