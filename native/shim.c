@@ -34,7 +34,8 @@
  *                     the caller has given its files the host owners already)
  *   --merged DIR      where the rootfs is mounted
  *   --stage DIR       instead of --merged: mount a private tmpfs on DIR (made 0711 if missing)
- *                     and the rootfs at DIR/rootfs. A runtime that has joined the user
+ *                     and the rootfs at DIR/rootfs; --nsdir and --links inside DIR are made
+ *                     there (as can be the runtime's state dir: the runtime sees the stage). A runtime that has joined the user
  *                     namespace opens the rootfs and bind sources by path as an unprivileged
  *                     uid, so every directory above them must be searchable by it, which the
  *                     store's 0700 folders are not; DIR's are.
@@ -489,10 +490,17 @@ static void mount_rootfs(const struct options *o, int userns_fd) {
 /* A private tmpfs at the stage dir, with the rootfs mount point (and the /etc files) in it. */
 static void mount_stage(const struct options *o) {
   if (mkdir(o->stage, 0711) < 0 && errno != EEXIST) fail("mkdir %s: %s", o->stage, strerror(errno));
-  if (mount("tmpfs", o->stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=64k") < 0) {
+  if (mount("tmpfs", o->stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=4m") < 0) {
     fail("mount tmpfs on %s: %s", o->stage, strerror(errno));
   }
   if (mkdir(o->merged, 0755) < 0) fail("mkdir %s: %s", o->merged, strerror(errno));
+  /* --nsdir and --links may name dirs in the stage: made here, they cost the store's filesystem nothing. */
+  const char *inside[] = {o->nsdir, o->links};
+  size_t n = strlen(o->stage);
+  for (size_t i = 0; i < 2; i++) {
+    if (!inside[i] || strncmp(inside[i], o->stage, n) != 0 || inside[i][n] != '/') continue;
+    if (mkdir(inside[i], 0700) < 0 && errno != EEXIST) fail("mkdir %s: %s", inside[i], strerror(errno));
+  }
   if (o->stage_files) {
     char files[4096];
     snprintf(files, sizeof files, "%s/files", o->stage);

@@ -184,10 +184,11 @@ async function inheritCpuset(dir: string): Promise<void> {
 
 /**
  * Creates the step's cgroup `name` in every hierarchy its limits need, with the limits set.
+ * `runtimeNests`: the runtime makes its own cgroup below it (runc), in every hierarchy.
  * Returns undefined when no limit applies. Fails with ERR_SANDBOX when a limit is asked for
  * and the host has no such controller.
  */
-export async function createStepCgroup(name: string, limits: StepLimits, layout: CgroupLayout = cgroupLayout()): Promise<StepCgroup | undefined> {
+export async function createStepCgroup(name: string, limits: StepLimits, o: { runtimeNests?: boolean } = {}, layout: CgroupLayout = cgroupLayout()): Promise<StepCgroup | undefined> {
   const need = neededControllers(limits);
   if (need.length === 0) return undefined;
   const byMount = new Map<string, { p: Placement; controllers: Controller[] }>();
@@ -200,8 +201,9 @@ export async function createStepCgroup(name: string, limits: StepLimits, layout:
   }
   const dirs: string[] = [];
   const relative = `/${SLICE}/${name}`;
-  // A runtime that makes its own cgroup (runc) makes `<relative>/ctr` in every hierarchy, ours or not.
-  const everywhere = allMounts(layout).map((m) => path.join(m, relative));
+  // A runtime that makes its own cgroup (runc) makes `<relative>/ctr` in every hierarchy, ours or
+  // not; otherwise (crun, told to manage none) there is nothing beyond the ones made here.
+  const everywhere = o.runtimeNests ? allMounts(layout).map((m) => path.join(m, relative)) : dirs;
   const cg: StepCgroup = { dirs, relative, outcome: () => readOutcome([...byMount.values()], relative), remove: () => removeDirs(everywhere) };
   try {
     for (const { p, controllers } of byMount.values()) {

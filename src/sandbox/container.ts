@@ -105,10 +105,16 @@ export interface ContainerResult {
  */
 export const STAGE = '/run/slipway';
 
-/** Every path a container uses inside its scratch dir, spelled once. */
-function scratchPaths(scratch: string) {
+/**
+ * Every path a container uses, spelled once: in its scratch dir, or in the stage (the shim's
+ * private tmpfs, which only the shim and the runtime see). What only they use lives in the
+ * stage: creating and removing inodes on the store's filesystem is a large part of a step's cost.
+ * The namespace files go to the scratch dir only when the shim starts slirp4netns itself: its
+ * log lives beside them, written from the host's mount namespace.
+ */
+function scratchPaths(scratch: string, nsInStage: boolean) {
   const p = (n: string) => path.join(scratch, n);
-  return { bundle: p('bundle'), state: p('state'), ns: p('ns'), links: p('l'), work: p('work'),
+  return { bundle: p('bundle'), state: `${STAGE}/state`, ns: nsInStage ? `${STAGE}/ns` : p('ns'), links: `${STAGE}/l`, work: p('work'),
     init: p('init'), files: p('files'), volumes: p('vol'), log: p('runtime.log') };
 }
 type Paths = ReturnType<typeof scratchPaths>;
@@ -273,22 +279,25 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const rt = findRuntime(o?.runtime);
   const shim = shimPath();
   const m = mappingFor(o);
-  const p = scratchPaths(run.scratchDir);
-  for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
   let cgroup: StepCgroup | undefined;
-  let warm: WarmNetwork | undefined;
   let pty: ConsoleSocket | undefined;
+  // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
+  const warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
+  // And the next step's, now: slirp4netns starts while this step runs (the spawner starts it
+  // without blocking this thread), so a build's next step finds it ready.
+  if (run.network === 'default' && !run.interactive) prewarmNetwork(shim, findSlirp(), m);
+  const p = scratchPaths(run.scratchDir, run.network !== 'default' || warm !== undefined);
   try {
+    fs.mkdirSync(p.work, { recursive: true });
+    if (!p.ns.startsWith(STAGE)) fs.mkdirSync(p.ns, { recursive: true });
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
       prepareVolumes(run, p, m);
       return l;
     });
-    cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
+    cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits), { runtimeNests: rt.kind === 'runc' });
     const bpf = rt.kind === 'crun' && !run.insecure ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
-    // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
-    warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
     if (run.attach?.tty) pty = setup(() => consoleSocket(m));
     const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
     const res = await supervise({ ...run, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }, pty ? pty.wrap(argv) : argv);
@@ -308,8 +317,6 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   } finally {
     pty?.remove();
     warm?.release();
-    // After this step has returned: a spawn blocks the thread for a few milliseconds.
-    if (run.network === 'default' && !run.interactive) setImmediate(() => prewarmNetwork(shim, findSlirp(), m));
     await cgroup?.remove();
     // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
     fs.rmSync(p.work, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 /**
  * Network namespaces made ahead of the steps that use them. slirp4netns takes longer to start
- * than the rest of a step's sandbox, so after a step with the default network this process
- * prepares the next one's in the background: a `--hold` shim makes a user and a network
+ * than the rest of a step's sandbox, so when a step with the default network starts, this process
+ * prepares the next one's in the background (while the step runs): a `--hold` shim makes a user and a network
  * namespace, starts slirp4netns on it, and keeps them until it is released. Each prepared pair
  * serves exactly one step and is then thrown away. An unused one is released after a while; all
  * of them die with this process (or thread), as every shim does.
@@ -107,8 +107,9 @@ export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNet
 }
 
 /**
- * Prepares namespaces for the next step, unless some are already on their way. Called after a
- * step ends, so that starting them (a process spawn) is not on any step's path.
+ * Prepares namespaces for the next step, unless some are already on their way. Called as a step
+ * starts: the spawner starts the --hold shim without blocking this thread, and slirp4netns comes
+ * up while the step runs.
  */
 export function prewarmNetwork(shim: string, slirp: string, m: IdMapping | undefined): void {
   const key = JSON.stringify(m ?? null);
