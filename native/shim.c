@@ -224,7 +224,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   }
   if (o->hold) {
     if (!o->idmap_count && !o->netns) fail("--hold needs --idmap or --netns");
-    if (!o->nsdir) fail("--hold needs --nsdir");
+    if (o->netns && !strcmp(o->netns, "slirp") && (!o->nsdir || !o->slirp)) fail("--hold --netns slirp needs --nsdir and --slirp");
     o->command = argv + i;
     return;
   }

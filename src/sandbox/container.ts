@@ -281,11 +281,12 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const m = mappingFor(o);
   let cgroup: StepCgroup | undefined;
   let pty: ConsoleSocket | undefined;
-  // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
-  const warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
-  // And the next step's, now: slirp4netns starts while this step runs (the spawner starts it
-  // without blocking this thread), so a build's next step finds it ready.
-  if (run.network === 'default' && !run.interactive) prewarmNetwork(shim, findSlirp(), m);
+  // The namespaces (and slirp4netns) of a step's network are prepared ahead, and the next step's
+  // now: they come up while this step runs (the spawner starts them without blocking this thread).
+  const prepared = run.network !== 'host' && !run.interactive;
+  const slirp = run.network === 'default' ? findSlirp() : undefined;
+  const warm = prepared ? await takeWarmNetwork(slirp, m) : undefined;
+  if (prepared) prewarmNetwork(shim, slirp, m);
   const p = scratchPaths(run.scratchDir, run.network !== 'default' || warm !== undefined);
   try {
     fs.mkdirSync(p.work, { recursive: true });
