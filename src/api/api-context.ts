@@ -6,11 +6,18 @@ import type { KeyedQueue } from './keyed-queue.js';
 import type { FarmMetrics } from '../farm/metrics.js';
 import type { SandboxPolicy } from '../sandbox/limits.js';
 import type { ContainerTable } from './container-table.js';
+import type { Principal } from './tenant-tokens.js';
+import type { Credentials } from '../registry/client.js';
 
 /** Where the build farm is: its queue's Redis and its registry (both needed, as for `slipway submit`). */
 export interface FarmConfig {
   redisUrl: string;
   registry: string;
+  /** This server's own credentials for the farm's registry (it uploads the contexts). */
+  registryCredentials?: Credentials | undefined;
+  /** Cache-affinity routing of submitted builds (default on), and the chosen worker's head start. */
+  affinity?: boolean;
+  affinityWaitMs?: number;
 }
 
 /** What every handler shares: one store, one worker pool, one set of limits per server. */
@@ -42,6 +49,8 @@ export interface ApiRequest {
   query: URLSearchParams;
   /** The path's `{name}` (image, container, ...), or '' for routes without one. */
   name: string;
+  /** Who sent it: the farm's endpoints queue and read builds of this tenant only. */
+  principal: Principal;
 }
 
 export type Handler = (r: ApiRequest, ctx: ApiContext) => Promise<void>;

@@ -3,13 +3,15 @@ import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { SlipwayError } from '../errors.js';
-import { submitBuild } from '../farm/submit.js';
+import { publishedWorkerKeys, submitBuild } from '../farm/submit.js';
+import { parseSealedSecrets, type SealedSecretsJson } from '../farm/secret-box.js';
 import { ensureStore, makeTmpDir } from '../store/graph.js';
 import { parseReference } from '../store/reference.js';
 import { ApiError, badParameter, notFound, toApiError } from './http-errors.js';
 import { boolParam, byteLimit, requestBody, sendJson, stringMapParam } from './body.js';
 import { familiarName } from './names.js';
-import { followFarmBuild, readFarmBuild } from '../farm/build-jobs.js';
+import { followFarmBuild, readFarmBuild, type FarmBuildJson } from '../farm/build-jobs.js';
+import type { Principal } from './tenant-tokens.js';
 import type { ApiContext, ApiRequest, FarmConfig } from './api-context.js';
 
 /** The farm's endpoints answer 503 until `serve` is told where the farm is. */
@@ -34,10 +36,19 @@ interface SubmitQuery {
   target: string | undefined;
   push: boolean;
   noCache: boolean;
-  tenant: string | undefined;
 }
 
-const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** `X-Slipway-Sealed-Secrets`: base64 of the sealed secrets' JSON (secret-box.ts), or undefined. */
+function sealedSecretsHeader(req: ApiRequest['req']): SealedSecretsJson | undefined {
+  const h = req.headers['x-slipway-sealed-secrets'];
+  if (h === undefined) return undefined;
+  if (typeof h !== 'string') throw badParameter('X-Slipway-Sealed-Secrets given twice');
+  try {
+    return parseSealedSecrets(Buffer.from(h, 'base64').toString('utf8'));
+  } catch (e) {
+    throw badParameter((e as Error).message);
+  }
+}
 
 function parseSubmitQuery(q: URLSearchParams): SubmitQuery {
   const tags: string[] = [];
@@ -50,13 +61,14 @@ function parseSubmitQuery(q: URLSearchParams): SubmitQuery {
   }
   const buildArgs: Record<string, string> = {};
   for (const [k, v] of Object.entries(stringMapParam(q, 'buildargs', true))) if (v !== null) buildArgs[k] = v;
-  const tenant = q.get('tenant') || undefined;
-  if (tenant !== undefined && !TENANT.test(tenant)) throw badParameter(`invalid tenant ${JSON.stringify(tenant)}: letters, digits, '.', '_' and '-', at most 64`);
+  // The tenant is the one the token names, never a parameter: naming one is refused, so a
+  // client that believes it can choose learns at once that it cannot.
+  if (q.has('tenant')) throw badParameter('tenant is not a parameter: a build belongs to the tenant its token names');
   const push = boolParam(q, 'push');
   if (push && tags.length === 0) throw badParameter('push needs at least one tag (t=NAME)');
   return {
     tags, dockerfile: q.get('dockerfile') || undefined, buildArgs, target: q.get('target') || undefined,
-    push, noCache: boolParam(q, 'nocache'), tenant,
+    push, noCache: boolParam(q, 'nocache'),
   };
 }
 
@@ -79,14 +91,15 @@ async function checkArchive(file: string): Promise<void> {
 }
 
 /**
- * `POST /slipway/v1/builds?t=&dockerfile=&buildargs=&target=&push=&nocache=&tenant=`: the body is
+ * `POST /slipway/v1/builds?t=&dockerfile=&buildargs=&target=&push=&nocache=`: the body is
  * the context tar. It is received into `graph/_tmp/` (bounded like `/build`'s), uploaded to the
  * farm's registry and queued. Answers `{"id", "deduplicated"}`: 201 for a new job, 200 when the
  * same inputs are already queued or running and the existing job is the answer.
  */
-export async function submitFarmBuildRoute({ req, res, query }: ApiRequest, ctx: ApiContext): Promise<void> {
+export async function submitFarmBuildRoute({ req, res, query, principal }: ApiRequest, ctx: ApiContext): Promise<void> {
   const farm = farmOf(ctx);
   const q = parseSubmitQuery(query);
+  const sealedSecrets = sealedSecretsHeader(req);
   const max = ctx.limits.maxContextBytes;
   if (Number(req.headers['content-length'] ?? 0) > max) throw new ApiError(413, `build context exceeds the server's limit of ${max} bytes`);
   await ensureStore(ctx.layout);
@@ -98,12 +111,25 @@ export async function submitFarmBuildRoute({ req, res, query }: ApiRequest, ctx:
     const sub = await submitBuild({
       redisUrl: farm.redisUrl, registry: farm.registry, contextTar: tar, tags: q.tags, buildArgs: q.buildArgs, push: q.push,
       ...(q.dockerfile ? { dockerfile: q.dockerfile } : {}), ...(q.target ? { target: q.target } : {}),
-      ...(q.noCache ? { noCache: true } : {}), ...(q.tenant ? { tenant: q.tenant } : {}),
+      ...(q.noCache ? { noCache: true } : {}), tenant: principal.tenant, registryCredentials: farm.registryCredentials,
+      ...(sealedSecrets ? { sealedSecrets } : {}),
+      ...(farm.affinity === false ? { affinity: false } : {}), ...(farm.affinityWaitMs !== undefined ? { affinityWaitMs: farm.affinityWaitMs } : {}),
     }).catch((e: unknown) => { throw farmUnavailable(e); });
     sendJson(res, sub.deduplicated ? 200 : 201, { id: sub.jobId, deduplicated: sub.deduplicated });
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * `GET /slipway/v1/secret-keys`: the workers' public keys, `{"keys": [{keyId, publicKey, published}]}`,
+ * for a client that seals its `--secret` values itself and sends them with its build
+ * (`X-Slipway-Sealed-Secrets`), so they cross this server and Redis as ciphertext only.
+ */
+export async function farmSecretKeysRoute({ res }: ApiRequest, ctx: ApiContext): Promise<void> {
+  const farm = farmOf(ctx);
+  const keys = await publishedWorkerKeys(farm.redisUrl).catch((e: unknown) => { throw farmUnavailable(e); });
+  sendJson(res, 200, { keys });
 }
 
 const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
@@ -113,12 +139,18 @@ function jobId(name: string): string {
   return name;
 }
 
+/** A build of another tenant is, to this one, no build at all (the operator sees every build). */
+async function readOwnBuild(farm: FarmConfig, id: string, principal: Principal): Promise<FarmBuildJson> {
+  const build = await readFarmBuild(farm.redisUrl, id).catch((e: unknown) => { throw farmUnavailable(e); });
+  if (!build || (!principal.operator && build.tenant !== principal.tenant)) throw notFound(`no such build: ${id}`);
+  return build;
+}
+
 /** `GET /slipway/v1/builds/{id}`: status (queued, running, succeeded, failed), result and log. */
-export async function farmBuildRoute({ res, name }: ApiRequest, ctx: ApiContext): Promise<void> {
+export async function farmBuildRoute({ res, name, principal }: ApiRequest, ctx: ApiContext): Promise<void> {
   const farm = farmOf(ctx);
   const id = jobId(name);
-  const build = await readFarmBuild(farm.redisUrl, id).catch((e: unknown) => { throw farmUnavailable(e); });
-  if (!build) throw notFound(`no such build: ${id}`);
+  const build = await readOwnBuild(farm, id, principal);
   sendJson(res, 200, build);
 }
 
@@ -127,11 +159,10 @@ export async function farmBuildRoute({ res, name }: ApiRequest, ctx: ApiContext)
  * from its first line, then `{"result": ...}` once it finishes. A client that goes away, or
  * the server shutting down, ends the answer; the build itself goes on.
  */
-export async function farmBuildEventsRoute({ res, name }: ApiRequest, ctx: ApiContext): Promise<void> {
+export async function farmBuildEventsRoute({ res, name, principal }: ApiRequest, ctx: ApiContext): Promise<void> {
   const farm = farmOf(ctx);
   const id = jobId(name);
-  const known = await readFarmBuild(farm.redisUrl, id).catch((e: unknown) => { throw farmUnavailable(e); });
-  if (!known) throw notFound(`no such build: ${id}`);
+  await readOwnBuild(farm, id, principal);
   const abort = new AbortController();
   const onClose = () => abort.abort();
   res.once('close', onClose);

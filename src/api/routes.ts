@@ -5,7 +5,7 @@ import {
   deleteImageRoute, historyRoute, inspectImageRoute, listImagesRoute, loadRoute, missingObject, saveRoute, tagRoute,
 } from './image-routes.js';
 import { authRoute, pullRoute, pushRoute } from './registry-routes.js';
-import { farmBuildEventsRoute, farmBuildRoute, submitFarmBuildRoute } from './farm-routes.js';
+import { farmBuildEventsRoute, farmBuildRoute, farmSecretKeysRoute, submitFarmBuildRoute } from './farm-routes.js';
 import { metricsRoute } from './metrics-route.js';
 import { localBuildRoute } from './local-build-route.js';
 import type { Handler } from './api-context.js';
@@ -76,6 +76,7 @@ const ROUTES: readonly Route[] = [
   { methods: ['GET'], pattern: /^\/metrics$/, handler: metricsRoute },
   { methods: ['POST'], pattern: /^\/slipway\/v1\/local-builds$/, handler: localBuildRoute, streamsBody: true },
   { methods: ['POST'], pattern: /^\/slipway\/v1\/builds$/, handler: submitFarmBuildRoute, streamsBody: true },
+  { methods: ['GET'], pattern: /^\/slipway\/v1\/secret-keys$/, handler: farmSecretKeysRoute },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)$/, handler: farmBuildRoute },
   { methods: ['GET'], pattern: /^\/slipway\/v1\/builds\/([^/]+)\/events$/, handler: farmBuildEventsRoute },
 ];

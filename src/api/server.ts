@@ -3,7 +3,6 @@ import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'n
 import net from 'node:net';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import crypto from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { StoreLayout } from '../store/layout.js';
 import type { WorkerPool } from '../scheduler/pool.js';
@@ -14,6 +13,8 @@ import { KeyedQueue } from './keyed-queue.js';
 import { FarmMetrics } from '../farm/metrics.js';
 import { matchRoute, type ApiContext, type FarmConfig } from './routes.js';
 import { API_VERSION, MIN_API_VERSION, SERVER_VERSION } from './system-routes.js';
+import { authenticate, checkTenantPath } from './authenticate.js';
+import type { TenantTokens } from './tenant-tokens.js';
 import { ContainerTable } from './container-table.js';
 import { attachHijacked } from './container-routes.js';
 
@@ -25,8 +26,10 @@ export interface EngineServerOptions {
   layout: StoreLayout;
   pool: WorkerPool;
   endpoints: Endpoint[];
-  /** Required by TCP listeners, which then demand `Authorization: Bearer <token>` on every request. */
+  /** The operator's token: TCP listeners demand `Authorization: Bearer <token>` (this or a tenant's) on every request. */
   token?: string;
+  /** Tenants' tokens (`--tenants-file`): each maps to a tenant that may use the farm's endpoints. */
+  tenants?: TenantTokens;
   limits?: Partial<ApiLimits>;
   /** Registries pushed to and pulled from over plain HTTP (loopback ones always are). */
   insecureRegistries?: readonly string[];
@@ -50,14 +53,6 @@ export function parseEndpoint(spec: string): Endpoint {
   const m = /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/[\]]+):(\d{1,5})\/?$/.exec(spec);
   if (m && Number(m[2]) <= 65535) return { kind: 'tcp', host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
   throw new ApiError(400, `invalid -H ${spec}: use unix:///path.sock or tcp://HOST:PORT`);
-}
-
-/** Constant-time check of `Authorization: Bearer <token>`. */
-function authorized(req: IncomingMessage, token: string): boolean {
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-  if (!m) return false;
-  const digest = (s: string) => crypto.createHash('sha256').update(s).digest();
-  return crypto.timingSafeEqual(digest(m[1]!), digest(token));
 }
 
 /** Splits the request target and strips `/vX.Y`, which must lie within [MIN_API_VERSION, API_VERSION]. */
@@ -119,7 +114,7 @@ export class EngineServer {
 
   /** Starts every listener; a TCP endpoint without a token is refused before anything listens. */
   static async start(opts: EngineServerOptions): Promise<EngineServer> {
-    if (opts.endpoints.some((e) => e.kind === 'tcp') && !opts.token) {
+    if (opts.endpoints.some((e) => e.kind === 'tcp') && !opts.token && !opts.tenants) {
       throw new ApiError(400, 'a TCP listener needs a token: --token-file FILE or SLIPWAY_TOKEN');
     }
     const s = new EngineServer(opts);
@@ -132,18 +127,18 @@ export class EngineServer {
     return s;
   }
 
-  private createHttpServer(token: string | undefined): http.Server {
+  private createHttpServer(tcp: boolean): http.Server {
     const server = http.createServer({ maxHeaderSize: this.limits.maxHeaderBytes, requestTimeout: 3_600_000, headersTimeout: 60_000 }, (req, res) => {
-      void this.handle(req, res, token);
+      void this.handle(req, res, tcp);
     });
     server.on('clientError', (err: Error & { code?: string }, socket) => onClientError(err, socket, this.limits));
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head, token));
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head, tcp));
     return server;
   }
 
   private async listen(e: Endpoint): Promise<void> {
     if (e.kind === 'tcp') {
-      const server = this.createHttpServer(this.opts.token);
+      const server = this.createHttpServer(true);
       this.servers.push({ server });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -154,26 +149,25 @@ export class EngineServer {
       this.addresses.push(`tcp://${host}:${addr.port}`);
       return;
     }
-    const server = this.createHttpServer(undefined);
+    const server = this.createHttpServer(false);
     await clearStaleSocket(e.path);
     this.servers.push({ server, socketPath: e.path });
     await listenUnix(server, e.path);
     this.addresses.push(`unix://${e.path}`);
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse, token: string | undefined): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, tcp: boolean): Promise<void> {
     res.setHeader('Api-Version', API_VERSION);
     res.setHeader('Ostype', 'linux');
     res.setHeader('Docker-Experimental', 'false');
     res.setHeader('Server', `Slipway/${SERVER_VERSION} (linux)`);
     try {
-      if (token !== undefined && !authorized(req, token)) {
-        throw new ApiError(401, 'Unauthorized: this endpoint needs "Authorization: Bearer <token>" (docker: "HttpHeaders" in config.json)');
-      }
+      const principal = await authenticate(req, { tcp, token: this.opts.token, tenants: this.opts.tenants });
       const { path: p, query } = parseTarget(req.url);
+      checkTenantPath(principal, p);
       const route = matchRoute(req.method ?? 'GET', p);
       if (!route.streamsBody) await readSmallBody(req, this.limits.maxSmallBodyBytes);
-      await route.handler({ req, res, path: p, query, name: route.name }, this.ctx);
+      await route.handler({ req, res, path: p, query, name: route.name, principal }, this.ctx);
     } catch (e) {
       const err = toApiError(e);
       // A client that went away mid-answer is no server fault.
@@ -189,11 +183,12 @@ export class EngineServer {
    * A hijacked connection: only `POST /containers/{id}/attach` takes one. Errors get Docker's
    * JSON body on the raw socket, which then closes.
    */
-  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, token: string | undefined): void {
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, tcp: boolean): Promise<void> {
     socket.on('error', () => undefined);
     try {
-      if (token !== undefined && !authorized(req, token)) throw new ApiError(401, 'Unauthorized: this endpoint needs "Authorization: Bearer <token>"');
+      const principal = await authenticate(req, { tcp, token: this.opts.token, tenants: this.opts.tenants });
       const { path: p, query } = parseTarget(req.url);
+      checkTenantPath(principal, p);
       const m = /^\/containers\/([^/]+)\/attach$/.exec(p);
       if (!m || req.method !== 'POST' || (req.headers.upgrade ?? '').toLowerCase() !== 'tcp') throw new ApiError(400, 'only POST /containers/{id}/attach takes Upgrade: tcp');
       let name: string;

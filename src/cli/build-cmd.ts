@@ -13,9 +13,8 @@ import { resolveUser } from '../snapshot/rootfs.js';
 import { runInSandbox } from '../snapshot/sandbox.js';
 import { SANDBOX_FLAGS, limitMessage, parseNetwork, sandboxFromFlags } from '../sandbox/limits.js';
 import { sessionInputs } from './session-flags.js';
-import { detectStorageDriver } from '../snapshot/storage-driver.js';
+import { memoizedStorageDriver } from '../snapshot/storage-driver.js';
 import { containerEnv, envGet } from '../image-config.js';
-import os from 'node:os';
 import { writeFileAtomic } from '../fs.js';
 import { parseReference } from '../store/reference.js';
 import { RUN_VALUE_FLAGS } from './run-flags.js';
@@ -29,22 +28,6 @@ import type { SandboxOptions } from '../sandbox/container.js';
 import type { RemoteCache } from '../scheduler/remote-cache.js';
 
 /** The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted. */
-async function detectedDriver(layout: CommandEnv['layout']): Promise<'overlay' | 'vfs'> {
-  await ensureStore(layout);
-  // The probe mounts a throwaway overlay: remember its answer per kernel and filesystem.
-  const memo = path.join(layout.root, 'storage-driver.json');
-  const dev = (await fs.stat(layout.graph)).dev;
-  const known = await fs.readFile(memo, 'utf8').then((t) => JSON.parse(t) as { kernel: string; dev: number; driver: 'overlay' | 'vfs'; reason?: string }, () => undefined);
-  if (known && known.kernel === os.release() && known.dev === dev) {
-    if (known.driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${known.reason ?? 'unknown'}); using --storage-driver vfs\n`);
-    return known.driver;
-  }
-  const { driver, reason } = await detectStorageDriver(layout.tmp);
-  await writeFileAtomic(memo, JSON.stringify({ kernel: os.release(), dev, driver, ...(reason ? { reason } : {}) }), 0o644, { fsync: false });
-  if (driver === 'vfs') process.stderr.write(`WARNING: overlayfs cannot be mounted here (${reason}); using --storage-driver vfs\n`);
-  return driver;
-}
-
 /**
  * A Dockerfile that is a named pipe, socket or device inside the context would block the
  * build forever (or worse): refused. A pipe given with -f from outside the context
@@ -155,7 +138,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   // The engine's own modules load only for an in-process build: a client of the resident engine skips them.
   const [{ build }, { buildInput }, { checkOutputs, writeOutputs }] = await Promise.all([import('../scheduler/build.js'), import('./build-input.js'), import('./build-output.js')]);
   await checkOutputs(extras.outputs);
-  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await detectedDriver(layout));
+  const driver = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER'] ?? (await memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
   if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
   const input = await buildInput(layout, positionals[0]!, values.file);
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents

@@ -78,7 +78,7 @@ export const COMMANDS: Record<string, Command> = {
   import: { usage: '[OPTIONS] file|- [REPOSITORY[:TAG]]', summary: 'Import the contents from a tarball to create a filesystem image', help: 'Options:\n  -c, --change list   Apply Dockerfile instruction to the created image\n  -m, --message string   Set commit message for imported image', run: importCmd },
   save: { usage: '[OPTIONS] IMAGE [IMAGE...]', summary: 'Save one or more images to a tar archive (docker save format)', help: 'Options:\n      --format string   docker (default) or oci (an OCI image layout, which docker load also reads)\n  -o, --output string   Write to a file, instead of STDOUT', run: save },
   load: { usage: '[OPTIONS]', summary: 'Load an image from a tar archive or STDIN', help: 'Options:\n  -i, --input string   Read from tar archive file, instead of STDIN\n  -q, --quiet', run: load },
-  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --allow list        network.host: let builds ask for the host network; security.insecure: RUN --security=insecure (entitlements, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
+  serve: { usage: '[OPTIONS]', summary: 'Serve the Docker Engine API to the docker CLI (DOCKER_HOST=unix://… DOCKER_BUILDKIT=0)', help: 'Options:\n  -H, --host list         unix:///path.sock (default <root>/slipway.sock, mode 0660) or tcp://HOST:PORT (needs a token)\n      --token-file FILE   Token TCP clients send as "Authorization: Bearer <token>" (default: env SLIPWAY_TOKEN)\n      --workers int       Worker threads for RUN/COPY/ADD (default: number of cores)\n      --insecure-registry HOST   Allow plain HTTP to HOST for push/pull (repeatable)\n      --redis URL         Enable the farm endpoints (/slipway/v1/builds) with this Redis\n      --registry HOST     The farm\'s registry (with --redis)\n      --tenants-file FILE Tenants\' tokens, "TENANT TOKEN [operator]" per line; reloaded on SIGHUP and when it changes\n      --no-affinity       Queue farm builds for any worker\n      --affinity-wait sec How long the worker holding a build\'s cache has to start it (default 2)\n      --allow list        network.host: let builds ask for the host network; security.insecure: RUN --security=insecure (entitlements, as BuildKit\'s)\nSandbox defaults and ceilings for every build:' + SANDBOX_HELP, run: async (args, env) => (await import('./serve-cmd.js')).serveCommand(args, env) },
   stats: { usage: '[OPTIONS]', summary: 'Cache hit rates per build and tag, time saved, top cache breakers', help: 'Options:\n      --tag string     Only builds of this tag\n      --since string   Only builds since (30m, 24h, 7d, or a date)\n      --format json    One JSON document', run: statsCommand },
   ...REGISTRY_COMMANDS,
   prune: { usage: '[OPTIONS]', summary: 'Remove cache images nothing references, least worth keeping first, and unused cache mounts', help: 'Options:\n      --keep-storage size    Stop once the store (images and cache mounts) is under this size (e.g. 10GB)\n      --keep-duration dur    Keep images created or used within this time (e.g. 24h)\n      --dry-run              Only list what would be removed', run: pruneCommand },
@@ -90,16 +90,22 @@ export const COMMANDS: Record<string, Command> = {
       --push              Push the result to the farm's registry
       --wait              Stream the build's progress and exit with its status
       --no-cache          Do not use the cache
-      --tenant string     Cache namespace (default "default"; also of cache mounts)
-      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed for the workers' keys, never sent in the clear
+      --secret list       id=ID,src=FILE or id=ID,env=VAR: sealed here for the workers' keys, never sent in the clear
+      --server URL        Submit through a serve's farm API (tcp://HOST:PORT or unix:///path.sock) as the tenant of the token
+      --token-file FILE   The tenant's token (default $SLIPWAY_TOKEN), sent as "Authorization: Bearer"
+  Without --server, straight to Redis as the operator (tenant "default"):
       --redis URL         Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
-      --registry HOST     The farm's registry (default $SLIPWAY_REGISTRY)`, run: submitCommand },
+      --registry HOST     The farm's registry (default $SLIPWAY_REGISTRY; credentials from "slipway login")
+      --no-affinity       Queue for any worker, not first for the one holding the build's cache
+      --affinity-wait sec How long that worker has to start it before any may (default 2)`, run: submitCommand },
   worker: { usage: '[OPTIONS]', summary: 'Run a farm worker: take builds from the queue, share the cache through Redis and the registry', help: `Options:
       --redis URL              Redis (default $REDIS_URL, else redis://127.0.0.1:6379)
       --registry HOST          The farm's registry (default $SLIPWAY_REGISTRY)
       --concurrency int        Builds at once (default 1)
       --threads int            Worker threads for steps (default: cores)
-      --metrics-port int       Serve Prometheus metrics on 127.0.0.1:PORT
+      --metrics-port int       Serve Prometheus metrics on PORT
+      --metrics-host addr      Address the metrics listener binds (default 127.0.0.1)
+      --shared-tenant name     A tenant whose cache and images every tenant may read (public base images)
       --lock-duration sec      Job lock; a dead worker's job is retaken after it (default 30)
       --shutdown-timeout sec   On SIGTERM, wait this long for running builds (default 60)
       --name string            Worker name

@@ -8,6 +8,17 @@ import type { CommandEnv } from './command-env.js';
 import { parseBuildArgs } from './args.js';
 import { parseSecrets } from './session-flags.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
+import type { BuildJobResult } from '../farm/job.js';
+import { TENANT_NAME } from '../farm/namespace.js';
+import type { Credentials } from '../registry/client.js';
+import { configDir, readCredentials } from '../registry/auth.js';
+import { followRemote, readSubmitToken, submitRemote } from './submit-remote.js';
+
+/** `--shared-tenant NAME`: the tenant whose records and images every tenant may read. */
+function sharedTenant(v: string): string {
+  if (!TENANT_NAME.test(v)) throw new SlipwayError('ERR_USAGE', `invalid --shared-tenant ${JSON.stringify(v)}: lower-case letters and digits, separated by '_' or '-'`);
+  return v;
+}
 
 function needRegistry(flag: string | undefined): string {
   const r = registryHost(flag);
@@ -16,36 +27,77 @@ function needRegistry(flag: string | undefined): string {
 }
 
 
-/** `slipway submit`: queue a build on the farm; `--wait` follows it and exits with its status. */
+/** `--affinity-wait SECONDS` (default 2). */
+function affinityWait(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 3600) throw new SlipwayError('ERR_USAGE', '--affinity-wait must be a number of seconds (0 to 3600)');
+  return Math.round(n * 1000);
+}
+
+/** Prints a finished build's outcome; the exit status. */
+function reportResult(jobId: string, result: BuildJobResult): number {
+  if (result.ok) {
+    process.stdout.write(`Build ${jobId} succeeded on ${result.worker}: sha256:${result.imageId}\n`);
+    for (const p of result.pushed) process.stdout.write(`Pushed ${p.tag} ${p.digest}\n`);
+    return 0;
+  }
+  process.stderr.write(`Error: ${result.error.message}\n`);
+  return result.error.exitCode ?? 1;
+}
+
+/**
+ * `slipway submit`: queue a build on the farm; `--wait` follows it and exits with its status.
+ * With `--server` it goes through a `serve`'s farm API with a tenant's token (the tenant is the
+ * token's); without, straight to Redis as the operator (tenant `default`).
+ */
 export async function submitCommand(args: string[], _env: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     options: {
       tag: { type: 'string', short: 't', multiple: true }, file: { type: 'string', short: 'f' }, 'build-arg': { type: 'string', multiple: true },
       target: { type: 'string' }, push: { type: 'boolean' }, wait: { type: 'boolean' }, 'no-cache': { type: 'boolean' },
-      redis: { type: 'string' }, registry: { type: 'string' }, tenant: { type: 'string' }, secret: { type: 'string', multiple: true },
+      redis: { type: 'string' }, registry: { type: 'string' }, server: { type: 'string' }, 'token-file': { type: 'string' },
+      'no-affinity': { type: 'boolean' }, 'affinity-wait': { type: 'string' }, tenant: { type: 'string' }, secret: { type: 'string', multiple: true },
     },
     allowPositionals: true,
   });
+  if (values.tenant !== undefined) throw new SlipwayError('ERR_USAGE', '--tenant is gone: a build belongs to the tenant its token names (--server URL --token-file FILE)');
   if (positionals.length !== 1) throw new SlipwayError('ERR_USAGE', '"slipway submit" requires exactly 1 argument: CONTEXT');
+  const buildArgs = parseBuildArgs(values['build-arg'] ?? []);
   const secrets = await parseSecrets(values.secret ?? []);
+  if (values.server !== undefined) {
+    if (values.redis !== undefined || values.registry !== undefined || values['no-affinity'] || values['affinity-wait'] !== undefined) {
+      throw new SlipwayError('ERR_USAGE', '--server goes through the farm API: --redis, --registry, --no-affinity and --affinity-wait are the server\'s to set');
+    }
+    const server = { url: values.server, token: await readSubmitToken(values['token-file']) };
+    const q = new URLSearchParams();
+    for (const t of values.tag ?? []) q.append('t', t);
+    if (values.file) q.set('dockerfile', values.file);
+    if (Object.keys(buildArgs).length) q.set('buildargs', JSON.stringify(buildArgs));
+    if (values.target) q.set('target', values.target);
+    if (values.push) q.set('push', '1');
+    if (values['no-cache']) q.set('nocache', '1');
+    const sub = await submitRemote(server, positionals[0]!, q, values.file ?? 'Dockerfile', secrets);
+    process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.id}\n`);
+    return values.wait ? reportResult(sub.id, await followRemote(server, sub.id, (t) => process.stdout.write(t))) : 0;
+  }
   const redis = redisUrl(values.redis);
+  const wait = affinityWait(values['affinity-wait']);
   const sub = await submitBuild({
     redisUrl: redis, registry: needRegistry(values.registry), contextDir: positionals[0]!, ...(values.file ? { dockerfile: values.file } : {}),
-    tags: values.tag ?? [], buildArgs: parseBuildArgs(values['build-arg'] ?? []), ...(values.target ? { target: values.target } : {}),
-    noCache: values['no-cache'] ?? false, push: values.push ?? false, ...(values.tenant ? { tenant: values.tenant } : {}),
+    tags: values.tag ?? [], buildArgs, ...(values.target ? { target: values.target } : {}),
+    noCache: values['no-cache'] ?? false, push: values.push ?? false, affinity: !values['no-affinity'], ...(wait !== undefined ? { affinityWaitMs: wait } : {}),
+    registryCredentials: await farmCredentials(needRegistry(values.registry)),
     ...(secrets.size > 0 ? { secrets } : {}),
   });
-  process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}\n`);
-  if (!values.wait) return 0;
-  const result = await followBuild(redis, sub.jobId, (t) => process.stdout.write(t));
-  if (result.ok) {
-    process.stdout.write(`Build ${sub.jobId} succeeded on ${result.worker}: sha256:${result.imageId}\n`);
-    for (const p of result.pushed) process.stdout.write(`Pushed ${p.tag} ${p.digest}\n`);
-    return 0;
-  }
-  process.stderr.write(`Error: ${result.error.message}\n`);
-  return result.error.exitCode ?? 1;
+  process.stdout.write(`${sub.deduplicated ? 'Already queued' : 'Submitted'}: ${sub.jobId}${sub.routedTo ? ` (offered first to ${sub.routedTo}, which holds its cache)` : ''}\n`);
+  return values.wait ? reportResult(sub.jobId, await followBuild(redis, sub.jobId, (t) => process.stdout.write(t))) : 0;
+}
+
+/** The farm registry's credentials: what `slipway login` stored for it (the process' own). */
+async function farmCredentials(registry: string): Promise<Credentials | undefined> {
+  return readCredentials(configDir(), registry);
 }
 
 /** `slipway worker`: a farm worker process. */
@@ -54,11 +106,12 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     args,
     options: {
       redis: { type: 'string' }, registry: { type: 'string' }, concurrency: { type: 'string' }, threads: { type: 'string' },
-      'metrics-port': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
+      'metrics-port': { type: 'string' }, 'metrics-host': { type: 'string' }, 'shared-tenant': { type: 'string' }, 'lock-duration': { type: 'string' }, 'shutdown-timeout': { type: 'string' }, name: { type: 'string' },
       allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
     },
   });
   const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
+  if (values['metrics-host'] !== undefined && values['metrics-port'] === undefined) throw new SlipwayError('ERR_USAGE', '--metrics-host needs --metrics-port');
   const num = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -73,9 +126,12 @@ export async function workerCommand(args: string[], { layout }: CommandEnv): Pro
     ...(values['lock-duration'] !== undefined ? { lockDurationMs: num(values['lock-duration'], 'lock-duration')! * 1000 } : {}),
     ...(values['shutdown-timeout'] !== undefined ? { shutdownTimeoutMs: num(values['shutdown-timeout'], 'shutdown-timeout')! * 1000 } : {}),
     ...(values.name ? { name: values.name } : {}),
+    ...(values['metrics-host'] !== undefined ? { metricsHost: values['metrics-host'] } : {}),
+    ...(values['shared-tenant'] !== undefined ? { sharedTenant: sharedTenant(values['shared-tenant']) } : {}),
+    registryCredentials: await farmCredentials(needRegistry(values.registry)),
     policy,
   });
-  if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://127.0.0.1:${w.metricsPort}/metrics\n`);
+  if (w.metricsPort !== undefined) process.stderr.write(`metrics on http://${values['metrics-host'] ?? '127.0.0.1'}:${w.metricsPort}/metrics\n`);
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGTERM', stop);
@@ -103,6 +159,13 @@ export async function farmCommand(args: string[], _env: CommandEnv): Promise<num
   process.stdout.write(`Queue: ${st.counts['waiting'] ?? 0} waiting, ${st.counts['active'] ?? 0} running, ${st.counts['delayed'] ?? 0} delayed, ${st.counts['completed'] ?? 0} completed, ${st.counts['failed'] ?? 0} failed\n`);
   process.stdout.write(`Workers: ${st.workers.length}\n`);
   if (st.workers.length) process.stdout.write(table([['NAME', 'ADDRESS'], ...st.workers.map((w) => [w.name, w.addr])]));
+  const r = st.routing;
+  const pct = (x: number | null) => (x === null ? '-' : `${Math.round(x * 100)} %`);
+  process.stdout.write(`Routed by cache affinity: ${pct(r.routedShare)} of ${r.submitted} builds submitted\n`);
+  if (r.workers.length) {
+    process.stdout.write(table([['WORKER', 'ALIVE', 'BUILDS', 'HIT RATE', 'BY AFFINITY', 'CHAINS HELD'],
+      ...r.workers.map((w) => [w.name, w.alive ? 'yes' : 'no', String(w.builds), pct(w.hitRate), w.builds ? pct(w.routed / w.builds) : '-', String(w.heldKeys)])]));
+  }
   if (st.running.length) {
     process.stdout.write('Running builds:\n');
     process.stdout.write(table([['BUILD', 'TAGS', 'STARTED'], ...st.running.map((r) => [r.id, r.tags.join(',') || '<none>', r.startedAt ? new Date(r.startedAt).toISOString() : ''])]));

@@ -11,6 +11,8 @@ import type { FarmConfig } from '../api/routes.js';
 import { normalizeRegistry } from '../registry/remote-reference.js';
 import type { CommandEnv } from './command-env.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
+import { TenantTokens } from '../api/tenant-tokens.js';
+import { configDir, readCredentials } from '../registry/auth.js';
 
 const MIN_TOKEN_LENGTH = 16;
 
@@ -38,7 +40,7 @@ function farmConfig(flags: { redis: string | undefined; registry: string | undef
   const redisUrl = flags.redis ?? (process.env['REDIS_URL'] || undefined);
   const registry = flags.registry ?? (process.env['SLIPWAY_REGISTRY'] || undefined);
   if (redisUrl && registry) {
-    if (!/^rediss?:\/\//.test(redisUrl)) throw new SlipwayError('ERR_USAGE', `invalid Redis URL ${JSON.stringify(redisUrl)}: use redis://HOST:PORT`);
+    if (!/^(rediss?|redis-sentinel):\/\//.test(redisUrl)) throw new SlipwayError('ERR_USAGE', `invalid Redis URL ${JSON.stringify(redisUrl)}: use redis://HOST:PORT or redis-sentinel://HOST:PORT,.../MASTER`);
     return { redisUrl, registry: normalizeRegistry(registry) };
   }
   if (flags.redis !== undefined) throw new SlipwayError('ERR_USAGE', '--redis needs a registry for the farm: --registry HOST[:PORT] or SLIPWAY_REGISTRY');
@@ -66,11 +68,13 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
     options: {
       host: { type: 'string', short: 'H', multiple: true }, 'token-file': { type: 'string' }, workers: { type: 'string' },
       'insecure-registry': { type: 'string', multiple: true }, redis: { type: 'string' }, registry: { type: 'string' },
-      allow: { type: 'string', multiple: true }, ...SANDBOX_FLAGS,
+      allow: { type: 'string', multiple: true }, 'tenants-file': { type: 'string' }, 'no-affinity': { type: 'boolean' }, 'affinity-wait': { type: 'string' },
+      ...SANDBOX_FLAGS,
     },
     allowPositionals: true,
   });
   if (positionals.length > 0) throw new SlipwayError('ERR_USAGE', '"slipway serve" accepts no arguments');
+  const tenants = await openTenants(values['tenants-file']);
   let endpoints: Endpoint[];
   try {
     endpoints = (values.host ?? [`unix://${path.join(path.resolve(layout.root), 'slipway.sock')}`]).map(parseEndpoint);
@@ -79,12 +83,12 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   }
   const token = await readToken(values['token-file']);
   const tcp = endpoints.filter((e): e is Extract<Endpoint, { kind: 'tcp' }> => e.kind === 'tcp');
-  if (tcp.length > 0 && token === undefined) throw new SlipwayError('ERR_USAGE', 'a TCP listener needs a token: --token-file FILE or SLIPWAY_TOKEN');
+  if (tcp.length > 0 && token === undefined && tenants === undefined) throw new SlipwayError('ERR_USAGE', 'a TCP listener needs a token: --token-file FILE, SLIPWAY_TOKEN or --tenants-file FILE');
   if (token !== undefined && token.length < MIN_TOKEN_LENGTH) throw new SlipwayError('ERR_USAGE', `the token must have at least ${MIN_TOKEN_LENGTH} characters`);
   for (const e of tcp) if (!isLoopback(e.host)) process.stderr.write(`warning: tcp://${e.host}:${e.port} is plain HTTP: the token travels unencrypted\n`);
   const workers = values.workers !== undefined ? Number(values.workers) : undefined;
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new SlipwayError('ERR_USAGE', '--workers must be a positive integer');
-  const farm = farmConfig({ redis: values.redis, registry: values.registry });
+  const farm = await farmWithOptions(farmConfig({ redis: values.redis, registry: values.registry }), values);
   const insecure = insecureRegistries(values['insecure-registry']);
   const policy = { sandbox: sandboxFromFlags(values), entitlements: parseAllow(values.allow) };
 
@@ -97,7 +101,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   let server: EngineServer;
   try {
     server = await EngineServer.start({
-      layout, pool, endpoints, ...(token !== undefined ? { token } : {}),
+      layout, pool, endpoints, ...(token !== undefined ? { token } : {}), ...(tenants ? { tenants } : {}),
       insecureRegistries: insecure, ...(farm ? { farm } : {}), log, policy,
     });
   } catch (e) {
@@ -114,6 +118,32 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   await server.close();
   await pool.close();
   return 0;
+}
+
+/** `--tenants-file FILE`, read again on SIGHUP (it is also checked for changes on use). */
+async function openTenants(file: string | undefined): Promise<TenantTokens | undefined> {
+  if (file === undefined) return undefined;
+  const tenants = await TenantTokens.open(file, (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
+  process.on('SIGHUP', () => void tenants.reload());
+  return tenants;
+}
+
+/** The farm's registry credentials (what `slipway login` stored) and its routing flags. */
+async function farmWithOptions(farm: FarmConfig | undefined, v: { 'no-affinity'?: boolean | undefined; 'affinity-wait'?: string | undefined }): Promise<FarmConfig | undefined> {
+  if (!farm) {
+    if (v['no-affinity'] || v['affinity-wait'] !== undefined) throw new SlipwayError('ERR_USAGE', '--no-affinity and --affinity-wait need the farm: --redis URL --registry HOST');
+    return undefined;
+  }
+  let waitMs: number | undefined;
+  if (v['affinity-wait'] !== undefined) {
+    const n = Number(v['affinity-wait']);
+    if (!Number.isFinite(n) || n < 0 || n > 3600) throw new SlipwayError('ERR_USAGE', '--affinity-wait must be a number of seconds (0 to 3600)');
+    waitMs = Math.round(n * 1000);
+  }
+  return {
+    ...farm, registryCredentials: await readCredentials(configDir(), farm.registry),
+    ...(v['no-affinity'] ? { affinity: false } : {}), ...(waitMs !== undefined ? { affinityWaitMs: waitMs } : {}),
+  };
 }
 
 /** A Redis URL without its password, for logs. */

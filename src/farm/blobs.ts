@@ -1,11 +1,8 @@
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import crypto from 'node:crypto';
-import { RegistryClient } from '../registry/client.js';
+import { RegistryClient, type Credentials } from '../registry/client.js';
 
-/** The registry repositories the farm keeps its own blobs in. */
-export const CONTEXT_REPO = 'slipway/contexts';
-export const LAYER_REPO = 'slipway/layers';
 
 /** sha256 and size of a file, streamed. */
 export async function fileDigest(file: string): Promise<{ digest: string; size: number }> {
@@ -25,9 +22,9 @@ export async function fileDigest(file: string): Promise<{ digest: string; size: 
 export class BlobStore {
   readonly client: RegistryClient;
 
-  constructor(readonly registry: string) {
+  constructor(readonly registry: string, credentials?: Credentials) {
     // The farm's registry is the user's own; plain HTTP is allowed for it (loopback or named insecure).
-    this.client = new RegistryClient({ registry, insecureRegistries: [registry] });
+    this.client = new RegistryClient({ registry, insecureRegistries: [registry], credentials });
   }
 
   async put(repo: string, file: string): Promise<{ digest: string; size: number; uploaded: boolean }> {

@@ -3,7 +3,7 @@
  * (stoppable when the HTTP client goes away), on the queue helpers `submit.ts` shares.
  */
 import type { BuildJobResult } from './job.js';
-import { finishedResult, followJob, withQueue } from './queue.js';
+import { finishedResult, followJob, withJobQueues } from './queue.js';
 
 /** A farm build's state, in the API's words. */
 export type FarmBuildStatus = 'queued' | 'running' | 'succeeded' | 'failed';
@@ -39,7 +39,8 @@ function statusOf(state: string, result: BuildJobResult | undefined): FarmBuildS
 
 /** One build's state, result and log; undefined when the farm has no job of that id. */
 export async function readFarmBuild(redisUrl: string, id: string): Promise<FarmBuildJson | undefined> {
-  return withQueue(redisUrl, 'producer', async (queue) => {
+  return withJobQueues(redisUrl, 'producer', async (qs) => {
+    const queue = await qs.queueFor(id);
     const job = await queue.getJob(id);
     if (!job) return undefined;
     const state = await job.getState();
@@ -62,5 +63,5 @@ export async function readFarmBuild(redisUrl: string, id: string): Promise<FarmB
  * rejects when the job disappears (removed) or Redis fails.
  */
 export async function followFarmBuild(redisUrl: string, id: string, onText: (text: string) => void, signal: AbortSignal): Promise<BuildJobResult | undefined> {
-  return withQueue(redisUrl, 'producer', (queue) => followJob(queue, id, onText, { signal, pollMs: 250 }));
+  return withJobQueues(redisUrl, 'producer', (qs) => followJob(qs, id, onText, { signal, pollMs: 250 }));
 }

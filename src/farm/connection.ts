@@ -1,7 +1,17 @@
 import { Redis, type RedisOptions } from 'ioredis';
+import { FARM_PREFIX } from './namespace.js';
+import { SlipwayError } from '../errors.js';
 
 /** The queue every producer and worker of one farm shares. */
 export const QUEUE_NAME = 'slipway-builds';
+
+/**
+ * Options of every bullmq queue and worker of the farm: its keys live under the farm's prefix
+ * (`slipway:<queue>:…`), so the workers' Redis ACL user can be limited to `~slipway:*`.
+ */
+export function queueOptions(connection: Redis): { connection: Redis; prefix: string } {
+  return { connection, prefix: FARM_PREFIX };
+}
 
 /** `--redis URL` > `$REDIS_URL` > `redis://127.0.0.1:6379`. */
 export function redisUrl(flag: string | undefined): string {
@@ -23,5 +33,31 @@ export function connect(url: string, role: 'worker' | 'producer'): Redis {
   const opts: RedisOptions = role === 'worker'
     ? { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) }
     : { maxRetriesPerRequest: 1, retryStrategy: (n) => (n > 3 ? null : n * 200) };
+  const sentinel = parseSentinelUrl(url);
+  if (sentinel) return new Redis({ ...sentinel, ...opts, lazyConnect: false });
   return new Redis(url, { ...opts, lazyConnect: false });
+}
+
+/**
+ * `redis-sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/MASTER[/DB]`: the farm's Redis
+ * behind Sentinel (ioredis asks the sentinels for the master and follows a failover). The
+ * credentials are the master's (the farm's ACL user); sentinels are asked without them.
+ * Undefined for any other URL.
+ */
+export function parseSentinelUrl(url: string): RedisOptions | undefined {
+  const m = /^redis-sentinel:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/]+)\/([^/]+)(?:\/(\d+))?\/?$/.exec(url);
+  if (!m) {
+    if (url.startsWith('redis-sentinel:')) throw new SlipwayError('ERR_INVALID_OPTION', `invalid Sentinel URL ${JSON.stringify(url.replace(/:[^:@/]*@/, ':***@'))}: use redis-sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER`);
+    return undefined;
+  }
+  const sentinels = m[3]!.split(',').map((hp) => {
+    const at = hp.lastIndexOf(':');
+    const port = at > 0 ? Number(hp.slice(at + 1)) : 26379;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new SlipwayError('ERR_INVALID_OPTION', `invalid Sentinel address ${JSON.stringify(hp)}`);
+    return { host: at > 0 ? hp.slice(0, at) : hp, port };
+  });
+  return {
+    sentinels, name: decodeURIComponent(m[4]!), ...(m[1] ? { username: decodeURIComponent(m[1]) } : {}),
+    ...(m[2] !== undefined ? { password: decodeURIComponent(m[2]) } : {}), ...(m[5] ? { db: Number(m[5]) } : {}),
+  };
 }

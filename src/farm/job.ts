@@ -14,8 +14,10 @@ export interface BuildJobData {
   noCache?: boolean;
   /** Push the result to the registry (tags must name it, or they are pushed under `<registry>/`). */
   push: boolean;
-  /** Cache namespace: steps are shared only within a tenant. */
+  /** The authenticated tenant: its cache, layers, images and worker stores are its own. */
   tenant: string;
+  /** Route keys of the leading steps (route-keys.ts): what cache-affinity routing matches. */
+  routeKeys?: string[];
   /** `submit --secret`: sealed for the workers' keys (secret-box.ts), never in the clear. */
   secrets?: SealedSecretsJson;
 }

@@ -1,6 +1,8 @@
 import { Queue, type Job } from 'bullmq';
 import { SlipwayError } from '../errors.js';
-import { connect, QUEUE_NAME } from './connection.js';
+import type { Redis } from 'ioredis';
+import { connect, queueOptions, QUEUE_NAME } from './connection.js';
+import { JobQueues } from './job-location.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
 
 export type BuildQueue = Queue<BuildJobData, BuildJobResult>;
@@ -10,15 +12,31 @@ export type BuildQueue = Queue<BuildJobData, BuildJobResult>;
  * fast when Redis is down (the API answers at once); a `worker` one waits through an outage
  * (a follower that must not give up on a running build).
  */
-export async function withQueue<T>(redisUrl: string, role: 'producer' | 'worker', fn: (q: BuildQueue) => Promise<T>): Promise<T> {
+export async function withQueue<T>(redisUrl: string, role: 'producer' | 'worker', fn: (q: BuildQueue, conn: Redis) => Promise<T>): Promise<T> {
   const conn = connect(redisUrl, role);
   conn.on('error', () => undefined);
-  const queue: BuildQueue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, { connection: conn });
+  const queue: BuildQueue = new Queue<BuildJobData, BuildJobResult>(QUEUE_NAME, queueOptions(conn));
   queue.on('error', () => undefined);
   try {
-    return await fn(queue);
+    return await fn(queue, conn);
   } finally {
     await queue.close().catch(() => undefined);
+    conn.disconnect();
+  }
+}
+
+/**
+ * Runs `fn` with the farm's queues on a connection of its own, for reading builds whose record
+ * may be in a worker's own queue (a build routed by cache affinity): `qs.queueFor(id)` finds it.
+ */
+export async function withJobQueues<T>(redisUrl: string, role: 'producer' | 'worker', fn: (qs: JobQueues, conn: Redis) => Promise<T>): Promise<T> {
+  const conn = connect(redisUrl, role);
+  conn.on('error', () => undefined);
+  const qs = new JobQueues(conn);
+  try {
+    return await fn(qs, conn);
+  } finally {
+    await qs.close();
     conn.disconnect();
   }
 }
@@ -42,16 +60,20 @@ export function finishedResult(job: Job<BuildJobData, BuildJobResult>, state: st
  * a follower that arrives late, or twice, misses nothing. Resolves undefined when `signal`
  * aborts first; fails when the job is unknown or removed meanwhile.
  */
-export async function followJob(queue: BuildQueue, id: string, onText: (text: string) => void, o: { signal?: AbortSignal; pollMs?: number } = {}): Promise<BuildJobResult | undefined> {
-  let seen = 0;
+export async function followJob(qs: JobQueues, id: string, onText: (text: string) => void, o: { signal?: AbortSignal; pollMs?: number } = {}): Promise<BuildJobResult | undefined> {
+  // The record can move (a routed build taken by the fallback copy): located on each tick, and
+  // each copy's log read from where it was left.
+  const seen = new Map<string, number>();
   while (!o.signal?.aborted) {
+    const queue = await qs.queueFor(id);
     // State first, then the job: a job read before it finished has no result yet.
     const state = await queue.getJobState(id);
-    if (state === 'unknown') throw new SlipwayError('ERR_IMAGE_NOT_FOUND', seen ? `build ${id} was removed` : `no such build: ${id}`);
+    if (state === 'unknown') throw new SlipwayError('ERR_IMAGE_NOT_FOUND', seen.size ? `build ${id} was removed` : `no such build: ${id}`);
     // The worker writes its last log lines before it finishes the job (same connection, in order).
-    const { logs } = await queue.getJobLogs(id, seen, -1, true);
+    const from = seen.get(queue.name) ?? 0;
+    const { logs } = await queue.getJobLogs(id, from, -1, true);
     for (const text of logs) onText(text);
-    seen += logs.length;
+    seen.set(queue.name, from + logs.length);
     const job = state === 'completed' || state === 'failed' ? await queue.getJob(id) : undefined;
     const result = job ? finishedResult(job, state) : undefined;
     if (result) return result;

@@ -15,12 +15,18 @@ import { imageIdOf } from '../cache/key.js';
 import { unpackLayer } from '../snapshot/unpack.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
-import { BlobStore, LAYER_REPO } from './blobs.js';
+import type { BlobStore } from './blobs.js';
+import { layerRepo, tenantKeyPrefix } from './namespace.js';
+import { acquireFencedLease, publishFenced, releaseLease, renewLease } from './fencing.js';
 
 /** One small record per step key in Redis. */
 export interface RemoteRecord {
-  /** gzip blob of the layer tar in the farm registry's LAYER_REPO (absent for an empty layer). */
+  /** gzip blob of the layer tar in the farm registry's `layerRepo` (absent for an empty layer). */
   layerDigest?: string;
+  /** The repository holding the layer: the producing tenant's. */
+  layerRepo?: string;
+  /** The fencing token of the lease it was published under. */
+  fence?: number;
   layerSize?: number;
   diffId: string;
   imageJson: ImageJson;
@@ -34,29 +40,58 @@ export interface RemoteRecord {
 const DEFAULT_LEASE_MS = 15_000;
 
 /** What a worker counts about its use of the farm's cache (for tests and metrics). */
-export interface RemoteCacheCounters { fetched: number; published: number; waitedForLease: number }
+export interface RemoteCacheCounters { fetched: number; published: number; waitedForLease: number; fencedOff: number }
+
+/** What a RedisCacheIndex is built from. */
+export interface RedisCacheIndexOptions {
+  redis: Redis;
+  blobs: BlobStore;
+  layout: StoreLayout;
+  tenant: string;
+  /** The operator's shared namespace (public base images): read, never written, by other tenants. */
+  shared?: string | undefined;
+  worker: string;
+  build: string;
+  leaseMs?: number;
+}
 
 /**
  * The farm's shared cache: Redis holds one record per step key (key -> layer digest, diff id,
  * image JSON, size, producing build, duration), written when a step commits and read lazily
- * per step; the registry holds the layers. Keys are sha256 of the tenant and the step's
- * preimage, so tenants never share entries and xxh64 collisions cannot cross machines.
- * A per-key lease (renewed while building, expiring if its holder dies) makes identical steps
- * reached by two workers at once build once.
+ * per step; the registry holds the layers, in the tenant's own repository. Keys live under the
+ * tenant's prefix (`slipway:t:<tenant>:`) and name the sha256 of the step's preimage, so
+ * tenants never share entries (except reads of the operator's shared namespace) and xxh64
+ * collisions cannot cross machines. A per-key lease (renewed while building, expiring if its
+ * holder dies) makes identical steps reached by two workers at once build once; it carries a
+ * fencing token, checked atomically when the record is published, so a holder that lost its
+ * lease (paused, partitioned) can never overwrite what the next holder published.
  */
 export class RedisCacheIndex implements RemoteCache {
-  readonly counters: RemoteCacheCounters = { fetched: 0, published: 0, waitedForLease: 0 };
+  readonly counters: RemoteCacheCounters = { fetched: 0, published: 0, waitedForLease: 0, fencedOff: 0 };
+  private readonly leases = new Map<string, { value: string; fence: number }>();
 
-  constructor(private readonly opts: { redis: Redis; blobs: BlobStore; layout: StoreLayout; tenant: string; worker: string; build: string; prefix?: string; leaseMs?: number }) {}
+  constructor(private readonly opts: RedisCacheIndexOptions) {}
 
-  private key(kind: 'cache' | 'lease', preimage: string): string {
-    return `${this.opts.prefix ?? 'slipway'}:${kind}:${sha256Hex(`${this.opts.tenant}\n${preimage}`)}`;
+  private key(kind: 'cache' | 'lease', preimage: string, tenant = this.opts.tenant): string {
+    return `${tenantKeyPrefix(tenant)}:${kind}:${sha256Hex(preimage)}`;
+  }
+
+  /** The tenant's record, else the shared namespace's; a record naming another tenant's layers is ignored. */
+  private async record(preimage: string): Promise<RemoteRecord | undefined> {
+    const { tenant, shared } = this.opts;
+    for (const t of shared && shared !== tenant ? [tenant, shared] : [tenant]) {
+      const raw = await this.opts.redis.get(this.key('cache', preimage, t));
+      if (!raw) continue;
+      const rec = JSON.parse(raw) as RemoteRecord;
+      if (rec.layerDigest && rec.layerRepo !== layerRepo(t)) continue;
+      return rec;
+    }
+    return undefined;
   }
 
   async fetch(preimage: string, parent: ImageId | null, key: string): Promise<{ id: ImageId; durationMs: number } | undefined> {
-    const raw = await this.opts.redis.get(this.key('cache', preimage));
-    if (!raw) return undefined;
-    const rec = JSON.parse(raw) as RemoteRecord;
+    const rec = await this.record(preimage);
+    if (!rec) return undefined;
     // The id is a function of content: the same on the machine that built it.
     const id = imageIdOf(parent, key, rec.diffId);
     if (await hasImage(this.opts.layout, id)) return { id, durationMs: rec.durationMs };
@@ -67,7 +102,7 @@ export class RedisCacheIndex implements RemoteCache {
       await fs.mkdir(layerDir, { mode: 0o755 });
       if (rec.layerDigest && rec.layerSize !== undefined) {
         const gz = path.join(tmp, 'layer.tar.gz');
-        await this.opts.blobs.get(LAYER_REPO, rec.layerDigest, rec.layerSize, gz);
+        await this.opts.blobs.get(rec.layerRepo!, rec.layerDigest, rec.layerSize, gz);
         // The tar is kept with the image (layer.tar), so a push of it never packs the folder again.
         await pipeline(createReadStream(gz), createGunzip(), createWriteStream(tar));
         const { diffId } = await unpackLayer(createReadStream(tar), layerDir);
@@ -85,36 +120,38 @@ export class RedisCacheIndex implements RemoteCache {
 
   async lease(preimage: string): Promise<{ release(): Promise<void> } | { built: true }> {
     const k = this.key('lease', preimage);
-    const token = `${this.opts.worker}:${crypto.randomBytes(6).toString('hex')}`;
+    const fenceKey = `${tenantKeyPrefix(this.opts.tenant)}:fence`;
+    const owner = `${this.opts.worker}:${crypto.randomBytes(6).toString('hex')}`;
     const leaseMs = this.opts.leaseMs ?? DEFAULT_LEASE_MS;
+    const redis = this.opts.redis;
     let waited = false;
+    let held: { value: string; fence: number } | undefined;
     for (;;) {
-      const ok = await this.opts.redis.set(k, token, 'PX', leaseMs, 'NX');
-      if (ok === 'OK') break;
+      held = await acquireFencedLease(redis, k, fenceKey, owner, leaseMs);
+      if (held) break;
       if (!waited) {
         waited = true;
         this.counters.waitedForLease++;
       }
       // Someone else is building this step: wait for its record, or for the lease to lapse.
       await new Promise((r) => setTimeout(r, 250));
-      if (await this.opts.redis.exists(this.key('cache', preimage))) return { built: true };
+      if (await redis.exists(this.key('cache', preimage))) return { built: true };
     }
-    const redis = this.opts.redis;
+    const lease = held;
     // The caller's fetch missed before we asked for the lease; another worker may have
     // published and released in between. Building now would run the step a second time.
     if (await redis.exists(this.key('cache', preimage))) {
-      await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, k, token).catch(() => undefined);
+      await releaseLease(redis, k, lease.value).catch(() => undefined);
       return { built: true };
     }
-    const renew = setInterval(() => {
-      // Extend only our own lease (compare-and-set in one script).
-      void redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end", 1, k, token, String(leaseMs)).catch(() => undefined);
-    }, leaseMs / 3);
+    this.leases.set(preimage, lease);
+    const renew = setInterval(() => void renewLease(redis, k, lease.value, leaseMs).catch(() => undefined), leaseMs / 3);
     renew.unref();
     return {
       release: async () => {
         clearInterval(renew);
-        await redis.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end", 1, k, token).catch(() => undefined);
+        this.leases.delete(preimage);
+        await releaseLease(redis, k, lease.value).catch(() => undefined);
       },
     };
   }
@@ -130,14 +167,24 @@ export class RedisCacheIndex implements RemoteCache {
         const written = pipeline(zip, createWriteStream(gz));
         await writeLayerTar(this.opts.layout, image.id, zip);
         await written;
-        const put = await this.opts.blobs.put(LAYER_REPO, gz);
+        const repo = layerRepo(this.opts.tenant);
+        const put = await this.opts.blobs.put(repo, gz);
         rec.layerDigest = put.digest;
         rec.layerSize = put.size;
+        rec.layerRepo = repo;
       } finally {
         await fs.rm(tmp, { recursive: true, force: true });
       }
     }
-    await this.opts.redis.set(this.key('cache', preimage), JSON.stringify(rec));
+    const lease = this.leases.get(preimage);
+    if (!lease) throw new SlipwayError('ERR_INTERNAL', `farm cache: step ${image.id.slice(0, 12)} published without its lease`);
+    rec.fence = lease.fence;
+    const outcome = await publishFenced(this.opts.redis, this.key('lease', preimage), this.key('cache', preimage), lease.value, JSON.stringify(rec));
+    if (outcome === 'fenced') {
+      this.counters.fencedOff++;
+      // Not the user's fault and not ours to fix: the job is retried, and finds the winner's record.
+      throw new SlipwayError('ERR_REGISTRY', `farm cache: lost the lease of step ${image.id.slice(0, 12)} (fencing token ${lease.fence}); another worker holds it now, so this result is not published`);
+    }
     this.counters.published++;
   }
 }

@@ -78,9 +78,18 @@ function ungcm(key: Buffer, box: { iv: string; tag: string; data: string }): Buf
   return Buffer.concat([d.update(Buffer.from(box.data, 'base64')), d.final()]);
 }
 
+/** Every worker key published in Redis (public keys: anyone who may submit may read them). */
+export async function workerKeys(redis: Redis): Promise<WorkerKeyJson[]> {
+  return Object.values(await redis.hgetall(WORKER_KEYS)).map((t) => JSON.parse(t) as WorkerKeyJson);
+}
+
 /** Seals `secrets` for every worker key published in Redis. */
 export async function sealSecrets(redis: Redis, secrets: ReadonlyMap<string, Buffer>): Promise<SealedSecretsJson> {
-  const keys = Object.values(await redis.hgetall(WORKER_KEYS)).map((t) => JSON.parse(t) as WorkerKeyJson);
+  return sealSecretsFor(await workerKeys(redis), secrets);
+}
+
+/** Seals `secrets` for `keys` (a remote submitter gets them from the farm API). */
+export function sealSecretsFor(keys: readonly WorkerKeyJson[], secrets: ReadonlyMap<string, Buffer>): SealedSecretsJson {
   if (keys.length === 0) throw new SlipwayError('ERR_INVALID_OPTION', '--secret: no farm worker has published a key to seal secrets for (start a worker first)');
   const dataKey = crypto.randomBytes(32);
   const plain = Buffer.from(JSON.stringify(Object.fromEntries([...secrets].map(([id, v]) => [id, v.toString('base64')]))));
@@ -109,4 +118,34 @@ export function openSecrets(sealed: SealedSecretsJson, key: WorkerKey): Map<stri
   const dataKey = ungcm(kek(shared, ephDer), { iv: r.iv, tag: r.tag, data: r.wrapped });
   const values = JSON.parse(ungcm(dataKey, sealed).toString('utf8')) as Record<string, string>;
   return new Map(Object.entries(values).map(([id, v]) => [id, Buffer.from(v, 'base64')]));
+}
+
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Sealed secrets as a client sent them (the farm API's `X-Slipway-Sealed-Secrets`): checked
+ * field by field, so that what reaches a worker is well formed. Their content stays opaque: only
+ * a worker's key opens it, and a client can seal nothing but its own values.
+ */
+export function parseSealedSecrets(text: string): SealedSecretsJson {
+  const bad = (why: string) => new SlipwayError('ERR_INVALID_OPTION', `invalid sealed secrets: ${why}`);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  const obj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const b64 = (o: Record<string, unknown>, k: string, len?: number) => {
+    const f = o[k];
+    if (typeof f !== 'string' || !B64.test(f) || (len !== undefined && Buffer.from(f, 'base64').length !== len)) throw bad(`field ${k}`);
+    return f;
+  };
+  if (!obj(v) || v['v'] !== 1 || !Array.isArray(v['recipients'])) throw bad('expected {"v":1,"iv","tag","data","recipients":[...]}');
+  if (v['recipients'].length === 0 || v['recipients'].length > 256) throw bad('1 to 256 recipients');
+  const recipients = v['recipients'].map((r: unknown): RecipientJson => {
+    if (!obj(r) || typeof r['keyId'] !== 'string' || !/^[0-9a-f]{24}$/.test(r['keyId'])) throw bad('recipient keyId');
+    return { keyId: r['keyId'], ephemeral: b64(r, 'ephemeral'), iv: b64(r, 'iv', 12), tag: b64(r, 'tag', 16), wrapped: b64(r, 'wrapped', 32) };
+  });
+  return { v: 1, iv: b64(v, 'iv', 12), tag: b64(v, 'tag', 16), data: b64(v, 'data'), recipients };
 }

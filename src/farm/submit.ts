@@ -4,12 +4,18 @@ import os from 'node:os';
 import { canonicalJson } from '../cache/key.js';
 import { sha256Hex } from '../fs.js';
 import { SlipwayError } from '../errors.js';
-import { BlobStore, CONTEXT_REPO } from './blobs.js';
+import { BlobStore } from './blobs.js';
 import { packContext } from '../context/pack.js';
-import { followJob, withQueue } from './queue.js';
+import { readTarMember } from '../snapshot/tar-member.js';
+import type { Credentials } from '../registry/client.js';
 import { connect } from './connection.js';
+import { DEFAULT_TENANT, checkTenant, contextRepo } from './namespace.js';
+import { routeKeys } from './route-keys.js';
+import { enqueueBuild } from './enqueue.js';
+import { followJob, withJobQueues, withQueue } from './queue.js';
+import { routingStats } from './routing.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
-import { sealSecrets, type SealedSecretsJson } from './secret-box.js';
+import { sealSecrets, workerKeys, type SealedSecretsJson, type WorkerKeyJson } from './secret-box.js';
 
 
 /** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
@@ -19,11 +25,30 @@ export interface SubmitOptions extends Pick<BuildJobData, 'dockerfile' | 'tags' 
   contextDir?: string;
   /** A context tar already made (the API receives one). */
   contextTar?: string;
+  /** The authenticated tenant (never a user's parameter); the operator's `default` when absent. */
   tenant?: string;
   /** Retries for infrastructure faults (user errors are never retried). */
   attempts?: number;
+  /** Cache-affinity routing (default on) and how long the chosen worker has to start the build. */
+  affinity?: boolean;
+  affinityWaitMs?: number;
+  /** The farm registry's credentials (the API server's, or the operator's). */
+  registryCredentials?: Credentials | undefined;
   /** `--secret` values by id: sealed for the workers' keys before they leave this process. */
   secrets?: ReadonlyMap<string, Buffer>;
+  /** Or secrets the submitter sealed itself (a tenant through the farm API): passed on as they are. */
+  sealedSecrets?: SealedSecretsJson;
+}
+
+/** The workers' public keys, for a submitter that seals its secrets itself. */
+export async function publishedWorkerKeys(redisUrl: string): Promise<WorkerKeyJson[]> {
+  const conn = connect(redisUrl, 'producer');
+  conn.on('error', () => undefined);
+  try {
+    return await workerKeys(conn);
+  } finally {
+    conn.disconnect();
+  }
 }
 
 /** The secrets sealed for every worker key published in Redis (secret-box.ts). */
@@ -43,8 +68,8 @@ async function sealFor(redisUrl: string, secrets: ReadonlyMap<string, Buffer> | 
  * build. The job id is a digest of every input, so the same inputs submitted while a build of
  * them is queued or running attach to that job instead of building twice.
  */
-export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string; deduplicated: boolean; data: BuildJobData }> {
-  const blobs = new BlobStore(opts.registry);
+export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string; deduplicated: boolean; data: BuildJobData; routedTo?: string }> {
+  const blobs = new BlobStore(opts.registry, opts.registryCredentials);
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-submit-'));
   try {
     let tarFile = opts.contextTar;
@@ -55,32 +80,26 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
       tarFile = path.join(tmp, 'context.tar');
       await packContext(opts.contextDir, tarFile, opts.dockerfile ?? 'Dockerfile');
     }
-    const sealed = await sealFor(opts.redisUrl, opts.secrets);
-    const put = await blobs.put(CONTEXT_REPO, tarFile);
+    const tenant = checkTenant(opts.tenant ?? DEFAULT_TENANT);
+    const sealed = opts.sealedSecrets ?? await sealFor(opts.redisUrl, opts.secrets);
+    const put = await blobs.put(contextRepo(tenant), tarFile);
+    const dockerfileText = (await readTarMember(tarFile, opts.dockerfile ?? 'Dockerfile').catch(() => undefined)) ?? '';
     const data: BuildJobData = {
-      contextDigest: put.digest, contextSize: put.size, contextRepo: CONTEXT_REPO,
+      contextDigest: put.digest, contextSize: put.size, contextRepo: contextRepo(tenant),
       ...(opts.dockerfile ? { dockerfile: opts.dockerfile } : {}), tags: opts.tags, buildArgs: opts.buildArgs,
-      ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant: opts.tenant ?? 'default',
+      ...(opts.target ? { target: opts.target } : {}), ...(opts.noCache ? { noCache: true } : {}), push: opts.push, tenant,
+      routeKeys: routeKeys({ tenant, dockerfileText, dockerfile: opts.dockerfile ?? 'Dockerfile', contextDigest: put.digest, buildArgs: opts.buildArgs, target: opts.target }),
       ...(sealed ? { secrets: sealed } : {}),
     };
     const jobId = `b-${sha256Hex(canonicalJson(data)).slice(0, 32)}`;
-    return await withQueue(opts.redisUrl, 'producer', async (queue) => {
-      const existing = await queue.getJob(jobId);
-      const state = existing ? await existing.getState() : undefined;
-      if (existing && (state === 'waiting' || state === 'active' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children')) {
-        return { jobId, deduplicated: true, data };
-      }
-      // A finished job of the same inputs: remove it so the id can be used again (a rebuild).
-      if (existing) await existing.remove().catch(() => undefined);
-      const added = await queue.add('build', data, {
-        jobId, attempts: opts.attempts ?? 3, backoff: { type: 'exponential', delay: 1000 },
-        removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 },
-      });
-      // Two submits racing past the check above: Redis keeps the first job of an id and
-      // ignores the second add, whose local timestamp then differs from the stored one.
-      const stored = await queue.getJob(jobId);
-      return { jobId, deduplicated: stored !== undefined && stored.timestamp !== added.timestamp, data };
-    });
+    const conn = connect(opts.redisUrl, 'producer');
+    conn.on('error', () => undefined);
+    try {
+      const q = await enqueueBuild(conn, jobId, data, { attempts: opts.attempts, affinity: opts.affinity, affinityWaitMs: opts.affinityWaitMs });
+      return { jobId, deduplicated: q.deduplicated, data, ...(q.routedTo ? { routedTo: q.routedTo } : {}) };
+    } finally {
+      conn.disconnect();
+    }
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
@@ -94,13 +113,13 @@ export async function submitBuild(opts: SubmitOptions): Promise<{ jobId: string;
  */
 export async function followBuild(redisUrl: string, jobId: string, onText: (t: string) => void, opts: { pollMs?: number } = {}): Promise<BuildJobResult> {
   // Waits through Redis outages (a worker's connection retries forever).
-  const result = await withQueue(redisUrl, 'worker', (queue) => followJob(queue, jobId, onText, { pollMs: opts.pollMs ?? 150 }));
+  const result = await withJobQueues(redisUrl, 'worker', (qs) => followJob(qs, jobId, onText, { pollMs: opts.pollMs ?? 150 }));
   return result!;
 }
 
-/** `farm status`: queue depth, workers, running builds. */
-export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }> }> {
-  return withQueue(redisUrl, 'producer', async (queue) => {
+/** `farm status`: queue depth, workers, running builds, and how builds were routed. */
+export async function farmStatus(redisUrl: string): Promise<{ counts: Record<string, number>; workers: Array<{ name: string; addr: string }>; running: Array<{ id: string; tags: string[]; startedAt: number | undefined }>; routing: Awaited<ReturnType<typeof routingStats>> }> {
+  return withQueue(redisUrl, 'producer', async (queue, conn) => {
     const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     // A named worker's blocking connection is called `<prefix>:<base64 queue>:w:<name>`.
     const workers = (await queue.getWorkers()).map((w) => {
@@ -109,7 +128,7 @@ export async function farmStatus(redisUrl: string): Promise<{ counts: Record<str
       return { name: at >= 0 ? raw.slice(at + 3) : raw, addr: String(w['addr'] ?? '') };
     });
     const running = (await queue.getActive()).map((j) => ({ id: String(j.id), tags: j.data.tags, startedAt: j.processedOn }));
-    return { counts, workers, running };
+    return { counts, workers, running, routing: await routingStats(conn) };
   });
 }
 
@@ -134,7 +153,8 @@ export interface BuildInfo {
 
 /** `farm status ID…`: what the queue knows of these builds (undefined for an unknown id). */
 export async function buildInfo(redisUrl: string, ids: string[]): Promise<Array<BuildInfo | undefined>> {
-  return withQueue(redisUrl, 'producer', (queue) => Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+  return withJobQueues(redisUrl, 'producer', (qs) => Promise.all(ids.map(async (id): Promise<BuildInfo | undefined> => {
+      const queue = await qs.queueFor(id);
       // State first, then the job: a job read before it finished has no result yet.
       const state = await queue.getJobState(id);
       const job = state === 'unknown' ? undefined : await queue.getJob(id);

@@ -16,9 +16,8 @@ const hostArch = process.arch === 'x64' ? 'amd64' : process.arch;
 
 /** One line, no stack trace, the store as it was. */
 async function refused(root: string, ctx: string, re: RegExp, extra: string[] = [], atStep = false): Promise<void> {
-  // storage-driver.json memoizes the overlay probe that runs before any build reads its Dockerfile;
-  // a step that fails (a download) leaves its build's record for `stats`, as a failing RUN does.
-  const kept = (l: string) => !l.startsWith('storage-driver.json ') && !(atStep && l.startsWith('builds/'));
+  // A step that fails (a download) leaves its build's record for `stats`, as a failing RUN does.
+  const kept = (l: string) => !(atStep && l.startsWith('builds/'));
   const tree = async () => (await snapshotTree(root)).filter(kept);
   const before = await tree();
   const r = await slipway(root, ['build', '-t', 'refused', ...extra, ctx]);

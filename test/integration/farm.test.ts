@@ -256,12 +256,11 @@ test('a syntax error, a failing RUN and a missing base finish at once as failed 
   const bad = await makeContext({ Dockerfile: 'FROM busybox\nFROBNICATE now\n' });
   const failing = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo before && exit 3\n' });
   temps.push(bad, failing);
-  const t0 = Date.now();
   const noBase = await makeContext({ Dockerfile: 'FROM nosuchbase\nRUN true\n' });
   temps.push(noBase);
   const [s, r, n] = [submitCli(bad, ['--wait']), submitCli(failing, ['--wait']), submitCli(noBase, ['--wait'])];
+  // "At once, never retried" is read from the queue's own counts below (one attempt each), not timed.
   const [sCode, rCode, nCode] = await Promise.all([s.done, r.done, n.done]);
-  assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
   assert.equal(sCode, 1, s.stderr());
   assert.match(s.stderr(), /^Error: Dockerfile:2: unknown instruction: FROBNICATE/m);
   assert.equal(rCode, 3, `${r.stdout()}\n${r.stderr()}`);

@@ -23,7 +23,7 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-async function waitPort(port: number): Promise<void> {
+export async function waitPort(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1', () => {
@@ -38,13 +38,14 @@ async function waitPort(port: number): Promise<void> {
   throw new Error(`redis on ${port} did not come up`);
 }
 
-export async function startRedis(): Promise<TestRedis> {
+/** `extraArgs` go after the defaults (e.g. `--replicaof 127.0.0.1 PORT` for a replica). */
+export async function startRedis(extraArgs: string[] = []): Promise<TestRedis> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
   const launch = async () => {
     // AOF with fsync on every write: a SIGKILL loses nothing, as a production farm would configure it.
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no'], { stdio: 'ignore' });
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no', ...extraArgs], { stdio: 'ignore' });
     children.add(child);
     const c = child;
     c.on('exit', () => children.delete(c));
@@ -66,6 +67,36 @@ export async function startRedis(): Promise<TestRedis> {
     restart: launch,
     stop: async () => {
       await kill();
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A Redis Sentinel (redis-server in sentinel mode, no extra package) watching `master` as
+ * `name`, with quorum 1 and a 1 s down-after: a killed master is failed over within seconds.
+ */
+export async function startSentinel(name: string, master: TestRedis): Promise<{ port: number; stop(): Promise<void> }> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-sentinel-'));
+  const port = await freePort();
+  const conf = path.join(dir, 'sentinel.conf');
+  await fs.writeFile(conf, [
+    `port ${port}`, 'bind 127.0.0.1', 'protected-mode no', `dir ${dir}`,
+    `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`, `sentinel down-after-milliseconds ${name} 1000`,
+    `sentinel failover-timeout ${name} 5000`, `sentinel parallel-syncs ${name} 1`, '',
+  ].join('\n'));
+  const child = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  await waitPort(port);
+  return {
+    port,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        await exited;
+      }
       await fs.rm(dir, { recursive: true, force: true });
     },
   };

@@ -68,7 +68,7 @@ async function waitUntilUp(host: string, child: ChildProcess, errFile: string): 
  * Starts `docker-registry serve` with a temp storage folder, on a free 127.0.0.1 port; with
  * `htpasswd`, behind Basic auth for that user (bcrypt, as distribution requires).
  */
-export async function startRegistry(opts: { htpasswd?: { user: string; password: string } } = {}): Promise<TestRegistry> {
+export async function startRegistry(opts: { htpasswd?: { user: string; password: string } | Array<{ user: string; password: string }> } = {}): Promise<TestRegistry> {
   const missing = missingTools();
   if (missing.length) throw new Error(`missing ${missing.join(', ')}: run scripts/install-deps.sh`);
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-registry-'));
@@ -77,8 +77,9 @@ export async function startRegistry(opts: { htpasswd?: { user: string; password:
     const host = `127.0.0.1:${port}`;
     let auth = '';
     if (opts.htpasswd) {
-      const line = execFileSync('htpasswd', ['-Bbn', opts.htpasswd.user, opts.htpasswd.password]).toString().trim();
-      await fs.writeFile(path.join(dir, 'htpasswd'), `${line}\n`);
+      const users = Array.isArray(opts.htpasswd) ? opts.htpasswd : [opts.htpasswd];
+      const lines = users.map((u) => execFileSync('htpasswd', ['-Bbn', u.user, u.password]).toString().trim());
+      await fs.writeFile(path.join(dir, 'htpasswd'), `${lines.join('\n')}\n`);
       auth = `auth:\n  htpasswd:\n    realm: slipway-test\n    path: ${path.join(dir, 'htpasswd')}\n`;
     }
     const config = `version: 0.1
