@@ -93,6 +93,8 @@ static struct child *find(uint32_t id) {
 
 /* In the child: fds 0-3 in place, everything else closed, signals as new, then exec. */
 static void exec_child(char **argv, int in, const int out[STREAMS], int err_fd) {
+  /* An ignored signal stays ignored across exec (this process ignores SIGPIPE): all to default. */
+  for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);

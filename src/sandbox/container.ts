@@ -281,12 +281,13 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const m = mappingFor(o);
   let cgroup: StepCgroup | undefined;
   let pty: ConsoleSocket | undefined;
-  // The namespaces (and slirp4netns) of a step's network are prepared ahead, and the next step's
-  // now: they come up while this step runs (the spawner starts them without blocking this thread).
+  // The namespaces (and slirp4netns) of a step's network are prepared ahead. The next step's are
+  // started once this step's shim has joined its cgroups (a cgroup join waits for forks elsewhere
+  // to finish): they come up while this step runs, without blocking this thread (the spawner).
   const prepared = run.network !== 'host' && !run.interactive;
   const slirp = run.network === 'default' ? findSlirp() : undefined;
   const warm = prepared ? await takeWarmNetwork(slirp, m) : undefined;
-  if (prepared) prewarmNetwork(shim, slirp, m);
+  const prewarm = () => { if (prepared) prewarmNetwork(shim, slirp, m); };
   const p = scratchPaths(run.scratchDir, run.network !== 'default' || warm !== undefined);
   try {
     fs.mkdirSync(p.work, { recursive: true });
@@ -301,7 +302,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     if (run.attach?.tty) pty = setup(() => consoleSocket(m));
     const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
-    const res = await supervise({ ...run, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }, pty ? pty.wrap(argv) : argv);
+    const res = await supervise({ ...run, onStarted: prewarm, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }, pty ? pty.wrap(argv) : argv);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
@@ -318,6 +319,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   } finally {
     pty?.remove();
     warm?.release();
+    prewarm(); // when the shim never got that far (a no-op when it did)
     await cgroup?.remove();
     // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
     fs.rmSync(p.work, { recursive: true, force: true });

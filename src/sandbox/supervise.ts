@@ -18,12 +18,14 @@ export interface Supervised {
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   signal?: AbortSignal;
   timeoutMs?: number;
+  /** Called once the shim has joined the step's cgroups and started its pid 1. */
+  onStarted?: () => void;
 }
 
 export interface Outcome { code: number; timedOut: boolean; setupError?: string }
 
 /** The shim's status lines on fd 3: the host pid of its pid 1, or a setup error. */
-function statusReader(): { feed: (chunk: Buffer | string) => void; pid: () => number | undefined; error: () => string | undefined } {
+function statusReader(onPid?: () => void): { feed: (chunk: Buffer | string) => void; pid: () => number | undefined; error: () => string | undefined } {
   let pid: number | undefined;
   let error: string | undefined;
   let buf = '';
@@ -32,7 +34,10 @@ function statusReader(): { feed: (chunk: Buffer | string) => void; pid: () => nu
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      if (line.startsWith('pid ')) pid = Number(line.slice(4));
+      if (line.startsWith('pid ')) {
+        pid = Number(line.slice(4));
+        onPid?.();
+      }
       else if (line.startsWith('error ')) error = line.slice(6);
     }
   };
@@ -89,7 +94,7 @@ const SIGNALS_TO_FORWARD: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SI
 /** Starts the shim `argv` and waits until it, and everything under it, is gone. */
 export async function supervise(run: Supervised, argv: string[]): Promise<Outcome> {
   if (run.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-  const status = statusReader();
+  const status = statusReader(run.onStarted);
   const child = await start(run, argv, status);
   let stopped: 'timeout' | 'abort' | undefined;
   // SIGKILL to pid 1 rather than the outer shim: the outer one then reaps it, so its exit means
