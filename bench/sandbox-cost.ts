@@ -9,7 +9,10 @@
  * runtime sandbox (`src/sandbox/container.js`), or, for a CLI from before it (commit 5b1a9d9 and
  * older), its `unshare` sandbox (`src/snapshot/sandbox.js`), so old and new are measured alike.
  *
- *   node dist/bench/sandbox-cost.js [--steps 100] [--network default|none] [--runtime PATH] [--cli PATH]
+ * `--floor N` adds the floor under that figure: crun's own `run` of the same step's spec, N times
+ * in a loop inside the step's sandbox (bench/crun-floor.sh, passed to the sandbox as its runtime).
+ *
+ *   node dist/bench/sandbox-cost.js [--steps 100] [--network default|none] [--runtime PATH] [--cli PATH] [--floor N]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,12 +24,15 @@ import type { ContainerRun, ContainerResult } from '../src/sandbox/container.js'
 import type { NetworkMode } from '../src/sandbox/oci-spec.js';
 
 const { values } = parseArgs({
-  options: { steps: { type: 'string' }, network: { type: 'string' }, runtime: { type: 'string' }, cli: { type: 'string' }, base: { type: 'string' } },
+  options: { steps: { type: 'string' }, network: { type: 'string' }, runtime: { type: 'string' }, cli: { type: 'string' }, base: { type: 'string' }, floor: { type: 'string' } },
 });
 const STEPS = Number(values.steps ?? 100);
 const NETWORK = (values.network ?? 'default') as NetworkMode;
 const CLI = path.resolve(values.cli ?? fileURLToPath(new URL('../src/cli/main.js', import.meta.url)));
 const ROOTFS_SCRIPT = fileURLToPath(new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url));
+const FLOOR_SCRIPT = fileURLToPath(new URL('../../bench/crun-floor.sh', import.meta.url));
+const FLOOR = values.floor !== undefined ? Number(values.floor) : 0;
+if (!Number.isInteger(FLOOR) || FLOOR < 0) throw new Error(`--floor wants a count of runs: ${values.floor}`);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -99,6 +105,7 @@ async function loadSandbox(): Promise<{ kind: string; network: string; run: Sand
   }
   if (fs.existsSync(legacy)) {
     if (values.runtime) throw new Error(`${CLI} predates the OCI runtime sandbox: --runtime does not apply to it`);
+    if (FLOOR > 0) throw new Error(`${CLI} predates the OCI runtime sandbox: --floor does not apply to it`);
     const network = NETWORK === 'none' ? 'none' : 'host';
     const { runInSandbox } = (await import(pathToFileURL(legacy).href)) as { runInSandbox: LegacyRunInSandbox };
     return { kind: 'unshare', network, run: async (l) => (await runInSandbox({ ...l, ...TRUE_STEP, network })).exitCode };
@@ -126,6 +133,26 @@ async function sandboxOnly(root: string, id: string, runTrue: SandboxRun): Promi
   return times;
 }
 
+/**
+ * crun's own `run` of the deepest step's spec, FLOOR times, inside that step's sandbox: the OCI
+ * sandbox of this tree with bench/crun-floor.sh as its runtime. Returns the durations (ms).
+ */
+async function crunFloor(root: string, id: string): Promise<number[]> {
+  const src = path.dirname(path.dirname(CLI));
+  const { runContainer } = (await import(pathToFileURL(path.join(src, 'sandbox', 'container.js')).href)) as { runContainer: (r: ContainerRun) => Promise<ContainerResult> };
+  const d = fs.mkdtempSync(path.join(root, 'graph', '_tmp', 'floor-'));
+  try {
+    fs.mkdirSync(path.join(d, 'upper'));
+    fs.mkdirSync(path.join(d, 'scratch'));
+    fs.writeFileSync(path.join(d, 'scratch', 'floor-n'), `${FLOOR}\n`);
+    const res = await runContainer({ lowerDirs: chain(root, id), upperDir: path.join(d, 'upper'), scratchDir: path.join(d, 'scratch'), ...TRUE_STEP, network: NETWORK, sandbox: { runtime: FLOOR_SCRIPT } });
+    if (res.exitCode !== 0) throw new Error(`the crun loop exited ${res.exitCode}`);
+    return fs.readFileSync(path.join(d, 'scratch', 'floor.txt'), 'utf8').trim().split('\n').map(Number);
+  } finally {
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const sandboxRun = await loadSandbox(); // first: a refused option fails before any work
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-sandbox-cost-'));
@@ -145,9 +172,11 @@ async function main(): Promise<void> {
     // program keeps a timer instead, which costs the steps nothing.
     const keepAlive = setInterval(() => undefined, 1000);
     const sandbox = await sandboxOnly(root, id, sandboxRun.run).finally(() => clearInterval(keepAlive));
+    const floor = FLOOR > 0 && sandboxRun.kind === 'oci' ? await crunFloor(root, id) : [];
     const rows = [
       { figure: 'build: wall time per RUN step', ms: median(build.perStep), p90: quantile(build.perStep, 0.9), n: build.perStep.length },
       { figure: 'sandbox alone per step (the step minus the commit)', ms: median(sandbox), p90: quantile(sandbox, 0.9), n: sandbox.length },
+      ...(floor.length > 0 ? [{ figure: 'floor: crun run of the same spec, in a loop', ms: median(floor), p90: quantile(floor, 0.9), n: floor.length }] : []),
     ];
     const meta = { cli: CLI, sandbox: sandboxRun.kind, network: sandboxRun.network, runtime: values.runtime ?? 'auto', totalBuildSeconds: build.total / 1000 };
     for (const r of rows) process.stdout.write(`${JSON.stringify({ ...r, ...meta })}\n`);

@@ -34,7 +34,8 @@
  *                     the caller has given its files the host owners already)
  *   --merged DIR      where the rootfs is mounted
  *   --stage DIR       instead of --merged: mount a private tmpfs on DIR (made 0711 if missing)
- *                     and the rootfs at DIR/rootfs. A runtime that has joined the user
+ *                     and the rootfs at DIR/rootfs; --nsdir and --links inside DIR are made
+ *                     there (as can be the runtime's state dir: the runtime sees the stage). A runtime that has joined the user
  *                     namespace opens the rootfs and bind sources by path as an unprivileged
  *                     uid, so every directory above them must be searchable by it, which the
  *                     store's 0700 folders are not; DIR's are.
@@ -43,6 +44,12 @@
  *                     the order given (repeatable): a RUN --mount's source, reachable by the
  *                     runtime from inside the user namespace wherever SRC lives
  *   --hide-cgroup2    mount an empty tmpfs over /sys/fs/cgroup/unified (crun refuses hybrid hosts)
+ *   --seal-command    bind COMMAND's binary read-only over itself in pid 1's mount namespace.
+ *                     crun and runc otherwise copy themselves (a memfd or a read-only bind of
+ *                     their own, then a second exec) so that a container reaching the runtime's
+ *                     /proc/PID/exe cannot overwrite the host's binary (CVE-2019-5736); a binary
+ *                     that is already on a read-only mount cannot be written through that link,
+ *                     and they skip the copy and the second exec
  *   --volume PATH     a VOLUME: an overlay over PATH whose writes are discarded (repeatable)
  *   --volume-dir DIR  the i-th volume's upper and work dirs are DIR/i/u and DIR/i/w
  *   --mkdir PATH      mkdir -p PATH inside the rootfs (the working directory, mount points)
@@ -96,7 +103,7 @@ struct options {
   const char *lowers[MAX_LIST];
   int nlowers;
   const char *upper, *work, *links, *rootdir, *merged;
-  int hide_cgroup2;
+  int hide_cgroup2, seal_command;
   int status_fd;
   const char *volumes[256];
   int nvolumes;
@@ -167,6 +174,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
     if (strcmp(a, "--") == 0) { i++; break; }
     if (strcmp(a, "--hide-cgroup2") == 0) { o->hide_cgroup2 = 1; continue; }
     if (strcmp(a, "--hold") == 0) { o->hold = 1; continue; }
+    if (strcmp(a, "--seal-command") == 0) { o->seal_command = 1; continue; }
     if (i + 1 >= argc) fail("option %s needs a value", a);
     const char *v = argv[++i];
     if (strcmp(a, "--cgroup") == 0) {
@@ -216,7 +224,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   }
   if (o->hold) {
     if (!o->idmap_count && !o->netns) fail("--hold needs --idmap or --netns");
-    if (!o->nsdir) fail("--hold needs --nsdir");
+    if (o->netns && !strcmp(o->netns, "slirp") && (!o->nsdir || !o->slirp)) fail("--hold --netns slirp needs --nsdir and --slirp");
     o->command = argv + i;
     return;
   }
@@ -482,10 +490,17 @@ static void mount_rootfs(const struct options *o, int userns_fd) {
 /* A private tmpfs at the stage dir, with the rootfs mount point (and the /etc files) in it. */
 static void mount_stage(const struct options *o) {
   if (mkdir(o->stage, 0711) < 0 && errno != EEXIST) fail("mkdir %s: %s", o->stage, strerror(errno));
-  if (mount("tmpfs", o->stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=64k") < 0) {
+  if (mount("tmpfs", o->stage, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=4m") < 0) {
     fail("mount tmpfs on %s: %s", o->stage, strerror(errno));
   }
   if (mkdir(o->merged, 0755) < 0) fail("mkdir %s: %s", o->merged, strerror(errno));
+  /* --nsdir and --links may name dirs in the stage: made here, they cost the store's filesystem nothing. */
+  const char *inside[] = {o->nsdir, o->links};
+  size_t n = strlen(o->stage);
+  for (size_t i = 0; i < 2; i++) {
+    if (!inside[i] || strncmp(inside[i], o->stage, n) != 0 || inside[i][n] != '/') continue;
+    if (mkdir(inside[i], 0700) < 0 && errno != EEXIST) fail("mkdir %s: %s", inside[i], strerror(errno));
+  }
   if (o->stage_files) {
     char files[4096];
     snprintf(files, sizeof files, "%s/files", o->stage);
@@ -660,6 +675,15 @@ static void prepare_root(const struct options *o) {
   close(root);
 }
 
+/* `path` (an absolute path to a binary) bound read-only over itself, in this mount namespace only. */
+static void seal_binary(const char *path) {
+  if (path[0] != '/') fail("--seal-command needs an absolute command path: %s", path);
+  if (mount(path, path, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", path, strerror(errno));
+  if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+    fail("remount %s read-only: %s", path, strerror(errno));
+  }
+}
+
 /* The two pipes between pid 1 and the outer shim while slirp4netns starts (-1 without). */
 struct handshake { int net_ready; int net_go; };
 
@@ -678,6 +702,7 @@ static int run_init(const struct options *o, struct handshake h) {
       fail("hide /sys/fs/cgroup/unified: %s", strerror(errno));
     }
   }
+  if (o->seal_command) seal_binary(o->command[0]);
   if (o->stage) mount_stage(o);
   int userns_fd = make_namespaces(o);
   if (h.net_ready >= 0) {

@@ -6,7 +6,7 @@
  * (runc) can nest `<that>/ctr` at the same relative path everywhere.
  */
 import fs from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 
@@ -149,9 +149,13 @@ export interface StepCgroup {
 
 const SLICE = 'slipway';
 
-async function writeIn(dir: string, file: string, value: string): Promise<void> {
+/*
+ * A step's own cgroup files are read and written synchronously: cgroupfs lives in memory, and a
+ * trip through the thread pool per file costs more than the call (several per step).
+ */
+function writeIn(dir: string, file: string, value: string): void {
   try {
-    await fs.writeFile(path.join(dir, file), value);
+    writeFileSync(path.join(dir, file), value);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new SlipwayError('ERR_SANDBOX', `cannot set ${file}=${value} for the step's cgroup (${code ?? (e as Error).message})`);
@@ -159,35 +163,36 @@ async function writeIn(dir: string, file: string, value: string): Promise<void> 
 }
 
 /** Makes the `/slipway` parent in a hierarchy, ready for children (controllers enabled, cpuset filled in). */
-async function ensureParent(p: Placement, controllers: Controller[]): Promise<string> {
+function ensureParent(p: Placement, controllers: Controller[]): string {
   const parent = path.join(p.mount, SLICE);
-  await fs.mkdir(parent, { recursive: true });
+  mkdirSync(parent, { recursive: true });
   if (p.version === 2) {
     for (const dir of [p.mount, parent]) {
-      const enabled = (await fs.readFile(path.join(dir, 'cgroup.subtree_control'), 'utf8')).split(/\s+/);
+      const enabled = readFileSync(path.join(dir, 'cgroup.subtree_control'), 'utf8').split(/\s+/);
       const missing = controllers.filter((c) => !enabled.includes(c));
-      if (missing.length > 0) await writeIn(dir, 'cgroup.subtree_control', missing.map((c) => `+${c}`).join(' '));
+      if (missing.length > 0) writeIn(dir, 'cgroup.subtree_control', missing.map((c) => `+${c}`).join(' '));
     }
   } else if (controllers.includes('cpuset')) {
-    await inheritCpuset(parent);
+    inheritCpuset(parent);
   }
   return parent;
 }
 
 /** v1 cpuset: a new cgroup starts with no cpus and no mems, and takes no task until they are set. */
-async function inheritCpuset(dir: string): Promise<void> {
+function inheritCpuset(dir: string): void {
   for (const f of ['cpuset.cpus', 'cpuset.mems']) {
-    const mine = (await fs.readFile(path.join(dir, f), 'utf8')).trim();
-    if (mine === '') await writeIn(dir, f, (await fs.readFile(path.join(path.dirname(dir), f), 'utf8')).trim());
+    const mine = readFileSync(path.join(dir, f), 'utf8').trim();
+    if (mine === '') writeIn(dir, f, readFileSync(path.join(path.dirname(dir), f), 'utf8').trim());
   }
 }
 
 /**
  * Creates the step's cgroup `name` in every hierarchy its limits need, with the limits set.
+ * `runtimeNests`: the runtime makes its own cgroup below it (runc), in every hierarchy.
  * Returns undefined when no limit applies. Fails with ERR_SANDBOX when a limit is asked for
  * and the host has no such controller.
  */
-export async function createStepCgroup(name: string, limits: StepLimits, layout: CgroupLayout = cgroupLayout()): Promise<StepCgroup | undefined> {
+export async function createStepCgroup(name: string, limits: StepLimits, o: { runtimeNests?: boolean } = {}, layout: CgroupLayout = cgroupLayout()): Promise<StepCgroup | undefined> {
   const need = neededControllers(limits);
   if (need.length === 0) return undefined;
   const byMount = new Map<string, { p: Placement; controllers: Controller[] }>();
@@ -200,17 +205,18 @@ export async function createStepCgroup(name: string, limits: StepLimits, layout:
   }
   const dirs: string[] = [];
   const relative = `/${SLICE}/${name}`;
-  // A runtime that makes its own cgroup (runc) makes `<relative>/ctr` in every hierarchy, ours or not.
-  const everywhere = allMounts(layout).map((m) => path.join(m, relative));
+  // A runtime that makes its own cgroup (runc) makes `<relative>/ctr` in every hierarchy, ours or
+  // not; otherwise (crun, told to manage none) there is nothing beyond the ones made here.
+  const everywhere = o.runtimeNests ? allMounts(layout).map((m) => path.join(m, relative)) : dirs;
   const cg: StepCgroup = { dirs, relative, outcome: () => readOutcome([...byMount.values()], relative), remove: () => removeDirs(everywhere) };
   try {
     for (const { p, controllers } of byMount.values()) {
-      await ensureParent(p, controllers);
+      ensureParent(p, controllers);
       const dir = path.join(p.mount, relative);
-      await fs.mkdir(dir);
+      mkdirSync(dir);
       dirs.push(dir);
-      if (p.version === 1 && controllers.includes('cpuset')) await inheritCpuset(dir);
-      for (const [file, value] of limitFiles(p.version, controllers, limits)) await writeIn(dir, file, value);
+      if (p.version === 1 && controllers.includes('cpuset')) inheritCpuset(dir);
+      for (const [file, value] of limitFiles(p.version, controllers, limits)) writeIn(dir, file, value);
     }
   } catch (e) {
     await removeDirs(everywhere);
@@ -228,27 +234,38 @@ export function counter(text: string, key: string): number {
 
 async function readOutcome(entries: Array<{ p: Placement; controllers: Controller[] }>, relative: string): Promise<CgroupOutcome> {
   const out: CgroupOutcome = { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
-  const read = (f: string) => fs.readFile(f, 'utf8').catch(() => '');
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   for (const { p, controllers } of entries) {
     const dir = path.join(p.mount, relative);
     if (controllers.includes('memory')) {
-      const text = await read(path.join(dir, p.version === 1 ? 'memory.oom_control' : 'memory.events'));
+      const text = read(path.join(dir, p.version === 1 ? 'memory.oom_control' : 'memory.events'));
       out.oomKilled ||= counter(text, 'oom_kill') > 0;
-      const hits = p.version === 1 ? Number((await read(path.join(dir, 'memory.failcnt'))).trim() || 0) : counter(text, 'max');
+      const hits = p.version === 1 ? Number(read(path.join(dir, 'memory.failcnt')).trim() || 0) : counter(text, 'max');
       out.memoryLimitHit ||= hits > 0;
     }
-    if (controllers.includes('pids')) out.pidsLimitHit ||= counter(await read(path.join(dir, 'pids.events')), 'max') > 0;
+    if (controllers.includes('pids')) out.pidsLimitHit ||= counter(read(path.join(dir, 'pids.events')), 'max') > 0;
   }
   return out;
 }
 
 /** rmdir, children first (a runtime may have nested its own); retried while tasks are still leaving. */
 async function removeTree(dir: string): Promise<void> {
-  const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+  let entries: Dirent[] = [];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    // gone already
+  }
   for (const e of entries) if (e.isDirectory()) await removeTree(path.join(dir, e.name));
   for (let attempt = 0; ; attempt++) {
     try {
-      await fs.rmdir(dir);
+      rmdirSync(dir);
       return;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -7,7 +7,6 @@
  * the command changed, with the image's owners (root's files as uid 0). If this process dies,
  * even by kill -9, the shim and everything below it die with it.
  */
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -24,8 +23,8 @@ import type { ExtraHost, Ulimit } from './container-flags.js';
 import { compiledSeccomp } from './seccomp-bpf.js';
 import { prewarmNetwork, takeWarmNetwork, type WarmNetwork } from './warm-network.js';
 import { defaultSeccompProfile } from './seccomp.js';
-import { consoleSocket, CONSOLE_CONTROL_FD, type AttachedIo, type ConsoleSocket } from './console.js';
-import type { Writable } from 'node:stream';
+import { consoleSocket, type AttachedIo, type ConsoleSocket } from './console.js';
+import { supervise } from './supervise.js';
 
 /** How steps are confined; plain data, so it crosses threads and queues. */
 export interface SandboxOptions {
@@ -106,10 +105,16 @@ export interface ContainerResult {
  */
 export const STAGE = '/run/slipway';
 
-/** Every path a container uses inside its scratch dir, spelled once. */
-function scratchPaths(scratch: string) {
+/**
+ * Every path a container uses, spelled once: in its scratch dir, or in the stage (the shim's
+ * private tmpfs, which only the shim and the runtime see). What only they use lives in the
+ * stage: creating and removing inodes on the store's filesystem is a large part of a step's cost.
+ * The namespace files go to the scratch dir only when the shim starts slirp4netns itself: its
+ * log lives beside them, written from the host's mount namespace.
+ */
+function scratchPaths(scratch: string, nsInStage: boolean) {
   const p = (n: string) => path.join(scratch, n);
-  return { bundle: p('bundle'), state: p('state'), ns: p('ns'), links: p('l'), work: p('work'),
+  return { bundle: p('bundle'), state: `${STAGE}/state`, ns: nsInStage ? `${STAGE}/ns` : p('ns'), links: `${STAGE}/l`, work: p('work'),
     init: p('init'), files: p('files'), volumes: p('vol'), log: p('runtime.log') };
 }
 type Paths = ReturnType<typeof scratchPaths>;
@@ -198,27 +203,10 @@ function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undef
   const pathVar = run.env.filter((e) => e.startsWith('PATH=')).pop()?.slice(5);
   a.push('--exec', run.argv[0] ?? '', '--exec-cwd', run.cwd, ...(pathVar !== undefined ? ['--exec-path', pathVar] : []));
   if (rt.kind === 'crun' && fs.existsSync('/sys/fs/cgroup/unified')) a.push('--hide-cgroup2');
+  // The runtime skips copying itself (and its second exec) when its binary is read-only (see the shim).
+  a.push('--seal-command');
   a.push('--status-fd', '3', '--', ...runtimeArgv(rt, { stateDir: p.state, bundle: p.bundle, id: `slipway-${crypto.randomBytes(6).toString('hex')}`, logFile: p.log, ...(console ? { consoleSocket: console.socket } : {}) }));
   return a;
-}
-
-/** Reads the shim's status lines: the host pid of its pid 1, or a setup error. */
-function readStatus(child: ChildProcess): { pid: () => number | undefined; error: () => string | undefined } {
-  let pid: number | undefined;
-  let error: string | undefined;
-  let buf = '';
-  const status = child.stdio[3] as NodeJS.ReadableStream | undefined;
-  status?.setEncoding('utf8');
-  status?.on('data', (chunk: string) => {
-    buf += chunk;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.startsWith('pid ')) pid = Number(line.slice(4));
-      else if (line.startsWith('error ')) error = line.slice(6);
-    }
-  });
-  return { pid: () => pid, error: () => error };
 }
 
 /** The runtime's own error (from its JSON log), if it reported one. */
@@ -237,60 +225,6 @@ function runtimeError(logFile: string): string | undefined {
     }
   }).filter((e) => e.level === 'error' || e.level === 'fatal');
   return errors.at(-1)?.msg;
-}
-
-const SIGNALS_TO_FORWARD: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-
-/** Starts the shim and waits until it, and everything under it, is gone. */
-async function supervise(run: ContainerRun, argv: string[], o: SandboxOptions | undefined): Promise<{ code: number; timedOut: boolean; setupError?: string }> {
-  if (run.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-  const io: StdioOptions = run.interactive
-    ? [run.interactive.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit', 'pipe']
-    : [run.attach?.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', 'pipe', run.attach?.tty ? 'pipe' : 'ignore'];
-  // Its own session: a terminal's ^C reaches only us, and we forward it (as docker's sig-proxy).
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: io, detached: true, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
-  child.stdout?.on('data', (b: Buffer) => run.onOutput?.(b, 'stdout'));
-  child.stderr?.on('data', (b: Buffer) => run.onOutput?.(b, 'stderr'));
-  const status = readStatus(child);
-  if (run.attach) startAttached(run.attach, child);
-  let stopped: 'timeout' | 'abort' | undefined;
-  // SIGKILL to pid 1 rather than the outer shim: the outer one then reaps it, so its exit means
-  // the pid namespace, and with it the mount namespace, is torn down.
-  const stop = (why: 'timeout' | 'abort') => {
-    stopped ??= why;
-    const target = status.pid() ?? child.pid;
-    if (target !== undefined) try { process.kill(target, 'SIGKILL'); } catch { /* gone */ }
-  };
-  const timer = o?.timeoutMs ? setTimeout(() => stop('timeout'), o.timeoutMs) : undefined;
-  const onAbort = () => stop('abort');
-  run.signal?.addEventListener('abort', onAbort, { once: true });
-  const forward = (sig: NodeJS.Signals) => child.kill(sig);
-  if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.on(s, forward);
-  try {
-    const code = await new Promise<number>((resolve, reject) => {
-      child.once('error', (e) => reject(new SlipwayError('ERR_SANDBOX', `cannot start the sandbox: ${e.message}`)));
-      child.once('close', (c, sig) => resolve(c ?? 128 + (sig === 'SIGKILL' ? 9 : 15)));
-    });
-    if (stopped === 'abort') throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-    const setupError = status.error();
-    return { code, timedOut: stopped === 'timeout', ...(setupError !== undefined ? { setupError } : {}) };
-  } finally {
-    clearTimeout(timer);
-    run.signal?.removeEventListener('abort', onAbort);
-    if (run.interactive) for (const s of SIGNALS_TO_FORWARD) process.off(s, forward);
-  }
-}
-
-/** Hands an attached container's stdin and resize to the caller. */
-function startAttached(a: AttachedIo, child: ChildProcess): void {
-  const ctl = child.stdio[CONSOLE_CONTROL_FD] as Writable | null | undefined;
-  ctl?.on('error', () => undefined);
-  child.stdin?.on('error', () => undefined);
-  a.onStart({
-    stdin: child.stdin ?? null,
-    resize: (rows, cols) => { if (ctl?.writable) ctl.write(`${rows} ${cols}\n`); },
-    kill: (sig) => { child.kill(sig); },
-  });
 }
 
 /** The signal a 128+n status stands for (a shell's convention, and the runtime's). */
@@ -345,25 +279,30 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const rt = findRuntime(o?.runtime);
   const shim = shimPath();
   const m = mappingFor(o);
-  const p = scratchPaths(run.scratchDir);
-  for (const d of [p.ns, p.links, p.work, p.state]) fs.mkdirSync(d, { recursive: true });
   let cgroup: StepCgroup | undefined;
-  let warm: WarmNetwork | undefined;
   let pty: ConsoleSocket | undefined;
+  // The namespaces (and slirp4netns) of a step's network are prepared ahead. The next step's are
+  // started once this step's shim has joined its cgroups (a cgroup join waits for forks elsewhere
+  // to finish): they come up while this step runs, without blocking this thread (the spawner).
+  const prepared = run.network !== 'host' && !run.interactive;
+  const slirp = run.network === 'default' ? findSlirp() : undefined;
+  const warm = prepared ? await takeWarmNetwork(slirp, m) : undefined;
+  const prewarm = () => { if (prepared) prewarmNetwork(shim, slirp, m); };
+  const p = scratchPaths(run.scratchDir, run.network !== 'default' || warm !== undefined);
   try {
+    fs.mkdirSync(p.work, { recursive: true });
+    if (!p.ns.startsWith(STAGE)) fs.mkdirSync(p.ns, { recursive: true });
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
       prepareVolumes(run, p, m);
       return l;
     });
-    cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits));
+    cgroup = await createStepCgroup(`${process.pid}-${crypto.randomBytes(6).toString('hex')}`, withDefaults(o?.limits), { runtimeNests: rt.kind === 'runc' });
     const bpf = rt.kind === 'crun' && !run.insecure ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
-    // The default network's namespaces are prepared ahead for the next step (slirp4netns is slow to start).
-    warm = run.network === 'default' && !run.interactive ? await takeWarmNetwork(m) : undefined;
     if (run.attach?.tty) pty = setup(() => consoleSocket(m));
     const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
-    const res = await supervise(run, pty ? pty.wrap(argv) : argv, o);
+    const res = await supervise({ ...run, onStarted: prewarm, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }, pty ? pty.wrap(argv) : argv);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
@@ -380,8 +319,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   } finally {
     pty?.remove();
     warm?.release();
-    // After this step has returned: a spawn blocks the thread for a few milliseconds.
-    if (run.network === 'default' && !run.interactive) setImmediate(() => prewarmNetwork(shim, findSlirp(), m));
+    prewarm(); // when the shim never got that far (a no-op when it did)
     await cgroup?.remove();
     // Overlay leaves work/work (mode 000) behind; nothing is mounted any more.
     fs.rmSync(p.work, { recursive: true, force: true });

@@ -1,16 +1,17 @@
 /**
  * Network namespaces made ahead of the steps that use them. slirp4netns takes longer to start
- * than the rest of a step's sandbox, so after a step with the default network this process
- * prepares the next one's in the background: a `--hold` shim makes a user and a network
+ * than the rest of a step's sandbox (and a user and network namespace pair costs a fork and a
+ * few milliseconds too), so when a step with the default network (or `none`) starts, this
+ * process prepares the next one's in the background (while the step runs): a `--hold` shim makes a user and a network
  * namespace, starts slirp4netns on it, and keeps them until it is released. Each prepared pair
  * serves exactly one step and is then thrown away. An unused one is released after a while; all
  * of them die with this process (or thread), as every shim does.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { IdMapping } from './userns.js';
+import { spawnViaSpawner, type SpawnedProcess } from './spawner.js';
 
 /** A prepared pair: join /proc/`pid`/ns/user and /proc/`pid`/ns/net. */
 export interface WarmNetwork {
@@ -25,10 +26,14 @@ interface Entry {
   ready: Promise<WarmNetwork | undefined>;
 }
 
-let pending: Entry | undefined;
+/** What is prepared, one per kind (network mode and mapping). */
+const pending = new Map<string, Entry>();
 
-function holdArgs(m: IdMapping | undefined, slirp: string, nsdir: string): string[] {
-  const a = ['--hold', '--netns', 'slirp', '--slirp', slirp, '--nsdir', nsdir, '--status-fd', '3'];
+/** A --hold shim's arguments: slirp4netns's path for the default network, undefined for `none`. */
+function holdArgs(m: IdMapping | undefined, slirp: string | undefined, nsdir: string | undefined): string[] {
+  const a = ['--hold', '--netns', slirp !== undefined ? 'slirp' : 'none', '--status-fd', '3'];
+  if (slirp !== undefined) a.push('--slirp', slirp);
+  if (nsdir !== undefined) a.push('--nsdir', nsdir);
   if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
   return a;
 }
@@ -46,50 +51,60 @@ function sweepDead(): void {
   }
 }
 
-/** Starts a --hold shim; resolves once its namespaces and slirp4netns are up (undefined if they failed). */
-function prepare(shim: string, slirp: string, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
-  // Its own small folder for slirp4netns's log, removed on release.
+/** Starts a --hold shim (through the spawner); resolves once its namespaces and slirp4netns are up (undefined if they failed). */
+function prepare(shim: string, slirp: string | undefined, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
+  // Its own small folder for slirp4netns's log, removed on release (`none` has no log).
   sweepDead();
-  const nsdir = fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`));
+  const nsdir = slirp !== undefined ? fs.mkdtempSync(path.join(os.tmpdir(), `slipway-net-${process.pid}-`)) : undefined;
   // An unused pair's folder goes with this process (or thread) too, not only with its idle timer.
-  const onExit = () => fs.rmSync(nsdir, { recursive: true, force: true });
+  const onExit = () => { if (nsdir !== undefined) fs.rmSync(nsdir, { recursive: true, force: true }); };
   process.once('exit', onExit);
-  const child: ChildProcess = spawn(shim, holdArgs(m, slirp, nsdir), { stdio: ['pipe', 'ignore', 'ignore', 'pipe'], detached: true });
+  let proc: SpawnedProcess | undefined;
   let released = false;
   const release = () => {
     if (released) return;
     released = true;
     clearTimeout(idle);
-    child.stdin?.destroy();
-    try { child.kill('SIGKILL'); } catch { /* gone */ }
-    fs.rmSync(nsdir, { recursive: true, force: true });
+    proc?.kill('SIGKILL');
+    onExit();
     process.off('exit', onExit);
   };
   const idle = setTimeout(release, IDLE_MS);
   idle.unref();
-  child.unref();
-  (child.stdio[3] as NodeJS.ReadableStream & { unref?: () => void }).unref?.();
   return new Promise((resolve) => {
     let buf = '';
-    child.stdio[3]?.on('data', (b: Buffer) => {
-      buf += b.toString();
-      const m2 = /^ready (\d+)$/m.exec(buf);
-      if (m2) resolve({ pid: Number(m2[1]), release });
-    });
-    child.once('error', () => { release(); resolve(undefined); });
-    child.once('exit', () => { release(); resolve(undefined); });
+    const gone = () => { release(); resolve(undefined); };
+    // Its stdin stays open in the spawner until it exits: the shim holds the namespaces until then.
+    spawnViaSpawner([shim, ...holdArgs(m, slirp, nsdir)], {
+      holdStdin: true,
+      ref: false,
+      onFd3: (b) => {
+        buf += b.toString();
+        const m2 = /^ready (\d+)$/m.exec(buf);
+        if (m2) resolve({ pid: Number(m2[1]), release });
+      },
+    }).then((p) => {
+      proc = p;
+      if (released) p.kill('SIGKILL');
+      p.exited.then(gone, gone);
+    }, gone);
   });
 }
 
+function keyOf(slirp: string | undefined, m: IdMapping | undefined): string {
+  return JSON.stringify([slirp !== undefined ? 'default' : 'none', m ?? null]);
+}
+
 /**
- * The prepared namespaces for a step with the default network and mapping `m`, when some are
- * ready or on their way; undefined: the step makes its own.
+ * The prepared namespaces for a step with the default network (`slirp` its path) or `none`
+ * (undefined) and mapping `m`, when some are ready or on their way; undefined: the step makes
+ * its own.
  */
-export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
-  const key = JSON.stringify(m ?? null);
-  const mine = pending?.key === key ? pending : undefined;
+export async function takeWarmNetwork(slirp: string | undefined, m: IdMapping | undefined): Promise<WarmNetwork | undefined> {
+  const key = keyOf(slirp, m);
+  const mine = pending.get(key);
   if (mine === undefined) return undefined;
-  pending = undefined;
+  pending.delete(key);
   // The holder, its pipe and its timer are unref'd: a caller with nothing else alive must not exit while it waits.
   const keep = setInterval(() => undefined, 1000);
   const w = await mine.ready.finally(() => clearInterval(keep));
@@ -102,18 +117,18 @@ export async function takeWarmNetwork(m: IdMapping | undefined): Promise<WarmNet
 }
 
 /**
- * Prepares namespaces for the next step, unless some are already on their way. Called after a
- * step ends, so that starting them (a process spawn) is not on any step's path.
+ * Prepares namespaces for the next step of this kind, unless some are already on their way.
+ * Called as a step starts: the spawner starts the --hold shim without blocking this thread, and
+ * the namespaces (and slirp4netns) come up while the step runs.
  */
-export function prewarmNetwork(shim: string, slirp: string, m: IdMapping | undefined): void {
-  const key = JSON.stringify(m ?? null);
-  if (pending?.key === key) return;
-  if (pending) void pending.ready.then((w) => w?.release());
-  pending = { key, ready: prepare(shim, slirp, m) };
+export function prewarmNetwork(shim: string, slirp: string | undefined, m: IdMapping | undefined): void {
+  const key = keyOf(slirp, m);
+  if (pending.has(key)) return;
+  pending.set(key, { key, ready: prepare(shim, slirp, m) });
 }
 
 /** Releases whatever is prepared (tests, and servers shutting down). */
 export function releaseWarmNetworks(): void {
-  void pending?.ready.then((w) => w?.release());
-  pending = undefined;
+  for (const e of pending.values()) void e.ready.then((w) => w?.release());
+  pending.clear();
 }
