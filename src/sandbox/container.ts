@@ -12,6 +12,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { SlipwayError } from '../errors.js';
+import { DEFAULT_PIDS_LIMIT } from './defaults.js';
 import { ociSpec, type NetworkMode, type OciSpec, type StepMountSpec } from './oci-spec.js';
 import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
 import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
@@ -43,8 +44,6 @@ export interface SandboxOptions {
   shmSize?: number;
 }
 
-/** Docker has none; a step gets this many processes unless told otherwise, so a fork bomb stays in its box. */
-export const DEFAULT_PIDS_LIMIT = 1024;
 
 /** One container to run. */
 export interface ContainerRun {

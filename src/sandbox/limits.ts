@@ -8,7 +8,8 @@
 import { SlipwayError } from '../errors.js';
 import type { StepLimits } from './cgroups.js';
 import type { NetworkMode } from './oci-spec.js';
-import { DEFAULT_PIDS_LIMIT, type Limit, type SandboxOptions } from './container.js';
+import type { Limit, SandboxOptions } from './container.js';
+import { DEFAULT_PIDS_LIMIT } from './defaults.js';
 
 /** `util.parseArgs` options for the sandbox flags. */
 export const SANDBOX_FLAGS = {
