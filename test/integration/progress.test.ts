@@ -44,7 +44,7 @@ async function until(cond: () => boolean, ms: number): Promise<boolean> {
 
 /** Two stages whose RUNs wait for the gates /NONCE-a and /NONCE-b, and a third that copies from both. */
 function gatedDockerfile(nonce: string): string {
-  const wait = (g: string) => `echo ${g}-started-${nonce}; until wget -q -O /dev/null http://127.0.0.1:${port}/${nonce}-${g}; do sleep 0.2; done; echo ${g}-released`;
+  const wait = (g: string) => `echo ${g}-started-${nonce}; until wget -q -O /dev/null http://127.0.0.1:${port}/${nonce}-${g} 2>/dev/null; do sleep 0.2; done; echo ${g}-released`;
   return [
     'FROM busybox AS a', `RUN ${wait('a')}`,
     'FROM busybox AS b', `RUN ${wait('b')}`,
@@ -73,7 +73,8 @@ test('tty: parallel stages side by side, redrawn in place, then a summary with p
     assert.ok(await until(() => time(screen()) !== time(s1), 5000), screen());
 
     open.add(`/${nonce}-a`);
-    // a is finished (one line with its time), b still runs and shows its output.
+    // a is finished (one line with its time), b still runs and shows its output (its wait loop is
+    // quiet, so its first line stays in the view however long it has run).
     assert.ok(await until(() => /^ => \[a 2\/2\] RUN .* \d+\.\ds$/m.test(screen()), 30_000), screen());
     assert.match(screen(), new RegExp(`\\[b 2/2\\] RUN[^\\n]*\\n(.*\\n)* > b-started-${nonce}`));
     assert.doesNotMatch(screen(), /^ => \[b 2\/2\]/m);
