@@ -28,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Interrupted, interrupt, isInterrupted, live, must, onPath, round, run, stopChild, tail, type RunResult } from './child-run.js';
 import { buildahBuilder, dockerBuilder, slipwayBuilder, slipwayEngineBuilder, startDockerd, type Builder, type BuilderName, type Ctx, type Dockerd, type Entry } from './builders.js';
+import { median } from './stats.js';
 
 type Mode = 'cold' | 'warm' | 'touched';
 /** Slipway itself (standalone and through its engine), the baseline and main CLIs: none is a peer. */
@@ -118,11 +119,6 @@ function log(msg: string): void {
 
 // ---- measuring ------------------------------------------------------------------------------
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /** One entry × mode for every active builder, round-robin so drift and page cache hit all alike. */
 async function measure(e: Entry, mode: Mode, runs: number, active: Builder[], opts: { steps: boolean; primed: Set<BuilderName> }): Promise<Measurement[]> {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median } from './stats.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string' }, only: { type: 'string' }, corpus: { type: 'string' } } });
 const RUNS = Number(values.runs ?? 7);
@@ -27,11 +28,6 @@ const ROOTFS_SCRIPT = fileURLToPath(new URL('../../scripts/make-busybox-rootfs.s
  */
 const TOUCHED: Record<string, string> = { 'many-steps': 'base.txt', 'big-context': 'data/d07/f0742.bin', 'layer-heavy': 'params.txt', 'multi-stage': 'input.txt', 'cache-probe': 'probe.txt' };
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 function cli(root: string, args: string[], env: NodeJS.ProcessEnv = {}): number {
   const t0 = performance.now();

@@ -19,6 +19,7 @@ import crypto from 'node:crypto';
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median } from './stats.js';
 
 const { values } = parseArgs({
   options: { 'context-mb': { type: 'string' }, sizes: { type: 'string' }, runs: { type: 'string' }, vfs: { type: 'boolean' }, cli: { type: 'string' }, base: { type: 'string' } },
@@ -29,11 +30,6 @@ const RUNS = Number(values.runs ?? 5);
 const CLI = path.resolve(values.cli ?? fileURLToPath(new URL('../src/cli/main.js', import.meta.url)));
 const ROOTFS_SCRIPT = fileURLToPath(new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url));
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** Runs the CLI; resolves with the wall time and the arrival time of each output line. */
 function run(args: string[]): Promise<{ ms: number; lines: Array<{ t: number; text: string }> }> {

@@ -22,6 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ContainerRun, ContainerResult } from '../src/sandbox/container.js';
 import type { NetworkMode } from '../src/sandbox/oci-spec.js';
+import { median, quantile } from './stats.js';
 
 const { values } = parseArgs({
   options: { steps: { type: 'string' }, network: { type: 'string' }, runtime: { type: 'string' }, cli: { type: 'string' }, base: { type: 'string' }, floor: { type: 'string' } },
@@ -34,16 +35,7 @@ const FLOOR_SCRIPT = fileURLToPath(new URL('../../bench/crun-floor.sh', import.m
 const FLOOR = values.floor !== undefined ? Number(values.floor) : 0;
 if (!Number.isInteger(FLOOR) || FLOOR < 0) throw new Error(`--floor wants a count of runs: ${values.floor}`);
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-}
 
 /** Runs the build; returns the milliseconds between consecutive `Step n/N` lines (one per RUN step). */
 function timedBuild(root: string, ctx: string): Promise<{ total: number; perStep: number[] }> {

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median } from './stats.js';
 
 const { values } = parseArgs({ options: { cli: { type: 'string', multiple: true }, runs: { type: 'string' }, only: { type: 'string' }, node: { type: 'string' }, corpus: { type: 'string' } } });
 const RUNS = Number(values.runs ?? 15);
@@ -33,11 +34,6 @@ const CLIS = (values.cli ?? [`now=${fileURLToPath(new URL('../src/cli/main.js', 
   return { label: s.slice(0, eq), file };
 });
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** bash's `times` after the command: its second line is the children's user and system time. */
 function seconds(t: string): number {
