@@ -110,6 +110,18 @@ function legacyPrinter(quiet: boolean): (e: BuildEvent) => void {
   };
 }
 
+/**
+ * The build's storage driver: `--storage-driver`, `SLIPWAY_STORAGE_DRIVER`, or the probe's choice
+ * (overlay, or vfs with a warning where overlay cannot be mounted), which `remember` keeps in the
+ * store once the build has succeeded.
+ */
+async function storageDriverFor(layout: CommandEnv['layout'], flag: string | undefined): Promise<{ driver: 'overlay' | 'vfs'; remember(): Promise<void> }> {
+  const asked = flag ?? process.env['SLIPWAY_STORAGE_DRIVER'];
+  if (asked === undefined) return (await import('../snapshot/storage-driver.js')).memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`));
+  if (asked !== 'overlay' && asked !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${asked}: overlay or vfs`);
+  return { driver: asked, remember: async () => undefined };
+}
+
 /** `slipway build`: legacy-format output, `-q` for the id only; exit status of a failing RUN passes through. */
 export async function buildCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: BUILD_OPTIONS, allowPositionals: true });
@@ -131,11 +143,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
   // The exporters (a rootfs merge and a tar writer) load only when --output asks for them.
   const exporter = extras.outputs.length > 0 ? await import('./build-output.js') : undefined;
   await exporter?.checkOutputs(extras.outputs);
-  // The driver when none was asked for: overlay, or vfs (with a warning) where overlay cannot be mounted.
-  const probed = values['storage-driver'] ?? process.env['SLIPWAY_STORAGE_DRIVER']
-    ?? (await (await import('../snapshot/storage-driver.js')).memoizedStorageDriver(layout, (l) => process.stderr.write(`${l}\n`)));
-  const driver = typeof probed === 'string' ? probed : probed.driver;
-  if (driver !== 'overlay' && driver !== 'vfs') throw new SlipwayError('ERR_USAGE', `unsupported --storage-driver ${driver}: overlay or vfs`);
+  const { driver, remember } = await storageDriverFor(layout, values['storage-driver']);
   const input = await buildInput(layout, positionals[0]!, values.file);
   const session = await sessionInputs(values); // last of the checks: it may start ssh-agents
   const pool = new WorkerPool(workers !== undefined ? { workers } : {});
@@ -158,7 +166,7 @@ export async function buildCommand(args: string[], { layout }: CommandEnv): Prom
       fetchBase: async (ref) => (await import('./registry-cmds.js')).pullForBuild(layout, ref, quiet),
     }).catch((e: unknown) => { progress.end(e); throw e; });
     progress.end();
-    if (typeof probed !== 'string') await probed.remember();
+    await remember();
     if (values.plan) return 0;
     await exporter?.writeOutputs(layout, id, extras.outputs);
     // As docker: the id, without a newline, written once the build succeeded.
