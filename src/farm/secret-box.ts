@@ -83,12 +83,7 @@ export async function workerKeys(redis: Redis): Promise<WorkerKeyJson[]> {
   return Object.values(await redis.hgetall(WORKER_KEYS)).map((t) => JSON.parse(t) as WorkerKeyJson);
 }
 
-/** Seals `secrets` for every worker key published in Redis. */
-export async function sealSecrets(redis: Redis, secrets: ReadonlyMap<string, Buffer>): Promise<SealedSecretsJson> {
-  return sealSecretsFor(await workerKeys(redis), secrets);
-}
-
-/** Seals `secrets` for `keys` (a remote submitter gets them from the farm API). */
+/** Seals `secrets` for `keys`: the workers' published keys (a remote submitter gets them from the farm API). */
 export function sealSecretsFor(keys: readonly WorkerKeyJson[], secrets: ReadonlyMap<string, Buffer>): SealedSecretsJson {
   if (keys.length === 0) throw new SlipwayError('ERR_INVALID_OPTION', '--secret: no farm worker has published a key to seal secrets for (start a worker first)');
   const dataKey = crypto.randomBytes(32);

@@ -16,7 +16,7 @@ import { followJob, withJobQueues, withQueue } from './queue.js';
 import { routingStats } from './routing.js';
 import { listSharedMounts, type SharedMountInfo } from './cache-mount-record.js';
 import type { BuildJobData, BuildJobResult } from './job.js';
-import { sealSecrets, workerKeys, type SealedSecretsJson, type WorkerKeyJson } from './secret-box.js';
+import { sealSecretsFor, workerKeys, type SealedSecretsJson, type WorkerKeyJson } from './secret-box.js';
 
 
 /** What a submit asks for: the build's own inputs as the job carries them, and where the farm is. */
@@ -55,13 +55,7 @@ export async function publishedWorkerKeys(redisUrl: string): Promise<WorkerKeyJs
 /** The secrets sealed for every worker key published in Redis (secret-box.ts). */
 async function sealFor(redisUrl: string, secrets: ReadonlyMap<string, Buffer> | undefined): Promise<SealedSecretsJson | undefined> {
   if (!secrets || secrets.size === 0) return undefined;
-  const conn = connect(redisUrl, 'producer');
-  conn.on('error', () => undefined);
-  try {
-    return await sealSecrets(conn, secrets);
-  } finally {
-    conn.disconnect();
-  }
+  return sealSecretsFor(await publishedWorkerKeys(redisUrl), secrets);
 }
 
 /**
