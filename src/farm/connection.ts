@@ -30,13 +30,25 @@ export function registryHost(flag: string | undefined): string | undefined {
  * check holds commands back until then (without it a build fails over with an error).
  */
 export function connect(url: string, role: 'worker' | 'producer'): Redis {
+  const sentinel = parseSentinelUrl(url);
   const opts: RedisOptions = role === 'worker'
     ? { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) }
-    : { maxRetriesPerRequest: 1, retryStrategy: (n) => (n > 3 ? null : n * 200) };
-  const sentinel = parseSentinelUrl(url);
+    : sentinel ? PRODUCER_BEHIND_SENTINEL : { maxRetriesPerRequest: 1, retryStrategy: (n) => (n > 3 ? null : n * 200) };
   if (sentinel) return new Redis({ ...sentinel, ...opts, lazyConnect: false });
   return new Redis(url, { ...opts, lazyConnect: false });
 }
+
+/**
+ * A producer behind Sentinel rides out a failover instead of failing fast: between the
+ * replica's promotion and the sentinels' switch to it, the sentinels still name the dead master,
+ * and each reconnect asks them again. Up to about 15 s, longer than a failover with Sentinel's
+ * usual timings (down-after 5 s is the operator's to shorten); a Redis that stays down still
+ * fails the command with an error.
+ */
+const PRODUCER_BEHIND_SENTINEL: RedisOptions = {
+  maxRetriesPerRequest: 20,
+  retryStrategy: (n) => (n > 20 ? null : Math.min(n * 100, 1000)),
+};
 
 /**
  * `redis-sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/MASTER[/DB]`: the farm's Redis
