@@ -399,27 +399,28 @@ static int start_slirp(const struct options *o, const char *netpath, int exit_fd
   if (netfd < 0) { report("open %s: %s", netpath, strerror(errno)); return -1; }
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) < 0) { report("pipe: %s", strerror(errno)); return -1; }
-  pid_t pid = fork();
+  /* Everything the child needs is made before vfork (the child shares our memory until it execs). */
+  char readyarg[32], exitarg[32], nsarg[32], log[4096];
+  snprintf(readyarg, sizeof readyarg, "--ready-fd=%d", ready[1]);
+  snprintf(exitarg, sizeof exitarg, "--exit-fd=%d", exit_fd);
+  snprintf(nsarg, sizeof nsarg, "/proc/self/fd/%d", netfd);
+  /* Not the step's stdout/stderr: its messages go to a log the caller reads on failure. */
+  snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
+  char *const argv[] = {(char *)o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
+                        "--netns-type=path", readyarg, exitarg, nsarg, "tap0", NULL};
+  pid_t pid = vfork();
   if (pid < 0) { report("fork: %s", strerror(errno)); return -1; }
   if (pid == 0) {
-    /* Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
+    /* Only system calls here. Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
     fcntl(netfd, F_SETFD, 0);
     fcntl(ready[1], F_SETFD, 0);
     fcntl(exit_fd, F_SETFD, 0);
-    char readyarg[32], exitarg[32], nsarg[32], log[4096];
-    snprintf(readyarg, sizeof readyarg, "--ready-fd=%d", ready[1]);
-    snprintf(exitarg, sizeof exitarg, "--exit-fd=%d", exit_fd);
-    snprintf(nsarg, sizeof nsarg, "/proc/self/fd/%d", netfd);
-    /* Not the step's stdout/stderr: its messages go to a log the caller reads on failure. */
-    snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
     int devnull = open("/dev/null", O_RDWR);
     int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (devnull >= 0) dup2(devnull, 0);
     if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
     setsid();
-    execl(o->slirp, o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-          "--netns-type=path", readyarg, exitarg, nsarg, "tap0", (char *)NULL);
-    fprintf(stderr, "slipway-shim: exec %s: %s\n", o->slirp, strerror(errno));
+    execv(o->slirp, argv);
     _exit(127);
   }
   close(netfd);
@@ -719,16 +720,21 @@ static int run_init(const struct options *o, struct handshake h) {
   if (userns_fd >= 0) close(userns_fd);
   prepare_root(o);
   cloexec_all();
-  pid_t cmd = fork();
+  /* vfork: the runtime is exec'd at once, and copying our page tables for it costs more than the
+     rest of this process's work (page table updates are slow in some VMs). Only system calls in
+     the child; its exec error comes back through `exec_errno`, which the child shares with us. */
+  volatile int exec_errno = 0;
+  sigset_t none;
+  sigemptyset(&none);
+  pid_t cmd = vfork();
   if (cmd < 0) fail("fork: %s", strerror(errno));
   if (cmd == 0) {
-    sigset_t none;
-    sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execvp(o->command[0], o->command);
-    fprintf(stderr, "slipway-shim: exec %s: %s\n", o->command[0], strerror(errno));
+    exec_errno = errno;
     _exit(127);
   }
+  if (exec_errno != 0) fprintf(stderr, "slipway-shim: exec %s: %s\n", o->command[0], strerror(exec_errno));
   forward_signals_to(cmd);
   for (;;) {
     int status;

@@ -122,7 +122,8 @@ static void spawn_child(uint32_t id, int keep_stdin, char **argv) {
   }
   if (pipe2(err, O_CLOEXEC) < 0) { reply_errno(id, "pipe"); return; }
   int out[STREAMS] = {pipes[0][1], pipes[1][1], pipes[2][1]};
-  pid_t pid = fork();
+  /* vfork: the child only makes system calls before its exec (see exec_child). */
+  pid_t pid = vfork();
   if (pid == 0) exec_child(argv, in[0], out, err[1]);
   int fork_errno = errno;
   for (int s = 0; s < STREAMS; s++) close(pipes[s][1]);
