@@ -45,6 +45,16 @@ export async function mkdirAll(dir: string, mode = 0o755): Promise<void> {
   for (const d of missing) await fs.mkdir(d, { mode });
 }
 
+/**
+ * `mkdir -p` whose new folders get exactly `mode`, whatever the process's umask (a worker
+ * thread cannot set one). Folders that existed are left as they are.
+ */
+export async function mkdirpExact(dir: string, mode: number): Promise<void> {
+  const first = await fs.mkdir(dir, { recursive: true, mode });
+  if (first === undefined) return;
+  for (let d = path.resolve(dir); d.length >= first.length; d = path.dirname(d)) await fs.chmod(d, mode);
+}
+
 /** Reads and parses a JSON file; undefined when it does not exist. */
 export async function readJsonIfExists<T>(file: string): Promise<T | undefined> {
   try {

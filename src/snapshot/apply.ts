@@ -3,6 +3,7 @@ import { dirname, posix, resolve as resolveHost } from 'node:path';
 import type { Readable } from 'node:stream';
 import { badArchive, createNode, entryMeta, readTar, setMeta, type EntryMeta, type TarHeader } from './tar-read.js';
 import { resolveInRoot } from './resolve-in-root.js';
+import { mkdirpExact } from '../fs.js';
 
 /**
  * Extracts a plain tar into a mounted rootfs the way Docker's ADD does (archive.Unpack with no
@@ -24,7 +25,7 @@ export async function applyTarToRoot(
   opts: { uid?: number; gid?: number } = {},
 ): Promise<void> {
   const applier = new RootApplier(resolveHost(root), posix.join('/', destInRoot), opts);
-  await mkdir(await resolveInRoot(applier.root, applier.dest), { recursive: true, mode: 0o755 });
+  await mkdirpExact(await resolveInRoot(applier.root, applier.dest), 0o755);
   await readTar(input, (h, body) => applier.entry(h, body));
   await applier.finish();
 }
@@ -79,7 +80,7 @@ class RootApplier {
   private async ensureParent(host: string): Promise<void> {
     const parent = dirname(host);
     const st = await lstat(parent).catch(() => null);
-    if (st === null) await mkdir(parent, { recursive: true, mode: 0o755 });
+    if (st === null) await mkdirpExact(parent, 0o755);
     else if (!st.isDirectory()) throw badArchive(`cannot extract ${host}: ${parent} is not a directory`);
   }
 

@@ -5,6 +5,7 @@ import { resolveInRoot } from './resolve-in-root.js';
 import { applyTarToRoot } from './apply.js';
 import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
+import { mkdirpExact } from '../fs.js';
 import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { hostTool } from './host-tools.js';
@@ -133,7 +134,7 @@ async function mkdirAll(root: string, dir: string, uid: number, gid: number, lea
     if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
     // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
     // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
-    await fs.mkdir(host, { mode: 0o755, recursive: true });
+    await mkdirpExact(host, 0o755);
     await fs.chmod(host, 0o755);
     const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
     await fs.lchown(host, owner.uid, owner.gid);

@@ -3,7 +3,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
-import { runInSandbox, runInMountedRootfs, type RootfsSpec } from './sandbox.js';
+import { runInSandbox, runInMountedRootfs, withMountedRootfs, type RootfsSpec } from './sandbox.js';
 import { mappingFor, type ContainerMount, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
@@ -89,8 +89,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
         };
       }
     } else {
-      const op = task.op.from ? { ...task.op, from: { ...task.op.from, scratch: path.join(scratchDir, 'src') } } : task.op;
-      await runInMountedRootfs({ ...rootfs, ...(signal ? { signal } : {}) }, COPY_SCRIPT, op);
+      await copyStep(task.op, { ...rootfs, ...(signal ? { signal } : {}) });
     }
     if (vfs) await writeVfsLayer(vfs, upperDir, scratchDir);
     await fs.rm(scratchDir, { recursive: true, force: true });
@@ -103,3 +102,18 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
   }
 }
 
+
+/**
+ * A COPY, ADD or WORKDIR step's writes. In this thread, through the mount namespace the shim
+ * holds, except for a `COPY --from` of a multi-layer image: that one mounts the source image's
+ * layers too, which only a process inside the namespace can do (the copy script).
+ */
+async function copyStep(given: CopyOp, rootfs: RootfsSpec & { signal?: AbortSignal }): Promise<void> {
+  if (given.from && given.from.lowerDirs.length !== 1) {
+    const op = { ...given, from: { ...given.from, scratch: path.join(rootfs.scratchDir, 'src') } };
+    await runInMountedRootfs(rootfs, COPY_SCRIPT, op);
+    return;
+  }
+  const { default: copyInRoot } = await import('./copy-in-root.js');
+  await withMountedRootfs(rootfs, (merged) => copyInRoot(merged, given));
+}

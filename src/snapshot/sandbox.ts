@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { SlipwayError, fromPlainError } from '../errors.js';
 import { runContainer, type ContainerRun, type ContainerResult } from '../sandbox/container.js';
 import { shimPath } from '../sandbox/runtime.js';
+import { hostTool } from './host-tools.js';
 import { SCRIPT_DIR_ENV, scratchLayout, type ScriptReply, type ScriptRequest } from './script-entry.js';
 
 /** Where a step's rootfs comes from and where its changes go. */
@@ -148,4 +149,68 @@ export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortS
   if (reply?.type === 'result') return reply.value as R;
   if (reply?.type === 'error') throw fromPlainError(reply.error);
   throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) without a result: ${tail.trim()}`);
+}
+
+/** The line `cat` echoes back once it runs, i.e. once the shim has mounted everything. */
+const MOUNTED = 'slipway-mounted\n';
+
+/**
+ * Mounts the rootfs as `runInMountedRootfs` does, but runs `fn` in this process (no Node
+ * process to start per step): the shim's command is `cat`, which echoes one line once the
+ * mounts are up and then waits for its stdin to close, holding the mount namespace; `fn` gets
+ * the merged dir as seen through /proc/<pid 1 of the shim>/root. `fn` must resolve every path
+ * inside that dir (`resolveInRoot`): an absolute symlink followed by the kernel would lead to
+ * this process's root. When this settles the shim is gone and nothing is mounted; if this
+ * process dies (even kill -9), `cat`'s stdin closes and the shim goes too.
+ */
+export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSignal }, fn: (merged: string) => Promise<R>): Promise<R> {
+  if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
+  const layout = scratchLayout(path.resolve(spec.scratchDir));
+  for (const d of [layout.links, layout.work, layout.merged]) fs.mkdirSync(d, { recursive: true });
+  const argv = [...mountArgs(spec, layout), '--status-fd', '3', '--', hostTool('cat')];
+  const child = spawn(shimPath(), argv, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: { PATH: HOST_PATH } });
+  const closed = new Promise<void>((resolve) => {
+    child.once('error', () => resolve());
+    child.once('close', () => resolve());
+  });
+  let tail = '';
+  let out = '';
+  let shimPid: number | undefined;
+  // Up once `cat` has echoed the line and the shim has said which pid is its pid 1 (two pipes: either may come first).
+  const up = new Promise<boolean>((resolve) => {
+    const check = () => { if (out.includes(MOUNTED) && shimPid !== undefined) resolve(true); };
+    child.stdout?.on('data', (b: Buffer) => {
+      out += b.toString();
+      check();
+    });
+    (child.stdio[3] as NodeJS.ReadableStream).on('data', (b: Buffer) => {
+      const m = /^pid (\d+)$/m.exec(b.toString());
+      if (m) shimPid = Number(m[1]);
+      else tail = (tail + b.toString('utf8')).slice(-2000);
+      check();
+    });
+    void closed.then(() => resolve(false));
+  });
+  child.stderr?.on('data', (b: Buffer) => { tail = (tail + b.toString('utf8')).slice(-2000); });
+  child.stdin?.on('error', () => undefined);
+  child.stdin?.write(MOUNTED);
+  const onAbort = () => {
+    try { process.kill(shimPid ?? child.pid ?? 0, 'SIGKILL'); } catch { /* gone */ }
+  };
+  spec.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    if (!(await up)) {
+      throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) before the rootfs was mounted: ${tail.trim()}`);
+    }
+    return await fn(`/proc/${shimPid}/root${layout.merged}`);
+  } catch (e) {
+    if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
+    throw e;
+  } finally {
+    spec.signal?.removeEventListener('abort', onAbort);
+    child.stdin?.end();
+    await closed;
+    // Overlay leaves work/work (mode 000) behind; the namespace is gone, nothing is mounted.
+    fs.rmSync(layout.work, { recursive: true, force: true });
+  }
 }

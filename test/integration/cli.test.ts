@@ -187,6 +187,38 @@ test('a build killed with SIGKILL mid-RUN leaves no mount, no process, and _tmp 
   assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), []);
 });
 
+test('a build killed with SIGKILL mid-COPY leaves no mount, no process, and _tmp is swept by the next build', async () => {
+  const root = await storeWithBusybox();
+  // 240 MB in 240 files: the COPY takes long enough to be caught in the middle.
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nCOPY big/ /big/\n' });
+  const mb = Buffer.alloc(1 << 20, 7);
+  for (let i = 0; i < 240; i++) {
+    await fs.mkdir(path.join(ctx, 'big', String(i % 8)), { recursive: true });
+    await fs.writeFile(path.join(ctx, 'big', String(i % 8), `f${i}`), mb);
+  }
+  const { spawn } = await import('node:child_process');
+  const { CLI } = await import('../support/cli.js');
+  const child = spawn(process.execPath, [CLI, '--root', root, 'build', ctx], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // The COPY is under way once the step's layer has files in it (the shim mounted it, the copy writes).
+  const copied = async () => (await fs.readdir(path.join(root, 'graph', '_tmp')).catch(() => [])).length > 0 &&
+    (await mountsMentioning(root)).some((m) => m.includes('overlay'));
+  for (let i = 0; i < 300 && !(await copied()); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(await copied(), 'the COPY step was seen running');
+  const holders = (await processesMentioning(root)).map((l) => Number(l.split(':')[0]));
+  const kids = await Promise.all(holders.map((pid) => fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')));
+  const all = [...holders, ...kids.join(' ').split(/\s+/).filter(Boolean).map(Number)];
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  const alive = async () => (await Promise.all(all.map((pid) => fs.access(`/proc/${pid}`).then(() => pid, () => undefined)))).filter((p) => p !== undefined);
+  for (let i = 0; i < 50 && (await alive()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(await alive(), [], 'the shim and the process holding its namespace are gone');
+  assert.deepEqual(await processesMentioning(root), []);
+  assert.deepEqual(await mountsMentioning(root), []);
+  const ok = await makeContext({ Dockerfile: 'FROM busybox\nENV X=1\n' });
+  assert.equal((await slipway(root, ['build', ok])).code, 0);
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), []);
+});
+
 test('a 100-step Dockerfile builds, and no layer holds the sandbox\'s own files', async () => {
   const root = await storeWithBusybox();
   const lines = ['FROM busybox'];

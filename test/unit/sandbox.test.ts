@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { runInSandbox, runInMountedRootfs, type RunSpec } from '../../src/snapshot/sandbox.js';
+import { runInSandbox, runInMountedRootfs, withMountedRootfs, type RunSpec } from '../../src/snapshot/sandbox.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
 const skip = process.getuid?.() !== 0 || BUSYBOX === undefined ? 'needs root and a static busybox' : false;
@@ -318,4 +318,28 @@ test('runInMountedRootfs: a thrown error comes back with its message and code', 
   const other = path.join(tmp, 'throw-plain.mjs');
   fs.writeFileSync(other, `export default async () => { throw Object.assign(new Error('disk full'), { code: 'ENOSPC' }); };`);
   await assert.rejects(runInMountedRootfs({ lowerDirs: [], ...dirs() }, other, {}), { message: 'disk full', code: 'ENOSPC' });
+});
+
+test('withMountedRootfs: this process writes through the held namespace into upper; then nothing is mounted or running', { skip }, async () => {
+  const d = dirs();
+  let held: number | undefined;
+  const res = await withMountedRootfs({ lowerDirs: [image], ...d }, async (merged) => {
+    held = Number(/^\/proc\/(\d+)\/root\//.exec(merged)?.[1]);
+    assert.notDeepEqual(mountsMentioning(d.scratchDir), [], 'the overlay is mounted, in the shim\'s namespace only');
+    fs.writeFileSync(path.join(merged, 'hello.txt'), 'copied');
+    return fs.existsSync(path.join(merged, 'bin/busybox'));
+  });
+  assert.equal(res, true);
+  assert.deepEqual(listUpper(d.upperDir), ['hello.txt']);
+  assert.equal(fs.readFileSync(path.join(d.upperDir, 'hello.txt'), 'utf8'), 'copied');
+  assert.deepEqual(mountsMentioning(d.scratchDir), []);
+  assert.ok(held !== undefined && !fs.existsSync(`/proc/${held}`), 'the namespace holder is gone');
+});
+
+test('withMountedRootfs: what fn throws comes back as it is, and the namespace goes', { skip }, async () => {
+  const d = dirs();
+  await assert.rejects(withMountedRootfs({ lowerDirs: [], ...d }, async () => {
+    throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+  }), { message: 'disk full', code: 'ENOSPC' });
+  assert.deepEqual(mountsMentioning(d.scratchDir), []);
 });
