@@ -64,6 +64,9 @@
  *                     "ready PID" (the process holding them; a step joins /proc/PID/ns/user and
  *                     /proc/PID/ns/net), and keep them until stdin closes, so that a step started
  *                     later need not wait for them
+ *   --hold-mounts     no command: once everything is mounted, pid 1 writes "mounted" on the
+ *                     status fd and holds the mount namespace (the caller writes through
+ *                     /proc/PID/root) until it is killed or its stdin closes
  *   --status-fd N     the outer shim writes "pid P\n" (pid 1 in the host's pid ns); a setup
  *                     failure writes "error MESSAGE\n" and exits 125
  */
@@ -118,7 +121,7 @@ struct options {
   const char *stage, *stage_files;
   const char *join_user, *join_net;
   int join_user_fd, join_net_fd;
-  int hold;
+  int hold, hold_mounts;
   char stage_rootfs[4096];
   char **command;
 };
@@ -174,6 +177,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
     if (strcmp(a, "--") == 0) { i++; break; }
     if (strcmp(a, "--hide-cgroup2") == 0) { o->hide_cgroup2 = 1; continue; }
     if (strcmp(a, "--hold") == 0) { o->hold = 1; continue; }
+    if (strcmp(a, "--hold-mounts") == 0) { o->hold_mounts = 1; continue; }
     if (strcmp(a, "--seal-command") == 0) { o->seal_command = 1; continue; }
     if (i + 1 >= argc) fail("option %s needs a value", a);
     const char *v = argv[++i];
@@ -228,7 +232,10 @@ static void parse_args(int argc, char **argv, struct options *o) {
     o->command = argv + i;
     return;
   }
-  if (i >= argc) fail("no command");
+  if (o->hold_mounts) {
+    if (i < argc) fail("--hold-mounts takes no command");
+    if (o->status_fd < 0) fail("--hold-mounts needs --status-fd");
+  } else if (i >= argc) fail("no command");
   if ((o->join_user || o->join_net) && o->netns) fail("--join-user/--join-net exclude --netns");
   if (o->join_user && !o->idmap_count) fail("--join-user needs --idmap: the joined namespace's mapping");
   if (o->stage) {
@@ -719,6 +726,16 @@ static int run_init(const struct options *o, struct handshake h) {
   mount_rootfs(o, userns_fd);
   if (userns_fd >= 0) close(userns_fd);
   prepare_root(o);
+  if (o->hold_mounts) {
+    /* Nothing to run: the caller writes through /proc/<this pid>/root until it kills us, or
+       until our stdin closes (the caller is gone). Then the namespace and its mounts go. */
+    dprintf(status_fd, "mounted\n");
+    char buf[64];
+    for (;;) {
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n == 0 || (n < 0 && errno != EINTR)) return 0;
+    }
+  }
   cloexec_all();
   /* vfork: the runtime is exec'd at once, and copying our page tables for it costs more than the
      rest of this process's work (page table updates are slow in some VMs). Only system calls in

@@ -12,7 +12,6 @@ import { SlipwayError } from '../errors.js';
 /** tool -> Debian 12 package and use. Extended attributes need none: they go through a native binding. */
 export const HOST_TOOLS = {
   cp: { pkg: 'coreutils', why: 'the vfs storage driver copies layers with it' },
-  cat: { pkg: 'coreutils', why: 'it holds the mount namespace of a COPY, ADD or WORKDIR step while the step writes' },
   touch: { pkg: 'coreutils', why: 'the vfs storage driver restores folder times with it' },
   mknod: { pkg: 'coreutils', why: 'layers with whiteouts and device files need it' },
   mount: { pkg: 'mount', why: 'COPY --from mounts the source image with it' },

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { SlipwayError, fromPlainError } from '../errors.js';
 import { runContainer, type ContainerRun, type ContainerResult } from '../sandbox/container.js';
 import { shimPath } from '../sandbox/runtime.js';
-import { hostTool } from './host-tools.js';
+import { spawnViaSpawner } from '../sandbox/spawner.js';
 import { SCRIPT_DIR_ENV, scratchLayout, type ScriptReply, type ScriptRequest } from './script-entry.js';
 
 /** Where a step's rootfs comes from and where its changes go. */
@@ -151,65 +151,65 @@ export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortS
   throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) without a result: ${tail.trim()}`);
 }
 
-/** The line `cat` echoes back once it runs, i.e. once the shim has mounted everything. */
-const MOUNTED = 'slipway-mounted\n';
-
 /**
  * Mounts the rootfs as `runInMountedRootfs` does, but runs `fn` in this process (no Node
- * process to start per step): the shim's command is `cat`, which echoes one line once the
- * mounts are up and then waits for its stdin to close, holding the mount namespace; `fn` gets
- * the merged dir as seen through /proc/<pid 1 of the shim>/root. `fn` must resolve every path
- * inside that dir (`resolveInRoot`): an absolute symlink followed by the kernel would lead to
- * this process's root. When this settles the shim is gone and nothing is mounted; if this
- * process dies (even kill -9), `cat`'s stdin closes and the shim goes too.
+ * process to start per step): the shim, started through this thread's spawner (so Node never
+ * forks itself here), mounts everything, says "mounted" and holds the mount namespace
+ * (`--hold-mounts`); `fn` gets the merged dir as seen through /proc/<pid 1 of the shim>/root.
+ * `fn` must resolve every path inside that dir (`resolveInRoot`): an absolute symlink followed
+ * by the kernel would lead to this process's root. Then pid 1 is killed, and when this settles
+ * the shim is gone and nothing is mounted; if this process dies (even kill -9), the spawner
+ * dies, the shim's stdin closes and the shim goes too.
  */
 export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSignal }, fn: (merged: string) => Promise<R>): Promise<R> {
   if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const layout = scratchLayout(path.resolve(spec.scratchDir));
   for (const d of [layout.links, layout.work, layout.merged]) fs.mkdirSync(d, { recursive: true });
-  const argv = [...mountArgs(spec, layout), '--status-fd', '3', '--', hostTool('cat')];
-  const child = spawn(shimPath(), argv, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: { PATH: HOST_PATH } });
-  const closed = new Promise<void>((resolve) => {
-    child.once('error', () => resolve());
-    child.once('close', () => resolve());
-  });
   let tail = '';
-  let out = '';
-  let shimPid: number | undefined;
-  // Up once `cat` has echoed the line and the shim has said which pid is its pid 1 (two pipes: either may come first).
-  const up = new Promise<boolean>((resolve) => {
-    const check = () => { if (out.includes(MOUNTED) && shimPid !== undefined) resolve(true); };
-    child.stdout?.on('data', (b: Buffer) => {
-      out += b.toString();
-      check();
-    });
-    (child.stdio[3] as NodeJS.ReadableStream).on('data', (b: Buffer) => {
-      const m = /^pid (\d+)$/m.exec(b.toString());
-      if (m) shimPid = Number(m[1]);
-      else tail = (tail + b.toString('utf8')).slice(-2000);
-      check();
-    });
-    void closed.then(() => resolve(false));
+  const collect = (b: Buffer) => { tail = (tail + b.toString('utf8')).slice(-2000); };
+  let status = '';
+  let pid1: number | undefined;
+  let onStatus = () => undefined as void;
+  const proc = await spawnViaSpawner([shimPath(), ...mountArgs(spec, layout), '--hold-mounts', '--status-fd', '3'], {
+    holdStdin: true, onStdout: collect, onStderr: collect,
+    onFd3: (b) => {
+      status += b.toString('utf8');
+      onStatus();
+    },
   });
-  child.stderr?.on('data', (b: Buffer) => { tail = (tail + b.toString('utf8')).slice(-2000); });
-  child.stdin?.on('error', () => undefined);
-  child.stdin?.write(MOUNTED);
-  const onAbort = () => {
-    try { process.kill(shimPid ?? child.pid ?? 0, 'SIGKILL'); } catch { /* gone */ }
+  // Up once pid 1 has said "mounted" and the shim has said which pid that is.
+  const up = new Promise<boolean>((resolve) => {
+    onStatus = () => {
+      pid1 ??= Number(/^pid (\d+)$/m.exec(status)?.[1]) || undefined;
+      if (pid1 !== undefined && /^mounted$/m.test(status)) resolve(true);
+    };
+    onStatus();
+    void proc.exited.then(() => resolve(false));
+  });
+  // Killing pid 1 ends the namespace; the shim reaps it, then exits, so `exited` means unmounted.
+  // (Once the shim has exited, pid 1 is long reaped: nothing is signalled then.)
+  // Before pid 1 is known, the shim itself is killed, and pid 1 follows it (parent-death signal).
+  let gone = false;
+  void proc.exited.then(() => { gone = true; });
+  const stop = () => {
+    if (gone) return;
+    if (pid1 === undefined) return proc.kill('SIGKILL');
+    try { process.kill(pid1, 'SIGKILL'); } catch { /* gone */ }
   };
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
+  spec.signal?.addEventListener('abort', stop, { once: true });
   try {
     if (!(await up)) {
-      throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) before the rootfs was mounted: ${tail.trim()}`);
+      const why = /^error (.*)$/m.exec(status)?.[1] ?? tail.trim();
+      throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${why}`);
     }
-    return await fn(`/proc/${shimPid}/root${layout.merged}`);
+    return await fn(`/proc/${pid1}/root${layout.merged}`);
   } catch (e) {
     if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
     throw e;
   } finally {
-    spec.signal?.removeEventListener('abort', onAbort);
-    child.stdin?.end();
-    await closed;
+    spec.signal?.removeEventListener('abort', stop);
+    stop();
+    await proc.exited;
     // Overlay leaves work/work (mode 000) behind; the namespace is gone, nothing is mounted.
     fs.rmSync(layout.work, { recursive: true, force: true });
   }
