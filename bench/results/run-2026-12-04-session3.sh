@@ -1,12 +1,16 @@
 #!/bin/bash
-cd /tmp/bench-now
+# The whole corpus on an idle machine (third session of 2026-12-04): this tree standalone and
+# through its resident engine, main when the session began (41a5399: 0bc7629 plus the Sentinel
+# fix) both ways, the tree at 5b1a9d9 (the performance issue's reference; standalone only) and
+# the peers (Docker legacy, BuildKit, buildah), interleaved in one run. It was run from a
+# `git archive` of main at 172ac84, built with `npm run build`; BEFORE and MAIN are such trees too.
+cd "$(dirname "$0")/../.."
 D=2026-12-04-session3
-OUT=/tmp/bench-out
-mkdir -p $OUT
-BEFORE=/work/wt/before/dist/src/cli/main.js
-MAIN=/tmp/sc-old/dist/src/cli/main.js
+R=bench/results
+BEFORE=${BEFORE:-/work/wt/before/dist/src/cli/main.js}
+MAIN=${MAIN:-/tmp/sc-old/dist/src/cli/main.js}
 CMD="node dist/bench/build-bench.js --engine --baseline-cli $BEFORE --main-cli $MAIN"
-{ echo "# start: $(date -u +%H:%M:%S) $(uptime)"; echo "# command: $CMD"; echo "# slipway = main at $(cd /work/main && git rev-parse --short HEAD); slipway-main = 41a5399 (main when this session began, plus the Sentinel fix); slipway-before = 5b1a9d9"; } > $OUT/build-bench-$D.log
-$CMD > $OUT/build-bench-$D.txt 2>> $OUT/build-bench-$D.log
-echo "# exit $?" >> $OUT/build-bench-$D.log
-echo "# end: $(date -u +%H:%M:%S) $(uptime)" >> $OUT/build-bench-$D.log
+{ echo "# start: $(date -u +%H:%M:%S) $(uptime)"; echo "# command: $CMD"; } > $R/build-bench-$D.log
+$CMD > $R/build-bench-$D.txt 2>> $R/build-bench-$D.log
+echo "# exit $?" >> $R/build-bench-$D.log
+echo "# end: $(date -u +%H:%M:%S) $(uptime)" >> $R/build-bench-$D.log
