@@ -415,10 +415,12 @@ static int start_slirp(const struct options *o, const char *netpath, int exit_fd
   snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
   char *const argv[] = {(char *)o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
                         "--netns-type=path", readyarg, exitarg, nsarg, "tap0", NULL};
+  volatile int exec_errno = 0;
   pid_t pid = vfork();
   if (pid < 0) { report("fork: %s", strerror(errno)); return -1; }
   if (pid == 0) {
-    /* Only system calls here. Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
+    /* Only system calls here (an exec error comes back through `exec_errno`, shared with us).
+       Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
     fcntl(netfd, F_SETFD, 0);
     fcntl(ready[1], F_SETFD, 0);
     fcntl(exit_fd, F_SETFD, 0);
@@ -428,9 +430,11 @@ static int start_slirp(const struct options *o, const char *netpath, int exit_fd
     if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
     setsid();
     execv(o->slirp, argv);
+    exec_errno = errno;
     _exit(127);
   }
   close(netfd);
+  if (exec_errno != 0) { report("exec %s: %s", o->slirp, strerror(exec_errno)); close(ready[0]); close(ready[1]); return -1; }
   close(ready[1]);
   char c;
   ssize_t n;
@@ -695,6 +699,15 @@ static void seal_binary(const char *path) {
 /* The two pipes between pid 1 and the outer shim while slirp4netns starts (-1 without). */
 struct handshake { int net_ready; int net_go; };
 
+/* Blocks until stdin reaches end of file or fails: the caller holding its other end is done or gone. */
+static void wait_stdin_closed(void) {
+  char buf[64];
+  for (;;) {
+    ssize_t n = read(0, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EINTR)) return;
+  }
+}
+
 /* pid 1: set up, run the command, reap everything, exit with the command's status. */
 static int run_init(const struct options *o, struct handshake h) {
   die_with_parent();
@@ -730,11 +743,8 @@ static int run_init(const struct options *o, struct handshake h) {
     /* Nothing to run: the caller writes through /proc/<this pid>/root until it kills us, or
        until our stdin closes (the caller is gone). Then the namespace and its mounts go. */
     dprintf(status_fd, "mounted\n");
-    char buf[64];
-    for (;;) {
-      ssize_t n = read(0, buf, sizeof buf);
-      if (n == 0 || (n < 0 && errno != EINTR)) return 0;
-    }
+    wait_stdin_closed();
+    return 0;
   }
   cloexec_all();
   /* vfork: the runtime is exec'd at once, and copying our page tables for it costs more than the
@@ -777,11 +787,7 @@ static int hold(const struct options *o) {
   }
   close(exit_pipe[0]);
   if (status_fd >= 0) dprintf(status_fd, "ready %d\n", (int)h.pid);
-  char buf[64];
-  for (;;) {
-    ssize_t n = read(0, buf, sizeof buf);
-    if (n == 0 || (n < 0 && errno != EINTR)) break;
-  }
+  wait_stdin_closed();
   kill(h.pid, SIGKILL);
   return 0;
 }

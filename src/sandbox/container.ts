@@ -44,7 +44,6 @@ export interface SandboxOptions {
   shmSize?: number;
 }
 
-
 /** One container to run. */
 export interface ContainerRun {
   /** Layer dirs in overlay form, top-most first; ignored with `rootDir`. */

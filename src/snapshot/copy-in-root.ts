@@ -135,7 +135,6 @@ async function mkdirAll(root: string, dir: string, uid: number, gid: number, lea
     // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
     // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
     await mkdirpExact(host, 0o755);
-    await fs.chmod(host, 0o755);
     const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
     await fs.lchown(host, owner.uid, owner.gid);
   }
@@ -147,9 +146,10 @@ function modeOf(mode: number, op: CopyOp): number {
 }
 
 /*
- * The per-entry work below is synchronous on purpose: this process does nothing else, and a
- * COPY of thousands of small files is a long run of metadata calls, each of which costs a
- * thread-pool round trip when awaited (a 2,000-file context spent 80 % of its COPY waiting so).
+ * The per-entry work below is synchronous on purpose: the worker thread (or copy script) runs
+ * one step and nothing else, and a COPY of thousands of small files is a long run of metadata
+ * calls, each of which costs a thread-pool round trip when awaited (a 2,000-file context spent
+ * 80 % of its COPY waiting so).
  */
 
 /** lstat that answers undefined for a missing path. */

@@ -102,7 +102,6 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
   }
 }
 
-
 /**
  * A COPY, ADD or WORKDIR step's writes. In this thread, through the mount namespace the shim
  * holds, except for a `COPY --from` of a multi-layer image: that one mounts the source image's

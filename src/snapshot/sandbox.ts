@@ -1,8 +1,10 @@
 /**
  * The host side of a step's sandbox. RUN steps and `slipway run` are containers under an OCI
- * runtime (`src/sandbox/container.ts`). COPY and ADD need no container: their script runs as
- * root in a private mount namespace with the overlay mounted (`script-entry.ts`), writing only
- * through paths resolved inside the rootfs. Guarantees: when these functions settle, nothing is
+ * runtime (`src/sandbox/container.ts`). COPY, ADD and WORKDIR need no container: the shim
+ * mounts the overlay in a private mount namespace and this process writes into it through
+ * /proc (`withMountedRootfs`), or, for a `COPY --from` that must mount more, a script runs as root
+ * inside that namespace (`runInMountedRootfs`, `script-entry.ts`); either writes only through
+ * paths resolved inside the rootfs. Guarantees: when these functions settle, nothing is
  * mounted or running any more, and `upperDir` holds only what the step changed; if this Node
  * process dies (even kill -9), the namespaces die with it.
  */
@@ -169,28 +171,25 @@ export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSi
   const collect = (b: Buffer) => { tail = (tail + b.toString('utf8')).slice(-2000); };
   let status = '';
   let pid1: number | undefined;
-  let onStatus = () => undefined as void;
+  let gone = false;
+  // Up once pid 1 has said "mounted" and the shim has said which pid that is; down if the shim exits first.
+  let settle: (up: boolean) => void = () => undefined;
+  const up = new Promise<boolean>((resolve) => { settle = resolve; });
   const proc = await spawnViaSpawner([shimPath(), ...mountArgs(spec, layout), '--hold-mounts', '--status-fd', '3'], {
     holdStdin: true, onStdout: collect, onStderr: collect,
     onFd3: (b) => {
       status += b.toString('utf8');
-      onStatus();
+      pid1 ??= Number(/^pid (\d+)$/m.exec(status)?.[1]) || undefined;
+      if (pid1 !== undefined && /^mounted$/m.test(status)) settle(true);
     },
   });
-  // Up once pid 1 has said "mounted" and the shim has said which pid that is.
-  const up = new Promise<boolean>((resolve) => {
-    onStatus = () => {
-      pid1 ??= Number(/^pid (\d+)$/m.exec(status)?.[1]) || undefined;
-      if (pid1 !== undefined && /^mounted$/m.test(status)) resolve(true);
-    };
-    onStatus();
-    void proc.exited.then(() => resolve(false));
+  void proc.exited.then(() => {
+    gone = true;
+    settle(false);
   });
   // Killing pid 1 ends the namespace; the shim reaps it, then exits, so `exited` means unmounted.
   // (Once the shim has exited, pid 1 is long reaped: nothing is signalled then.)
   // Before pid 1 is known, the shim itself is killed, and pid 1 follows it (parent-death signal).
-  let gone = false;
-  void proc.exited.then(() => { gone = true; });
   const stop = () => {
     if (gone) return;
     if (pid1 === undefined) return proc.kill('SIGKILL');
