@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import util from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { slipway, storeWithBusybox, makeContext, snapshotTree, mountsMentioning, processesMentioning } from '../support/cli.js';
 
@@ -199,24 +200,43 @@ test('a build killed with SIGKILL mid-COPY leaves no mount, no process, and _tmp
   const { spawn } = await import('node:child_process');
   const { CLI } = await import('../support/cli.js');
   const child = spawn(process.execPath, [CLI, '--root', root, 'build', ctx], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   // The COPY is under way once the step's layer has files in it (the shim mounted it, the copy writes).
+  // Each poll notes the processes first, so the kill follows the sighting with nothing in between.
   const copied = async () => (await fs.readdir(path.join(root, 'graph', '_tmp')).catch(() => [])).length > 0 &&
     (await mountsMentioning(root)).some((m) => m.includes('overlay'));
-  for (let i = 0; i < 300 && !(await copied()); i++) await new Promise((r) => setTimeout(r, 20));
-  assert.ok(await copied(), 'the COPY step was seen running');
-  const holders = (await processesMentioning(root)).map((l) => Number(l.split(':')[0]));
-  const kids = await Promise.all(holders.map((pid) => fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')));
-  const all = [...holders, ...kids.join(' ').split(/\s+/).filter(Boolean).map(Number)];
+  const holdersNow = async () => {
+    const holders = (await processesMentioning(root)).map((l) => Number(l.split(':')[0]));
+    const kids = await Promise.all(holders.map((pid) => fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')));
+    return [...holders, ...kids.join(' ').split(/\s+/).filter(Boolean).map(Number)];
+  };
+  let all: number[] = [];
+  let seen = false;
+  for (let i = 0; i < 600 && !seen; i++) {
+    all = await holdersNow();
+    seen = await copied();
+    if (!seen) await new Promise((r) => setTimeout(r, 10));
+  }
   child.kill('SIGKILL');
-  await new Promise((r) => child.once('exit', r));
-  const alive = async () => (await Promise.all(all.map((pid) => fs.access(`/proc/${pid}`).then(() => pid, () => undefined)))).filter((p) => p !== undefined);
-  for (let i = 0; i < 50 && (await alive()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(await alive(), [], 'the shim and the process holding its namespace are gone');
-  assert.deepEqual(await processesMentioning(root), []);
-  assert.deepEqual(await mountsMentioning(root), []);
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) => child.once('close', (c, s) => r([c, s])));
+  assert.deepEqual([code, signal], [null, 'SIGKILL'], `the build ended before the kill: ${out}`);
+  assert.ok(seen, 'the COPY step was seen running');
+  // Killed in the middle: the COPY step never finished (its output may not even be printed yet).
+  const after = out.includes('Step 2/2') ? out.slice(out.indexOf('Step 2/2')) : '';
+  assert.doesNotMatch(after, /---> [0-9a-f]{12}\n/, 'the COPY finished before the kill');
+  assert.doesNotMatch(out, /Successfully built/);
+  // A zombie waiting for init to reap it holds nothing: it counts as gone.
+  const state = (pid: number) => fs.readFile(`/proc/${pid}/stat`, 'utf8').then((s) => s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3), () => 'gone');
+  const alive = async () => (await Promise.all(all.map(async (pid) => [pid, await state(pid)] as const))).filter(([, st]) => st !== 'gone' && st !== 'Z');
+  const leftovers = async () => ({ alive: await alive(), processes: await processesMentioning(root), mounts: await mountsMentioning(root) });
+  const none = { alive: [], processes: [], mounts: [] };
+  for (let i = 0; i < 50 && !util.isDeepStrictEqual(await leftovers(), none); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(await leftovers(), none, 'the shim, the process holding its namespace and its mounts are gone');
   const ok = await makeContext({ Dockerfile: 'FROM busybox\nENV X=1\n' });
-  assert.equal((await slipway(root, ['build', ok])).code, 0);
-  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), []);
+  const next = await slipway(root, ['build', ok]);
+  assert.equal(next.code, 0, next.stderr);
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), [], 'the next build sweeps _tmp');
 });
 
 test('a 100-step Dockerfile builds, and no layer holds the sandbox\'s own files', async () => {
