@@ -10,7 +10,6 @@
  *    |                          pid 1 on the status fd, exits with COMMAND's status
  *    +- shim, pid 1 of a new pid ns and mount ns: private mounts, its own /proc, the user and
  *       |                       network namespaces of the step, the rootfs; reaps orphans
- *       +- slirp4netns          (--netns slirp) outbound network for the step
  *       +- COMMAND              the OCI runtime (crun/runc run ...) or a helper
  * Both shims die with their parent (PR_SET_PDEATHSIG). When pid 1 exits, the kernel kills
  * every process left in its pid namespace, the runtime's container included, and the mount
@@ -22,9 +21,13 @@
  *   --idmap H:N       make a user namespace mapping ids 0..N-1 to host ids H..H+N-1, and mount
  *                     the rootfs layers idmapped through it (files keep their on-disk owners)
  *   --gidmap G        gids map to G..G+N-1 instead (default: as uids)
- *   --netns MODE      none: a new network namespace with loopback only; slirp: plus
- *                     slirp4netns (outbound only, no host loopback); absent: host network
- *   --slirp PATH      the slirp4netns binary
+ *   --netns MODE      none: a new network namespace with loopback only; slirp: plus a
+ *                     user-mode network (outbound only, no host loopback, see --netd); absent:
+ *                     the host network
+ *   --netd NAME       for --netns slirp: make and configure tap0 in the step's network
+ *                     namespace (10.0.2.100/24 via 10.0.2.2, MTU 65520) and hand its fd to the
+ *                     slipway-netd listening on the abstract unix socket NAME (native/netd.c);
+ *                     the connection, held until this process exits, keeps that network up
  *   --nsdir DIR       the new user/network namespaces are bind-mounted at DIR/user, DIR/net
  *   --lower DIR       an overlay lower dir, top-most first (repeatable)
  *   --upper DIR       the overlay upper dir (not idmapped: the caller shifts owners back)
@@ -60,7 +63,7 @@
  *   --join-user PATH  join this user namespace (made by a --hold shim) instead of making one;
  *                     --idmap still states its mapping (the owner of what the shim creates)
  *   --join-net PATH   instead of --netns: join this network namespace
- *   --hold            make the user and network namespaces (and slirp4netns) only, report
+ *   --hold            make the user and network namespaces (and the network) only, report
  *                     "ready PID" (the process holding them; a step joins /proc/PID/ns/user and
  *                     /proc/PID/ns/net), and keep them until stdin closes, so that a step started
  *                     later need not wait for them
@@ -74,12 +77,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/if_tun.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +98,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,7 +110,7 @@ struct options {
   int ncgroups;
   long idmap_host, idmap_count, gidmap_host;
   const char *netns;
-  const char *slirp;
+  const char *netd;
   const char *nsdir;
   const char *lowers[MAX_LIST];
   int nlowers;
@@ -193,7 +202,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
       o->idmap_count = parse_long(colon + 1, "--idmap count");
       if (!o->gidmap_host) o->gidmap_host = o->idmap_host;
     } else if (strcmp(a, "--gidmap") == 0) o->gidmap_host = parse_long(v, "--gidmap"); else if (strcmp(a, "--netns") == 0) o->netns = v;
-    else if (strcmp(a, "--slirp") == 0) o->slirp = v;
+    else if (strcmp(a, "--netd") == 0) o->netd = v;
     else if (strcmp(a, "--nsdir") == 0) o->nsdir = v;
     else if (strcmp(a, "--lower") == 0) {
       if (o->nlowers == MAX_LIST) fail("too many layers");
@@ -228,7 +237,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   }
   if (o->hold) {
     if (!o->idmap_count && !o->netns) fail("--hold needs --idmap or --netns");
-    if (o->netns && !strcmp(o->netns, "slirp") && (!o->nsdir || !o->slirp)) fail("--hold --netns slirp needs --nsdir and --slirp");
+    if (o->netns && !strcmp(o->netns, "slirp") && !o->netd) fail("--hold --netns slirp needs --netd");
     o->command = argv + i;
     return;
   }
@@ -247,7 +256,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   o->command = argv + i;
   if ((o->idmap_host || o->netns || o->join_user || o->join_net) && !o->nsdir) fail("--idmap, --netns and --join-* need --nsdir");
   if (o->netns && strcmp(o->netns, "none") && strcmp(o->netns, "slirp")) fail("bad --netns: %s", o->netns);
-  if (o->netns && !strcmp(o->netns, "slirp") && !o->slirp) fail("--netns slirp needs --slirp");
+  if (o->netns && !strcmp(o->netns, "slirp") && !o->netd) fail("--netns slirp needs --netd");
   if (o->nlowers && (!o->upper || !o->work || !o->links || !o->merged)) fail("an overlay needs --upper, --work, --links and --merged");
   if (o->rootdir && !o->merged) fail("--rootdir needs --merged");
   if ((o->nvolumes || o->nmkdirs || o->nmkfiles || o->exec_name) && !o->merged) fail("--volume, --mkdir, --mkfile and --exec need --merged");
@@ -394,54 +403,95 @@ static int make_namespaces(const struct options *o) {
   return fd;
 }
 
+/* An ioctl on `s` for tap0 that sets an IPv4 address field of the request. */
+static int set_in_addr(int s, unsigned long req, const char *addr) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "tap0");
+  struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+  sin->sin_family = AF_INET;
+  inet_pton(AF_INET, addr, &sin->sin_addr);
+  return ioctl(s, req, &ifr);
+}
+
+/* tap0 in the current network namespace, configured as slirp4netns --configure does; its fd. */
+static int make_tap(void) {
+  int tap = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (tap < 0) { report("open /dev/net/tun: %s", strerror(errno)); return -1; }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "tap0");
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int ok = s >= 0 && ioctl(tap, TUNSETIFF, &ifr) == 0;
+  ifr.ifr_mtu = 65520;
+  ok = ok && ioctl(s, SIOCSIFMTU, &ifr) == 0;
+  ok = ok && set_in_addr(s, SIOCSIFADDR, "10.0.2.100") == 0 && set_in_addr(s, SIOCSIFNETMASK, "255.255.255.0") == 0;
+  ok = ok && ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  ok = ok && ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  struct rtentry rt;
+  memset(&rt, 0, sizeof rt);
+  ((struct sockaddr_in *)&rt.rt_dst)->sin_family = AF_INET;
+  ((struct sockaddr_in *)&rt.rt_genmask)->sin_family = AF_INET;
+  struct sockaddr_in *gw = (struct sockaddr_in *)&rt.rt_gateway;
+  gw->sin_family = AF_INET;
+  inet_pton(AF_INET, "10.0.2.2", &gw->sin_addr);
+  rt.rt_flags = RTF_UP | RTF_GATEWAY;
+  ok = ok && ioctl(s, SIOCADDRT, &rt) == 0;
+  if (!ok) report("configure tap0: %s", strerror(errno));
+  if (s >= 0) close(s);
+  if (!ok) { close(tap); return -1; }
+  return tap;
+}
+
 /*
- * Starts slirp4netns on the step's network namespace (bound at NSDIR/net in pid 1's mount
- * namespace, reached through /proc/PID/root) and waits until it has configured tap0. It is the
- * outer shim's child, outside pid 1's pid and mount namespaces, so that when the step ends its
- * slow teardown (the tap device goes with it) is not waited for; it exits when `exit_fd`'s
- * other end closes, i.e. when the outer shim is gone. Returns 0, or -1 after reporting.
+ * The step's default network through slipway-netd: tap0 is made in the namespace at `netpath`
+ * (this process enters it and comes back), and its fd is handed to the daemon, which answers
+ * once the tap has its network stack. Returns the connection (kept open: closing it, or this
+ * process's exit, ends that network), or -1 after reporting.
  */
-static int start_slirp(const struct options *o, const char *netpath, int exit_fd) {
-  int netfd = open(netpath, O_RDONLY | O_CLOEXEC);
-  if (netfd < 0) { report("open %s: %s", netpath, strerror(errno)); return -1; }
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) { report("pipe: %s", strerror(errno)); return -1; }
-  /* Everything the child needs is made before vfork (the child shares our memory until it execs). */
-  char readyarg[32], exitarg[32], nsarg[32], log[4096];
-  snprintf(readyarg, sizeof readyarg, "--ready-fd=%d", ready[1]);
-  snprintf(exitarg, sizeof exitarg, "--exit-fd=%d", exit_fd);
-  snprintf(nsarg, sizeof nsarg, "/proc/self/fd/%d", netfd);
-  /* Not the step's stdout/stderr: its messages go to a log the caller reads on failure. */
-  snprintf(log, sizeof log, "%s/slirp.log", o->nsdir);
-  char *const argv[] = {(char *)o->slirp, "--configure", "--mtu=65520", "--disable-host-loopback",
-                        "--netns-type=path", readyarg, exitarg, nsarg, "tap0", NULL};
-  volatile int exec_errno = 0;
-  pid_t pid = vfork();
-  if (pid < 0) { report("fork: %s", strerror(errno)); return -1; }
-  if (pid == 0) {
-    /* Only system calls here (an exec error comes back through `exec_errno`, shared with us).
-       Its only fds besides 0-2: the namespace, the ready pipe and the exit pipe. */
-    fcntl(netfd, F_SETFD, 0);
-    fcntl(ready[1], F_SETFD, 0);
-    fcntl(exit_fd, F_SETFD, 0);
-    int devnull = open("/dev/null", O_RDWR);
-    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (devnull >= 0) dup2(devnull, 0);
-    if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
-    setsid();
-    execv(o->slirp, argv);
-    exec_errno = errno;
-    _exit(127);
+static int attach_netd(const struct options *o, const char *netpath) {
+  int target = open(netpath, O_RDONLY | O_CLOEXEC), self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (target < 0 || self < 0) { report("open %s: %s", netpath, strerror(errno)); return -1; }
+  struct stat ts, ss;
+  if (fstat(target, &ts) < 0 || fstat(self, &ss) < 0 || (ts.st_dev == ss.st_dev && ts.st_ino == ss.st_ino)) {
+    report("%s is not a network namespace of its own", netpath);
+    return -1;
   }
-  close(netfd);
-  if (exec_errno != 0) { report("exec %s: %s", o->slirp, strerror(exec_errno)); close(ready[0]); close(ready[1]); return -1; }
-  close(ready[1]);
-  char c;
-  ssize_t n;
-  while ((n = read(ready[0], &c, 1)) < 0 && errno == EINTR) {}
-  close(ready[0]);
-  if (n != 1) { report("slirp4netns did not start (see %s/slirp.log)", o->nsdir); return -1; }
-  return 0;
+  if (setns(target, CLONE_NEWNET) < 0) { report("setns %s: %s", netpath, strerror(errno)); return -1; }
+  int tap = make_tap();
+  if (setns(self, CLONE_NEWNET) < 0) fail("setns back to the host network: %s", strerror(errno));
+  close(target);
+  close(self);
+  if (tap < 0) return -1;
+  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a;
+  memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  size_t len = strlen(o->netd);
+  if (len + 1 >= sizeof a.sun_path) fail("--netd name too long");
+  memcpy(a.sun_path + 1, o->netd, len);
+  char byte = 't', ctrl[CMSG_SPACE(sizeof(int))];
+  memset(ctrl, 0, sizeof ctrl);
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+  struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+  h->cmsg_level = SOL_SOCKET;
+  h->cmsg_type = SCM_RIGHTS;
+  h->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(h), &tap, sizeof tap);
+  int ok = c >= 0 && connect(c, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) == 0;
+  ok = ok && sendmsg(c, &m, MSG_NOSIGNAL) == 1;
+  ssize_t n = 0;
+  if (ok) while ((n = read(c, &byte, 1)) < 0 && errno == EINTR) {}
+  close(tap);
+  if (!ok || n != 1 || byte != 'k') {
+    report("the network daemon (@%s) did not take the step's tap: %s", o->netd, ok && n >= 0 ? "refused" : strerror(errno));
+    if (c >= 0) close(c);
+    return -1;
+  }
+  return c;
 }
 
 /* A clone of the mount at `src`, idmapped through userns_fd, attached at `dst`. */
@@ -696,7 +746,7 @@ static void seal_binary(const char *path) {
   }
 }
 
-/* The two pipes between pid 1 and the outer shim while slirp4netns starts (-1 without). */
+/* The two pipes between pid 1 and the outer shim while the network is set up (-1 without). */
 struct handshake { int net_ready; int net_go; };
 
 /* Blocks until stdin reaches end of file or fails: the caller holding its other end is done or gone. */
@@ -711,7 +761,7 @@ static void wait_stdin_closed(void) {
 /* pid 1: set up, run the command, reap everything, exit with the command's status. */
 static int run_init(const struct options *o, struct handshake h) {
   die_with_parent();
-  /* A mount namespace of its own (the outer shim, and slirp4netns, stay in the host's). */
+  /* A mount namespace of its own (the outer shim stays in the host's). */
   if (unshare(CLONE_NEWNS) < 0) fail("unshare mount namespace: %s", strerror(errno));
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
   /* Our own /proc, so that pids we see (ours, the runtime's) are the ones it shows. */
@@ -727,7 +777,7 @@ static int run_init(const struct options *o, struct handshake h) {
   if (o->stage) mount_stage(o);
   int userns_fd = make_namespaces(o);
   if (h.net_ready >= 0) {
-    /* The outer shim starts slirp4netns on the namespace now bound, and says when it is up. */
+    /* The outer shim gives the namespace now bound its network, and says when it is up. */
     char c = 'n';
     if (write(h.net_ready, &c, 1) != 1) fail("handshake: %s", strerror(errno));
     ssize_t n;
@@ -773,19 +823,16 @@ static int run_init(const struct options *o, struct handshake h) {
 }
 
 /*
- * --hold: namespaces (and slirp4netns) made ahead of a step. Reports "ready PID" and keeps them
- * until stdin closes (or this process is killed); slirp4netns then exits by itself.
+ * --hold: namespaces (and the network) made ahead of a step. Reports "ready PID" and keeps them
+ * until stdin closes (or this process is killed); the network daemon then drops the network.
  */
 static int hold(const struct options *o) {
   struct holder h = spawn_holder(o);
-  int exit_pipe[2];
-  if (pipe2(exit_pipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
   if (o->netns && !strcmp(o->netns, "slirp")) {
     char netpath[64];
     snprintf(netpath, sizeof netpath, "/proc/%d/ns/net", (int)h.pid);
-    if (start_slirp(o, netpath, exit_pipe[0]) < 0) { kill(h.pid, SIGKILL); return 125; }
+    if (attach_netd(o, netpath) < 0) { kill(h.pid, SIGKILL); return 125; }
   }
-  close(exit_pipe[0]);
   if (status_fd >= 0) dprintf(status_fd, "ready %d\n", (int)h.pid);
   wait_stdin_closed();
   kill(h.pid, SIGKILL);
@@ -804,18 +851,18 @@ int main(int argc, char **argv) {
   if ((o.join_user && o.join_user_fd < 0) || (o.join_net && o.join_net_fd < 0)) fail("open the namespaces to join: %s", strerror(errno));
   join_cgroups(&o);
   int slirp = o.netns && !strcmp(o.netns, "slirp");
-  int up[2] = {-1, -1}, go[2] = {-1, -1}, exit_pipe[2] = {-1, -1};
-  if (slirp && (pipe2(up, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)) fail("pipe: %s", strerror(errno));
+  int up[2] = {-1, -1}, go[2] = {-1, -1};
+  if (slirp && (pipe2(up, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)) fail("pipe: %s", strerror(errno));
   int host_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (host_pidns < 0) fail("open /proc/self/ns/pid: %s", strerror(errno));
   if (unshare(CLONE_NEWPID) < 0) fail("unshare: %s (Slipway needs root)", strerror(errno));
   pid_t init = fork();
   if (init < 0) fail("fork: %s", strerror(errno));
   if (init == 0) {
-    if (slirp) { close(up[0]); close(go[1]); close(exit_pipe[0]); close(exit_pipe[1]); }
+    if (slirp) { close(up[0]); close(go[1]); }
     _exit(run_init(&o, (struct handshake){up[1], go[0]}));
   }
-  /* Later children (slirp4netns) belong to the host's pid namespace again: pid 1's exit must
+  /* Any later child belongs to the host's pid namespace again: pid 1's exit must
      not wait for them (it would wait for us to reap them while we wait for it). */
   if (setns(host_pidns, CLONE_NEWPID) < 0) fail("setns back to the host pid namespace: %s", strerror(errno));
   close(host_pidns);
@@ -830,14 +877,10 @@ int main(int argc, char **argv) {
     /* No byte: pid 1 failed before its namespaces were ready, and said why. */
     char netpath[4096];
     snprintf(netpath, sizeof netpath, "/proc/%d/root%s/net", (int)init, o.nsdir);
-    if (n == 1 && start_slirp(&o, netpath, exit_pipe[0]) == 0 && write(go[1], &c, 1) == 1) {
-      close(exit_pipe[0]);
-    } else {
-      kill(init, SIGKILL);
-    }
+    if (n != 1 || attach_netd(&o, netpath) < 0 || write(go[1], &c, 1) != 1) kill(init, SIGKILL);
     close(up[0]);
     close(go[1]);
-    /* exit_pipe[1] stays open until we exit: then slirp4netns exits too, in its own time. */
+    /* The daemon's connection stays open until we exit: then it drops the step's network. */
   }
   for (;;) {
     int status;

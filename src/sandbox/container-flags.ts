@@ -23,7 +23,7 @@ export function parseAddHost(v: string): ExtraHost {
   if (at <= 0) throw usage(`invalid argument "${v}" for "--add-host" flag: bad format for add-host: "${v}"`);
   const host = v.slice(0, at);
   const ip = v.slice(at + 1).replace(/^\[(.*)\]$/, '$1');
-  if (ip === 'host-gateway') throw usage(`--add-host ${v}: host-gateway is not supported: a step cannot reach the host (its network is slirp4netns without the host's loopback)`);
+  if (ip === 'host-gateway') throw usage(`--add-host ${v}: host-gateway is not supported: a step cannot reach the host (its network is user-mode, libslirp, without the host's loopback)`);
   if (!/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(host)) throw usage(`invalid argument "${v}" for "--add-host" flag: invalid hostname "${host}"`);
   if (net.isIP(ip) === 0) throw usage(`invalid argument "${v}" for "--add-host" flag: invalid IP address in add-host: "${ip}"`);
   return { host, ip };

@@ -15,7 +15,8 @@ import { SlipwayError } from '../errors.js';
 import { DEFAULT_PIDS_LIMIT } from './defaults.js';
 import { ociSpec, type NetworkMode, type OciSpec, type StepMountSpec } from './oci-spec.js';
 import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
-import { findRuntime, findSlirp, runtimeArgv, shimPath, type Runtime } from './runtime.js';
+import { findRuntime, runtimeArgv, shimPath, type Runtime } from './runtime.js';
+import { netdName } from './netd.js';
 import { hostIdMapping, type IdMapping } from './userns.js';
 import { hostOwner, shiftOwnersBack } from './shift-owners.js';
 import { buildInitLayer, copyAttrs, imageDir } from './init-layer.js';
@@ -107,12 +108,10 @@ export const STAGE = '/run/slipway';
  * Every path a container uses, spelled once: in its scratch dir, or in the stage (the shim's
  * private tmpfs, which only the shim and the runtime see). What only they use lives in the
  * stage: creating and removing inodes on the store's filesystem is a large part of a step's cost.
- * The namespace files go to the scratch dir only when the shim starts slirp4netns itself: its
- * log lives beside them, written from the host's mount namespace.
  */
-function scratchPaths(scratch: string, nsInStage: boolean) {
+function scratchPaths(scratch: string) {
   const p = (n: string) => path.join(scratch, n);
-  return { bundle: p('bundle'), state: `${STAGE}/state`, ns: nsInStage ? `${STAGE}/ns` : p('ns'), links: `${STAGE}/l`, work: p('work'),
+  return { bundle: p('bundle'), state: `${STAGE}/state`, ns: `${STAGE}/ns`, links: `${STAGE}/l`, work: p('work'),
     init: p('init'), files: p('files'), volumes: p('vol'), log: p('runtime.log') };
 }
 type Paths = ReturnType<typeof scratchPaths>;
@@ -176,7 +175,7 @@ function stagedMounts(mounts: ContainerMount[]): StepMountSpec[] {
   return mounts.map((x) => (x.kind === 'tmpfs' ? { ...x } : { kind: 'bind', target: x.target, source: `${STAGE}/m${i++}`, readonly: x.readonly }));
 }
 
-function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined, console?: ConsoleSocket): string[] {
+function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undefined, lowers: string[], cgroup: StepCgroup | undefined, warm: WarmNetwork | undefined, netd: string | undefined, console?: ConsoleSocket): string[] {
   const a: string[] = [];
   for (const d of cgroup?.dirs ?? []) a.push('--cgroup', d);
   if (m) a.push('--idmap', `${m.uid.host}:${Math.min(m.uid.count, m.gid.count)}`, '--gidmap', String(m.gid.host));
@@ -185,7 +184,7 @@ function shimArgv(run: ContainerRun, p: Paths, rt: Runtime, m: IdMapping | undef
     a.push('--join-net', `/proc/${warm.pid}/ns/net`, ...(m ? ['--join-user', `/proc/${warm.pid}/ns/user`] : []));
   } else {
     if (run.network !== 'host') a.push('--netns', run.network === 'default' ? 'slirp' : 'none');
-    if (run.network === 'default') a.push('--slirp', findSlirp());
+    if (netd !== undefined) a.push('--netd', netd);
   }
   a.push('--nsdir', p.ns, '--stage', STAGE, '--stage-files', p.files);
   if (run.rootDir !== undefined) a.push('--rootdir', run.rootDir);
@@ -279,17 +278,16 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   const m = mappingFor(o);
   let cgroup: StepCgroup | undefined;
   let pty: ConsoleSocket | undefined;
-  // The namespaces (and slirp4netns) of a step's network are prepared ahead. The next step's are
+  // The namespaces (and the network) of a step are prepared ahead. The next step's are
   // started once this step's shim has joined its cgroups (a cgroup join waits for forks elsewhere
   // to finish): they come up while this step runs, without blocking this thread (the spawner).
   const prepared = run.network !== 'host' && !run.interactive;
-  const slirp = run.network === 'default' ? findSlirp() : undefined;
-  const warm = prepared ? await takeWarmNetwork(slirp, m) : undefined;
-  const prewarm = () => { if (prepared) prewarmNetwork(shim, slirp, m); };
-  const p = scratchPaths(run.scratchDir, run.network !== 'default' || warm !== undefined);
+  const netd = run.network === 'default' ? await netdName() : undefined;
+  const warm = prepared ? await takeWarmNetwork(netd, m) : undefined;
+  const prewarm = () => { if (prepared) prewarmNetwork(shim, netd, m); };
+  const p = scratchPaths(run.scratchDir);
   try {
     fs.mkdirSync(p.work, { recursive: true });
-    if (!p.ns.startsWith(STAGE)) fs.mkdirSync(p.ns, { recursive: true });
     const lowers = setup(() => {
       const l = prepareRootfs(run, p, m);
       prepareVolumes(run, p, m);
@@ -299,7 +297,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     const bpf = rt.kind === 'crun' && !run.insecure ? await compiledSeccomp(defaultSeccompProfile()) : undefined;
     setup(() => writeSpec(run, p, rt, m, cgroup, bpf));
     if (run.attach?.tty) pty = setup(() => consoleSocket(m));
-    const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, pty)];
+    const argv = [shim, ...shimArgv(run, p, rt, m, lowers, cgroup, warm, netd, pty)];
     const res = await supervise({ ...run, onStarted: prewarm, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }, pty ? pty.wrap(argv) : argv);
     const outcome = cgroup ? await cgroup.outcome() : { oomKilled: false, memoryLimitHit: false, pidsLimitHit: false };
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);

@@ -1,6 +1,6 @@
 /**
  * The per-container `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, bind-mounted over the
- * image's (never part of a layer). With the default network, DNS goes to slirp4netns's forwarder
+ * image's (never part of a layer). With the default network, DNS goes to libslirp's forwarder
  * (10.0.2.3): the host's own resolver may listen on its loopback, which a step cannot reach.
  */
 import fs from 'node:fs';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { NetworkMode } from './oci-spec.js';
 import { extraHostLines, type ExtraHost } from './container-flags.js';
 
-/** slirp4netns's built-in DNS forwarder, inside the step's network. */
+/** The DNS forwarder of the step's user-mode network (libslirp's, in the network daemon). */
 export const SLIRP_DNS = '10.0.2.3';
 
 /** resolv.conf for a step, from the host's: nameservers replaced by slirp's under the default network. */

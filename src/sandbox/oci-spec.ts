@@ -164,7 +164,7 @@ function namespaces(c: ContainerSpec): OciSpec['linux']['namespaces'] {
   const ns: OciSpec['linux']['namespaces'] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (c.join.user !== undefined) ns.push({ type: 'user', path: c.join.user });
   if (c.network !== 'host') {
-    // A network namespace is always the step's own: made (with slirp4netns or loopback only)
+    // A network namespace is always the step's own: made (with the network daemon's tap, or loopback only)
     // before the runtime starts, so the runtime only joins it.
     if (c.join.network === undefined) throw new Error('a step without the host network needs its network namespace');
     ns.push({ type: 'network', path: c.join.network });

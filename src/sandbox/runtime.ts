@@ -64,13 +64,6 @@ export function findRuntime(override?: string, dirs?: string[]): Runtime {
   return found;
 }
 
-/** slirp4netns, for the default network mode. */
-export function findSlirp(dirs?: string[]): string {
-  const p = findOnPath('slirp4netns', dirs);
-  if (p === undefined) throw missingTool('slirp4netns', 'slirp4netns', 'outbound networking for RUN steps; --network none needs no network');
-  return p;
-}
-
 /** The compiled shim (native/shim.c, built by `npm run build`). */
 export function shimPath(): string {
   const p = fileURLToPath(new URL('../../native/slipway-shim', import.meta.url));

@@ -2,7 +2,7 @@
  * The programs Slipway runs on the host outside the sandbox, the Debian package that provides
  * each, and what it is for. A tool is looked up on its first use in a process (never on every
  * command, never again after) and a missing one fails with one line naming the package, in the
- * words the sandbox uses for its own programs (crun, slirp4netns: src/sandbox/runtime.ts),
+ * words the sandbox uses for its own programs (crun: src/sandbox/runtime.ts),
  * instead of a `spawn … ENOENT` stack.
  */
 import { accessSync, constants, statSync } from 'node:fs';

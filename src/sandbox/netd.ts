@@ -1,0 +1,76 @@
+/**
+ * The default network's daemon (native/netd.c): one per thread that runs steps, started on the
+ * first step that needs it and kept until the thread or process ends. Each step's network
+ * namespace gets its own tap and its own user-mode stack in it; the shim hands the tap over
+ * (`--netd NAME`). Started through the spawner, whose pipe on its stdin it watches: it exits
+ * when the spawner does, which exits with this process.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { threadId } from 'node:worker_threads';
+import { SlipwayError } from '../errors.js';
+import { spawnViaSpawner, type SpawnedProcess } from './spawner.js';
+
+/** The unprivileged ids the daemon drops to once it listens (nobody). */
+const NETD_UID = 65534;
+
+interface Running { name: string; proc: SpawnedProcess }
+
+let running: Promise<Running> | undefined;
+
+/** The compiled daemon (native/netd.c, built by `npm run build`). */
+export function netdPath(): string {
+  const p = fileURLToPath(new URL('../../native/slipway-netd', import.meta.url));
+  if (!fs.existsSync(p)) {
+    throw new SlipwayError('ERR_SANDBOX', `${p} is missing: run "npm run build" (it compiles native/netd.c; needs the Debian packages gcc and libslirp-dev)`);
+  }
+  return p;
+}
+
+function start(): Promise<Running> {
+  const name = `slipway-netd-${process.pid}-${threadId}-${crypto.randomBytes(6).toString('hex')}`;
+  const argv = [netdPath(), '--socket', name, '--uid', String(NETD_UID), '--gid', String(NETD_UID)];
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    let proc: SpawnedProcess | undefined;
+    let ready = false;
+    spawnViaSpawner(argv, {
+      holdStdin: true,
+      ref: false,
+      onStdout: (b) => {
+        out += b.toString();
+        if (!ready && out.includes('ready\n') && proc) { ready = true; resolve({ name, proc }); }
+      },
+      onStderr: (b) => { err += b.toString(); },
+    }).then((p) => {
+      proc = p;
+      if (!ready && out.includes('ready\n')) { ready = true; resolve({ name, proc }); }
+      void p.exited.then((code) => {
+        // A daemon that is gone is started again by the next step that needs one.
+        running = undefined;
+        if (!ready) reject(new SlipwayError('ERR_SANDBOX', `the network daemon exited with ${code}: ${err.trim() || 'no message'}`));
+      }, () => { running = undefined; });
+    }, (e: unknown) => { running = undefined; reject(e); });
+  });
+}
+
+/** The abstract socket name of this thread's daemon, started if it is not running. */
+export async function netdName(): Promise<string> {
+  running ??= start();
+  // The daemon and its pipes are unref'd: a caller with nothing else alive must not exit while it waits.
+  const keep = setInterval(() => undefined, 1000);
+  try {
+    return (await running).name;
+  } finally {
+    clearInterval(keep);
+  }
+}
+
+/** Stops this thread's daemon (tests, and servers shutting down); the next step starts another. */
+export function stopNetd(): void {
+  const r = running;
+  running = undefined;
+  void r?.then((x) => x.proc.kill('SIGKILL'), () => undefined);
+}
