@@ -19,7 +19,10 @@
  *
  * Privileges: only the bind needs root (none really: the name is abstract); right after it the
  * process drops to UID/GID (default 65534, nobody), with no capabilities, no supplementary
- * groups and no_new_privs. Only a peer whose uid is 0 in this process's user namespace (the
+ * groups and no_new_privs, and a seccomp filter then refuses (EPERM) what a process carrying
+ * hostile traffic has no use for: exec, ptrace and reading other processes' memory, namespaces
+ * (unshare, setns, a clone with a namespace flag: unprivileged user namespaces would hand an
+ * attacker capabilities), mounts, bpf, perf, userfaultfd, io_uring, keys and modules. Only a peer whose uid is 0 in this process's user namespace (the
  * shim) is served. It exits when stdin reaches end of file (its parent, which holds the other
  * end, is gone) and with its parent (PR_SET_PDEATHSIG). On stdout it writes "ready\n" once it
  * listens.
@@ -41,6 +44,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
+#include <seccomp.h>
 #include <slirp/libslirp.h>
 
 #define MAX_SESSIONS 256
@@ -279,6 +284,33 @@ static void drop_privileges(uid_t uid, gid_t gid) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs: %s", strerror(errno));
 }
 
+/* The syscalls refused once the daemon listens (see the header). */
+static void confine(void) {
+  static const int refused[] = {
+    SCMP_SYS(execve), SCMP_SYS(execveat), SCMP_SYS(ptrace), SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev),
+    SCMP_SYS(unshare), SCMP_SYS(setns), SCMP_SYS(mount), SCMP_SYS(umount2), SCMP_SYS(pivot_root), SCMP_SYS(chroot),
+    SCMP_SYS(fsopen), SCMP_SYS(fsmount), SCMP_SYS(fspick), SCMP_SYS(open_tree), SCMP_SYS(move_mount), SCMP_SYS(mount_setattr),
+    SCMP_SYS(bpf), SCMP_SYS(perf_event_open), SCMP_SYS(userfaultfd), SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter),
+    SCMP_SYS(io_uring_register), SCMP_SYS(keyctl), SCMP_SYS(add_key), SCMP_SYS(request_key), SCMP_SYS(init_module),
+    SCMP_SYS(finit_module), SCMP_SYS(delete_module), SCMP_SYS(kexec_load), SCMP_SYS(kexec_file_load),
+    SCMP_SYS(open_by_handle_at), SCMP_SYS(name_to_handle_at), SCMP_SYS(personality), SCMP_SYS(setuid), SCMP_SYS(setgid),
+    SCMP_SYS(setresuid), SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(memfd_create),
+  };
+  static const unsigned long ns_flags[] = {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP};
+  scmp_filter_ctx c = seccomp_init(SCMP_ACT_ALLOW);
+  if (c == NULL) fail("seccomp_init");
+  int r = 0;
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0] && r == 0; i++) r = seccomp_rule_add(c, SCMP_ACT_ERRNO(EPERM), refused[i], 0);
+  for (size_t i = 0; i < sizeof ns_flags / sizeof ns_flags[0] && r == 0; i++) {
+    r = seccomp_rule_add(c, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
+  }
+  /* clone3's flags are behind a pointer: refused as unknown, so a caller falls back to clone. */
+  if (r == 0) r = seccomp_rule_add(c, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (r == 0) r = seccomp_load(c);
+  if (r != 0) fail("seccomp: %s", strerror(-r));
+  seccomp_release(c);
+}
+
 static int listen_on(const char *name) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) fail("socket: %s", strerror(errno));
@@ -310,6 +342,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   int lfd = listen_on(name);
   drop_privileges(uid, gid);
+  confine();
   if (write(1, "ready\n", 6) != 6) return 1;
   for (;;) {
     nfds = 0;

@@ -64,6 +64,12 @@ export interface ContainerRun {
   cwd: string;
   hostname?: string;
   network: NetworkMode;
+  /**
+   * Containers with different domains never share a network daemon (netd.ts): a RUN step's is
+   * its store's (a farm worker keeps one store per tenant), so one tenant's steps never go
+   * through the process that carries another's traffic. Default: one domain.
+   */
+  netDomain?: string;
   /** Image VOLUME paths: the mount point lands in the layer, writes below it do not. */
   volumes?: string[];
   /** RUN --mount: what is mounted where; each mount point (folder or empty file) lands in the layer. */
@@ -282,7 +288,7 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
   // started once this step's shim has joined its cgroups (a cgroup join waits for forks elsewhere
   // to finish): they come up while this step runs, without blocking this thread (the spawner).
   const prepared = run.network !== 'host' && !run.interactive;
-  const netd = run.network === 'default' ? await netdName() : undefined;
+  const netd = run.network === 'default' ? await netdName(run.netDomain ?? '') : undefined;
   const warm = prepared ? await takeWarmNetwork(netd, m) : undefined;
   const prewarm = () => { if (prepared) prewarmNetwork(shim, netd, m); };
   const p = scratchPaths(run.scratchDir);

@@ -1,6 +1,7 @@
 /**
- * The default network's daemon (native/netd.c): one per thread that runs steps, started on the
- * first step that needs it and kept until the thread or process ends. Each step's network
+ * The default network's daemon (native/netd.c): one per thread that runs steps and per domain
+ * (a store: one tenant's, on a farm worker), started on the first step that needs it and kept
+ * until the thread or process ends. Each step's network
  * namespace gets its own tap and its own user-mode stack in it; the shim hands the tap over
  * (`--netd NAME`). Started through the spawner, whose pipe on its stdin it watches: it exits
  * when the spawner does, which exits with this process.
@@ -17,7 +18,8 @@ const NETD_UID = 65534;
 
 interface Running { name: string; proc: SpawnedProcess }
 
-let running: Promise<Running> | undefined;
+/** This thread's daemons, by domain. */
+const running = new Map<string, Promise<Running>>();
 
 /** The compiled daemon (native/netd.c, built by `npm run build`). */
 export function netdPath(): string {
@@ -28,10 +30,10 @@ export function netdPath(): string {
   return p;
 }
 
-function start(): Promise<Running> {
+function start(domain: string): Promise<Running> {
   const name = `slipway-netd-${process.pid}-${threadId}-${crypto.randomBytes(6).toString('hex')}`;
   const argv = [netdPath(), '--socket', name, '--uid', String(NETD_UID), '--gid', String(NETD_UID)];
-  return new Promise((resolve, reject) => {
+  const started: Promise<Running> = new Promise((resolve, reject) => {
     let out = '';
     let err = '';
     let proc: SpawnedProcess | undefined;
@@ -49,28 +51,32 @@ function start(): Promise<Running> {
       if (!ready && out.includes('ready\n')) { ready = true; resolve({ name, proc }); }
       void p.exited.then((code) => {
         // A daemon that is gone is started again by the next step that needs one.
-        running = undefined;
+        if (running.get(domain) === started) running.delete(domain);
         if (!ready) reject(new SlipwayError('ERR_SANDBOX', `the network daemon exited with ${code}: ${err.trim() || 'no message'}`));
-      }, () => { running = undefined; });
-    }, (e: unknown) => { running = undefined; reject(e); });
+      }, () => { if (running.get(domain) === started) running.delete(domain); });
+    }, (e: unknown) => { if (running.get(domain) === started) running.delete(domain); reject(e); });
   });
+  return started;
 }
 
-/** The abstract socket name of this thread's daemon, started if it is not running. */
-export async function netdName(): Promise<string> {
-  running ??= start();
+/** The abstract socket name of this thread's daemon for `domain`, started if it is not running. */
+export async function netdName(domain: string): Promise<string> {
+  let r = running.get(domain);
+  if (r === undefined) {
+    r = start(domain);
+    running.set(domain, r);
+  }
   // The daemon and its pipes are unref'd: a caller with nothing else alive must not exit while it waits.
   const keep = setInterval(() => undefined, 1000);
   try {
-    return (await running).name;
+    return (await r).name;
   } finally {
     clearInterval(keep);
   }
 }
 
-/** Stops this thread's daemon (tests, and servers shutting down); the next step starts another. */
+/** Stops this thread's daemons (tests, and servers shutting down); the next step starts another. */
 export function stopNetd(): void {
-  const r = running;
-  running = undefined;
-  void r?.then((x) => x.proc.kill('SIGKILL'), () => undefined);
+  for (const r of running.values()) void r.then((x) => x.proc.kill('SIGKILL'), () => undefined);
+  running.clear();
 }

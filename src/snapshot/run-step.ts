@@ -72,7 +72,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
     if (task.type === 'run') {
       const res = await runInSandbox({
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
-        groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, volumes: task.volumes,
+        groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, netDomain: task.tmpRoot, volumes: task.volumes,
         ...(task.mounts && task.mounts.length > 0 ? { mounts: task.mounts } : {}), ...(task.insecure ? { insecure: true } : {}),
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
         ...(signal ? { signal } : {}),

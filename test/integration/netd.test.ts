@@ -1,7 +1,8 @@
 /**
  * The network daemon (native/netd.c) behind the default network: it runs as nobody with no
  * capabilities, serves only root peers (the shim), gives every tap it is handed a stack of its
- * own, and is gone with the process that started it, even after kill -9.
+ * own, is never shared between domains (stores), and is gone with the process that started it,
+ * even after kill -9.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -44,24 +45,29 @@ int main(int argc, char **argv) {
 `;
 
 /** The daemon processes named `name`, with their Uid line and effective capabilities. */
-async function daemons(name: string): Promise<{ pid: number; uid: string; capEff: string }[]> {
+async function daemons(name: string): Promise<{ pid: number; uid: string; capEff: string; seccomp: string }[]> {
   const found = [];
   for (const l of await processesMentioning(name)) {
     const pid = Number(l.split(':')[0]);
     const status = await fs.readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
     if (!/^Name:\s+slipway-netd$/m.test(status)) continue;
-    found.push({ pid, uid: /^Uid:\s+(.*)$/m.exec(status)?.[1] ?? '', capEff: /^CapEff:\s+(\S+)$/m.exec(status)?.[1] ?? '' });
+    found.push({ pid, uid: /^Uid:\s+(.*)$/m.exec(status)?.[1] ?? '', capEff: /^CapEff:\s+(\S+)$/m.exec(status)?.[1] ?? '', seccomp: /^Seccomp:\s+(\S+)$/m.exec(status)?.[1] ?? '' });
   }
   return found.filter((d) => d.uid !== '');
 }
 
-test('the daemon runs as nobody with no capabilities and serves only root peers', { skip }, async () => {
-  const name = await netdName();
+test('the daemon runs as nobody with no capabilities under seccomp and serves only root peers; each domain has its own', { skip }, async () => {
+  const name = await netdName('a-store');
   try {
+    assert.equal(await netdName('a-store'), name, 'one daemon per domain');
+    const other = await netdName('another-store');
+    assert.notEqual(other, name, 'another domain (another tenant\'s store) gets another daemon');
+    assert.equal((await daemons(other)).length, 1);
     const [d] = await daemons(name);
     assert.ok(d, 'the daemon is running');
     assert.equal(d.uid, '65534\t65534\t65534\t65534');
     assert.equal(d.capEff, '0000000000000000');
+    assert.equal(d.seccomp, '2', 'under a seccomp filter');
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-netd-peer-'));
     await buildProbe(dir, 'peer', PEER);
     const peer = path.join(dir, 'peer');
@@ -72,7 +78,7 @@ test('the daemon runs as nobody with no capabilities and serves only root peers'
   } finally {
     stopNetd();
   }
-  assert.ok(await waitFor(async () => (await daemons(name)).length === 0, 5000), 'stopNetd stops it');
+  assert.ok(await waitFor(async () => (await daemons(name)).length === 0, 5000), 'stopNetd stops them');
 });
 
 test('steps share the daemon, each with its own network, and it dies with a build killed by SIGKILL', { skip }, async () => {
