@@ -94,3 +94,48 @@ test('--network host is the host network, and an unknown mode is refused', { ski
   assert.notEqual(bad.code, 0);
   assert.match(bad.out, /Dockerfile:2: unsupported network mode: bridge2/);
 });
+
+const hasIptables = (() => {
+  try {
+    execFileSync('iptables', ['-S', 'OUTPUT'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test("a step reaches the host's own non-loopback address, and an owner rule on uid 65534 (the network daemon) fences it off", { skip: skip || (!hasIptables && 'needs iptables') }, async () => {
+  const net = await import('node:net');
+  let connections = 0;
+  const server = net.createServer((s) => { connections++; s.end('from-the-host\n'); });
+  await new Promise<void>((r) => server.listen(0, HOST_ADDR, () => r()));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  const rule = ['OUTPUT', '-m', 'owner', '--uid-owner', '65534', '-d', HOST_ADDR, '-p', 'tcp', '--dport', String(port), '-j', 'REJECT'];
+  const probe = `FROM busybox\nRUN (nc -w 3 ${HOST_ADDR} ${port} </dev/null || true) | grep -q from-the-host && echo RE""ACHED || echo NOT-""REACHED\n`;
+  try {
+    const open = await buildIn(root, ctx, probe);
+    assert.equal(open.code, 0, open.out);
+    assert.match(open.out, /^REACHED$/m);
+    assert.equal(connections, 1);
+    execFileSync('iptables', ['-A', ...rule]);
+    try {
+      const fenced = await buildIn(root, ctx, probe);
+      assert.equal(fenced.code, 0, fenced.out);
+      assert.match(fenced.out, /^NOT-REACHED$/m);
+      assert.equal(connections, 1, 'the server saw no second connection');
+      // The worker itself (root) is not fenced off.
+      const mine = await new Promise<string>((resolve, reject) => {
+        const c = net.connect(port, HOST_ADDR);
+        let got = '';
+        c.on('data', (b) => { got += b.toString(); });
+        c.on('end', () => resolve(got));
+        c.on('error', reject);
+      });
+      assert.equal(mine, 'from-the-host\n');
+    } finally {
+      execFileSync('iptables', ['-D', ...rule]);
+    }
+  } finally {
+    server.close();
+  }
+});
