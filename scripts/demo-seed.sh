@@ -22,11 +22,13 @@ echo "== again: every step from the cache"
 slipway build -t thoward/scooby_snacks "$work/ctx"
 echo "== images"
 slipway images
+# JSON printed with Node (installed above), not python3, which a minimal Debian may lack.
+pretty() { node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")), null, 4))' "$1"; }
 echo "== $SLIPWAY_ROOT/repositories"
-python3 -m json.tool "$SLIPWAY_ROOT/repositories"
-id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Repositories"]["scooby_snacks"]["latest"])' "$SLIPWAY_ROOT/repositories")
+pretty "$SLIPWAY_ROOT/repositories"
+id=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).Repositories.scooby_snacks.latest)' "$SLIPWAY_ROOT/repositories")
 echo "== $SLIPWAY_ROOT/graph/$id"
 ls -al "$SLIPWAY_ROOT/graph/$id" "$SLIPWAY_ROOT/graph/$id/layer"
-python3 -m json.tool "$SLIPWAY_ROOT/graph/$id/json"
+pretty "$SLIPWAY_ROOT/graph/$id/json"
 echo "== run -i -t scooby_snacks ls -al /"
 slipway run --rm scooby_snacks ls -al /
