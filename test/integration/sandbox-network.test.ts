@@ -107,7 +107,10 @@ const hasIptables = (() => {
 test("a step reaches the host's own non-loopback address, and an owner rule on uid 65534 (the network daemon) fences it off", { skip: skip || (!hasIptables && 'needs iptables') }, async () => {
   const net = await import('node:net');
   let connections = 0;
-  const server = net.createServer((s) => { connections++; s.end('from-the-host\n'); });
+  // Every connection is destroyed at the end: one whose peer went with the test's veth would
+  // otherwise sit in FIN-WAIT and keep this process alive.
+  const sockets = new Set<import('node:net').Socket>();
+  const server = net.createServer((s) => { connections++; sockets.add(s); s.end('from-the-host\n'); });
   await new Promise<void>((r) => server.listen(0, HOST_ADDR, () => r()));
   const port = (server.address() as import('node:net').AddressInfo).port;
   const rule = ['OUTPUT', '-m', 'owner', '--uid-owner', '65534', '-d', HOST_ADDR, '-p', 'tcp', '--dport', String(port), '-j', 'REJECT'];
@@ -128,7 +131,7 @@ test("a step reaches the host's own non-loopback address, and an owner rule on u
         const c = net.connect(port, HOST_ADDR);
         let got = '';
         c.on('data', (b) => { got += b.toString(); });
-        c.on('end', () => resolve(got));
+        c.on('end', () => { c.destroy(); resolve(got); });
         c.on('error', reject);
       });
       assert.equal(mine, 'from-the-host\n');
@@ -136,6 +139,7 @@ test("a step reaches the host's own non-loopback address, and an owner rule on u
       execFileSync('iptables', ['-D', ...rule]);
     }
   } finally {
+    for (const c of sockets) c.destroy();
     server.close();
   }
 });
