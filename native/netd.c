@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -339,6 +340,12 @@ int main(int argc, char **argv) {
   if (name == NULL) fail("usage: slipway-netd --socket NAME [--uid UID --gid GID]");
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) return 1;
+  /* Each connection a step opens is a socket here: allow as many as the hard limit does. */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   signal(SIGPIPE, SIG_IGN);
   int lfd = listen_on(name);
   drop_privileges(uid, gid);
