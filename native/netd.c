@@ -176,26 +176,22 @@ static size_t add_fd(int fd, short events) {
   return nfds++;
 }
 
+/* libslirp's poll events and poll(2)'s, pair by pair. */
+static const struct { int slirp; short poll; } EVENTS[] = {
+  {SLIRP_POLL_IN, POLLIN}, {SLIRP_POLL_OUT, POLLOUT}, {SLIRP_POLL_PRI, POLLPRI}, {SLIRP_POLL_ERR, POLLERR}, {SLIRP_POLL_HUP, POLLHUP},
+};
+
 static int cb_add_poll(int fd, int events, void *opaque) {
   (void)opaque;
   short e = 0;
-  if (events & SLIRP_POLL_IN) e |= POLLIN;
-  if (events & SLIRP_POLL_OUT) e |= POLLOUT;
-  if (events & SLIRP_POLL_PRI) e |= POLLPRI;
-  if (events & SLIRP_POLL_ERR) e |= POLLERR;
-  if (events & SLIRP_POLL_HUP) e |= POLLHUP;
+  for (size_t i = 0; i < sizeof EVENTS / sizeof EVENTS[0]; i++) if (events & EVENTS[i].slirp) e |= EVENTS[i].poll;
   return (int)add_fd(fd, e);
 }
 
 static int cb_get_revents(int idx, void *opaque) {
   (void)opaque;
-  short r = fds[idx].revents;
   int e = 0;
-  if (r & POLLIN) e |= SLIRP_POLL_IN;
-  if (r & POLLOUT) e |= SLIRP_POLL_OUT;
-  if (r & POLLPRI) e |= SLIRP_POLL_PRI;
-  if (r & POLLERR) e |= SLIRP_POLL_ERR;
-  if (r & POLLHUP) e |= SLIRP_POLL_HUP;
+  for (size_t i = 0; i < sizeof EVENTS / sizeof EVENTS[0]; i++) if (fds[idx].revents & EVENTS[i].poll) e |= EVENTS[i].slirp;
   return e;
 }
 

@@ -853,8 +853,7 @@ int main(int argc, char **argv) {
   int slirp = o.netns && !strcmp(o.netns, "slirp");
   int up[2] = {-1, -1}, go[2] = {-1, -1};
   if (slirp && (pipe2(up, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)) fail("pipe: %s", strerror(errno));
-  int host_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-  if (host_pidns < 0) fail("open /proc/self/ns/pid: %s", strerror(errno));
+  /* Only the next child, pid 1, is made in the new pid namespace: this process forks no other. */
   if (unshare(CLONE_NEWPID) < 0) fail("unshare: %s (Slipway needs root)", strerror(errno));
   pid_t init = fork();
   if (init < 0) fail("fork: %s", strerror(errno));
@@ -862,10 +861,6 @@ int main(int argc, char **argv) {
     if (slirp) { close(up[0]); close(go[1]); }
     _exit(run_init(&o, (struct handshake){up[1], go[0]}));
   }
-  /* Any later child belongs to the host's pid namespace again: pid 1's exit must
-     not wait for them (it would wait for us to reap them while we wait for it). */
-  if (setns(host_pidns, CLONE_NEWPID) < 0) fail("setns back to the host pid namespace: %s", strerror(errno));
-  close(host_pidns);
   if (status_fd >= 0) dprintf(status_fd, "pid %d\n", (int)init);
   forward_signals_to(init);
   if (slirp) {

@@ -18,8 +18,10 @@ const NETD_UID = 65534;
 
 interface Running { name: string; proc: SpawnedProcess }
 
-/** This thread's daemons, by domain. */
+/** This thread's daemons, by domain, from their start until they exit. */
 const running = new Map<string, Promise<Running>>();
+/** The names of those that are up: a step's lookup once its daemon runs, without a wait. */
+const upNames = new Map<string, string>();
 
 /** The compiled daemon (native/netd.c, built by `npm run build`). */
 export function netdPath(): string {
@@ -38,29 +40,41 @@ function start(domain: string): Promise<Running> {
     let err = '';
     let proc: SpawnedProcess | undefined;
     let ready = false;
+    // A daemon that is gone is started again by the next step that needs one.
+    const forget = () => {
+      if (running.get(domain) !== started) return;
+      running.delete(domain);
+      upNames.delete(domain);
+    };
+    // "ready" may come before or after the spawner reports the process: whichever is last resolves.
+    const settle = () => {
+      if (ready || proc === undefined || !out.includes('ready\n')) return;
+      ready = true;
+      if (running.get(domain) === started) upNames.set(domain, name);
+      resolve({ name, proc });
+    };
     spawnViaSpawner(argv, {
       holdStdin: true,
       ref: false,
-      onStdout: (b) => {
-        out += b.toString();
-        if (!ready && out.includes('ready\n') && proc) { ready = true; resolve({ name, proc }); }
-      },
+      onStdout: (b) => { out += b.toString(); settle(); },
       onStderr: (b) => { err += b.toString(); },
     }).then((p) => {
       proc = p;
-      if (!ready && out.includes('ready\n')) { ready = true; resolve({ name, proc }); }
+      settle();
       void p.exited.then((code) => {
-        // A daemon that is gone is started again by the next step that needs one.
-        if (running.get(domain) === started) running.delete(domain);
-        if (!ready) reject(new SlipwayError('ERR_SANDBOX', `the network daemon exited with ${code}: ${err.trim() || 'no message'}`));
-      }, () => { if (running.get(domain) === started) running.delete(domain); });
-    }, (e: unknown) => { if (running.get(domain) === started) running.delete(domain); reject(e); });
+        forget();
+        // After "ready" this changes nothing: the promise has resolved.
+        reject(new SlipwayError('ERR_SANDBOX', `the network daemon exited with ${code}: ${err.trim() || 'no message'}`));
+      }, forget);
+    }, (e: unknown) => { forget(); reject(e); });
   });
   return started;
 }
 
 /** The abstract socket name of this thread's daemon for `domain`, started if it is not running. */
 export async function netdName(domain: string): Promise<string> {
+  const up = upNames.get(domain);
+  if (up !== undefined) return up;
   let r = running.get(domain);
   if (r === undefined) {
     r = start(domain);
@@ -79,4 +93,5 @@ export async function netdName(domain: string): Promise<string> {
 export function stopNetd(): void {
   for (const r of running.values()) void r.then((x) => x.proc.kill('SIGKILL'), () => undefined);
   running.clear();
+  upNames.clear();
 }
