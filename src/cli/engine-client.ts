@@ -3,6 +3,7 @@ import path from 'node:path';
 import { SlipwayError, fromPlainError } from '../errors.js';
 import type { BuildEvent } from '../scheduler/progress.js';
 import type { StoreLayout } from '../store/layout.js';
+import { NdjsonAnswer } from './ndjson-answer.js';
 import type { LocalBuildMessage, LocalBuildRequest } from '../api/local-build-route.js';
 
 /**
@@ -28,35 +29,31 @@ export async function runningEngine(layout: StoreLayout): Promise<string | undef
  * Builds through the running engine: the request names the context folder, and every event
  * comes back for the caller to render, so the output is the same as an in-process build's.
  * Aborting `signal` (Ctrl-C) closes the connection, which cancels the build in the engine.
+ *
+ * HTTP/1.1 is spoken over the socket directly (ndjson-answer.ts reads the answer) rather than
+ * with node:http: loading node:http (and the undici it pulls in) cost a warm build through the
+ * engine about a fifth of its time, for one request whose answer is a stream of lines.
  */
 export async function buildThroughEngine(sock: string, r: LocalBuildRequest, onEvent: (e: BuildEvent) => void, signal: AbortSignal): Promise<{ id: string }> {
-  const http = await import('node:http');
+  const net = await import('node:net');
+  const body = Buffer.from(JSON.stringify(r));
+  const head = `POST /slipway/v1/local-builds HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
   return new Promise((resolve, reject) => {
-    const body = JSON.stringify(r);
-    const req = http.request({ socketPath: sock, method: 'POST', path: '/slipway/v1/local-builds', headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, signal });
-    req.on('error', (e) => reject(signal.aborted ? new SlipwayError('ERR_CANCELLED', 'build cancelled') : new SlipwayError('ERR_INTERNAL', `the engine at ${sock} went away: ${e.message}`)));
-    req.on('response', (res) => {
-      if (res.statusCode !== 200) {
-        let text = '';
-        res.on('data', (d: Buffer) => { text += d.toString(); });
-        res.on('end', () => reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} refused the build: ${text.trim()}`)));
-        return;
-      }
-      let buf = '';
-      let settled = false;
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buf += chunk;
-        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-          const m = JSON.parse(buf.slice(0, nl)) as LocalBuildMessage;
-          buf = buf.slice(nl + 1);
-          if ('event' in m) onEvent(m.event);
-          else if ('done' in m) { settled = true; resolve(m.done); }
-          else { settled = true; reject(fromPlainError(m.error)); }
-        }
-      });
-      res.on('end', () => { if (!settled) reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} ended the build without a result`)); });
+    const c = net.connect(sock);
+    let settled = false;
+    const settle = (f: () => void) => { if (!settled) { settled = true; signal.removeEventListener('abort', onAbort); c.destroy(); f(); } };
+    const onAbort = () => settle(() => reject(new SlipwayError('ERR_CANCELLED', 'build cancelled')));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const answer = new NdjsonAnswer((status, text) => settle(() => reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} refused the build (${status}): ${text.trim()}`))), (line) => {
+      const m = JSON.parse(line) as LocalBuildMessage;
+      if ('event' in m) onEvent(m.event);
+      else if ('done' in m) settle(() => resolve(m.done));
+      else settle(() => reject(fromPlainError(m.error)));
     });
-    req.end(body);
+    c.on('connect', () => { c.write(head); c.write(body); });
+    c.on('data', (d: Buffer) => { try { answer.push(d); } catch (e) { settle(() => reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} sent a malformed answer: ${(e as Error).message}`))); } });
+    c.on('error', (e) => settle(() => reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} went away: ${e.message}`))));
+    c.on('close', () => { answer.end(); settle(() => reject(new SlipwayError('ERR_INTERNAL', `the engine at ${sock} ended the build without a result`))); });
+    if (signal.aborted) onAbort();
   });
 }

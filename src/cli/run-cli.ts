@@ -1,6 +1,7 @@
 import { SlipwayError } from '../errors.js';
 import { StoreLayout } from '../store/layout.js';
-import { sweepOwnTmp } from '../store/graph.js';
+// Not from graph.ts, which every command would then load (with node:crypto) to sweep nothing.
+import { sweepOwnTmp } from '../store/own-tmp.js';
 import { COMMANDS, type Command } from './commands.js';
 import { reportError } from './report-error.js';
 import { takeGlobalFlags } from './global-flags.js';

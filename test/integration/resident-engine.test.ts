@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { makeContext, slipway, storeWithBusybox } from '../support/cli.js';
+import { CLI, makeContext, processesMentioning, slipway, storeWithBusybox } from '../support/cli.js';
 import { cleanup, rawHttp, startServer, tempDir, type Server } from '../support/engine-api.js';
 
 let root: string;
@@ -72,4 +72,35 @@ test('a folder is taken as the context only on a socket that only root can open'
   } finally {
     await fs.chmod(server.socket!, 0o660);
   }
+});
+
+test('Ctrl-C on a client cancels its build in the engine: the step is killed, nothing is tagged, and the engine serves on', async () => {
+  const marker = `sleep-${process.pid}-cancel`;
+  const ctx = await makeContext({ Dockerfile: `FROM busybox\nRUN sh -c 'sleep 60; true' ${marker}\n` });
+  const { spawn } = await import('node:child_process');
+  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', 'cancelled:1', ctx], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
+  // The step's own process (its $0 is the marker), seen from outside: the RUN has started in the engine.
+  for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.notDeepEqual(await processesMentioning(marker), [], `the step never started: ${out}`);
+  const sent = Date.now();
+  c.kill('SIGINT');
+  const code = await exited;
+  assert.notEqual(code, 0, out);
+  assert.ok(Date.now() - sent < 10_000, 'the client went within 10 s');
+  let left = await processesMentioning(marker);
+  for (let i = 0; i < 100 && left.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = await processesMentioning(marker);
+  }
+  assert.deepEqual(left, [], 'the engine killed the step');
+  const images = await slipway(root, ['images', '--format', '{{.Repository}}']);
+  assert.doesNotMatch(images.stdout, /cancelled/);
+  await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo after > /after\n');
+  const next = await slipway(root, ['build', '-q', ctx]);
+  assert.equal(next.code, 0, next.stderr);
+  await fs.rm(ctx, { recursive: true, force: true });
 });
