@@ -30,8 +30,11 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
   await initHash();
   const cacheFile = path.join(layout.statCacheDir, `${hashApi().h64ToString(abs)}.json`);
   let statCache: StatCache = {};
+  // What the file held: an unchanged cache (a warm build of an untouched context) is not written again.
+  let saved = '';
   try {
-    statCache = JSON.parse(await fs.readFile(cacheFile, 'utf8')) as StatCache;
+    saved = await fs.readFile(cacheFile, 'utf8');
+    statCache = JSON.parse(saved) as StatCache;
   } catch {
     statCache = {};
   }
@@ -40,7 +43,12 @@ export async function loadContext(dir: string, layout: StoreLayout): Promise<Bui
     isIgnored: (rel) => !selection.isPresent(rel),
     isImplied: (rel) => selection.isImplied(rel),
     statCache,
-    saveStatCache: async () => writeFileAtomic(cacheFile, JSON.stringify(ctx.statCache), 0o644, { fsync: false }),
+    saveStatCache: async () => {
+      const text = JSON.stringify(ctx.statCache);
+      if (text === saved) return;
+      await writeFileAtomic(cacheFile, text, 0o644, { fsync: false });
+      saved = text;
+    },
   };
   return ctx;
 }

@@ -5,7 +5,7 @@ import { parsedDockerfile } from '../cache/parsed-dockerfile.js';
 import { planBuild } from '../dockerfile/plan.js';
 import type { ImageId } from '../store/layout.js';
 import { ensureStore, sweepTmp } from '../store/graph.js';
-import { updateRepositories } from '../store/repositories.js';
+import { readRepositories, updateRepositories } from '../store/repositories.js';
 import { parseReference, formatReference } from '../store/reference.js';
 import { newBuildId } from '../cache/history.js';
 import { clearRunning } from '../cache/prune.js';
@@ -80,9 +80,14 @@ async function tagBuilt(opts: BuildOptions, id: ImageId, tags: string[]): Promis
   opts.onEvent({ type: 'built', id });
   if (tags.length === 0) return;
   const refs = tags.map(parseReference);
-  await updateRepositories(opts.layout, (r) => {
-    for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = id;
-  });
+  // Tags that already name this image (a rebuild from the cache) are left as they are: no lock,
+  // no rewrite. A concurrent retag after this read is as if it came after this build.
+  const current = await readRepositories(opts.layout);
+  if (refs.some((ref) => current.Repositories[ref.repository]?.[ref.tag] !== id)) {
+    await updateRepositories(opts.layout, (r) => {
+      for (const ref of refs) (r.Repositories[ref.repository] ??= {})[ref.tag] = id;
+    });
+  }
   for (const t of tags) opts.onEvent({ type: 'tagged', ref: t });
 }
 

@@ -99,3 +99,32 @@ test('--no-cache rebuilds every step; the cache survives and is used again after
   assert.deepEqual(cachedFlags((await slipway(root, ['build', '--no-cache', ctx])).stdout), [false, false, false]);
   assert.deepEqual(cachedFlags((await slipway(root, ['build', ctx])).stdout), [false, true, true]);
 });
+
+test('a rebuild from the cache rewrites neither repositories nor the stat cache; a new tag or a changed file does', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nCOPY app.txt /app.txt\n', 'app.txt': 'one\n' });
+  const stamp = async (f: string) => { const st = await fs.stat(f, { bigint: true }); return `${st.ino}:${st.mtimeNs}`; };
+  const statCache = async () => { const d = path.join(root, 'stat-cache'); return path.join(d, (await fs.readdir(d))[0]!); };
+  const repos = path.join(root, 'repositories');
+  assert.equal((await slipway(root, ['build', '-t', 'same:1', ctx])).code, 0);
+  const [r1, s1] = [await stamp(repos), await stamp(await statCache())];
+  const again = await slipway(root, ['build', '-t', 'same:1', ctx]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /Successfully tagged same:1\n/);
+  assert.equal(await stamp(repos), r1, 'repositories untouched');
+  assert.equal(await stamp(await statCache()), s1, 'stat cache untouched');
+  // Another tag for the same image is written; the first stays.
+  assert.equal((await slipway(root, ['build', '-t', 'same:1', '-t', 'same:2', ctx])).code, 0);
+  assert.notEqual(await stamp(repos), r1);
+  const tags = JSON.parse(await fs.readFile(repos, 'utf8')) as { Repositories: Record<string, Record<string, string>> };
+  assert.deepEqual(Object.keys(tags.Repositories['same']!).sort(), ['1', '2']);
+  assert.equal(tags.Repositories['same']!['1'], tags.Repositories['same']!['2']);
+  // A changed file: the stat cache records it, and the tag moves to the new image.
+  await fs.writeFile(path.join(ctx, 'app.txt'), 'two, longer\n');
+  assert.equal((await slipway(root, ['build', '-t', 'same:1', ctx])).code, 0);
+  assert.notEqual(await stamp(await statCache()), s1);
+  const moved = JSON.parse(await fs.readFile(repos, 'utf8')) as { Repositories: Record<string, Record<string, string>> };
+  assert.notEqual(moved.Repositories['same']!['1'], tags.Repositories['same']!['1']);
+  await fs.rm(root, { recursive: true, force: true });
+  await fs.rm(ctx, { recursive: true, force: true });
+});
