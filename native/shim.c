@@ -36,6 +36,9 @@
  *   --rootdir DIR     instead of an overlay, this dir is the rootfs (a plain bind: with --idmap
  *                     the caller has given its files the host owners already)
  *   --merged DIR      where the rootfs is mounted
+ *   --from-lower DIR  COPY --from's source image, layer dirs top-most first (repeatable, at least
+ *                     2): mounted read-only, not idmapped, at --from-merged, with short names
+ *                     in --from-links (a single layer needs no mount: it is read in place)
  *   --stage DIR       instead of --merged: mount a private tmpfs on DIR (made 0711 if missing)
  *                     and the rootfs at DIR/rootfs; --nsdir and --links inside DIR are made
  *                     there (as can be the runtime's state dir: the runtime sees the stage). A runtime that has joined the user
@@ -115,6 +118,9 @@ struct options {
   const char *lowers[MAX_LIST];
   int nlowers;
   const char *upper, *work, *links, *rootdir, *merged;
+  const char *from_lowers[MAX_LIST];
+  int nfrom;
+  const char *from_links, *from_merged;
   int hide_cgroup2, seal_command;
   int status_fd;
   const char *volumes[256];
@@ -207,7 +213,12 @@ static void parse_args(int argc, char **argv, struct options *o) {
     else if (strcmp(a, "--lower") == 0) {
       if (o->nlowers == MAX_LIST) fail("too many layers");
       o->lowers[o->nlowers++] = v;
-    } else if (strcmp(a, "--upper") == 0) o->upper = v;
+    } else if (strcmp(a, "--from-lower") == 0) {
+      if (o->nfrom == MAX_LIST) fail("too many layers");
+      o->from_lowers[o->nfrom++] = v;
+    } else if (strcmp(a, "--from-links") == 0) o->from_links = v;
+    else if (strcmp(a, "--from-merged") == 0) o->from_merged = v;
+    else if (strcmp(a, "--upper") == 0) o->upper = v;
     else if (strcmp(a, "--work") == 0) o->work = v;
     else if (strcmp(a, "--links") == 0) o->links = v;
     else if (strcmp(a, "--rootdir") == 0) o->rootdir = v;
@@ -258,6 +269,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
   if (o->netns && strcmp(o->netns, "none") && strcmp(o->netns, "slirp")) fail("bad --netns: %s", o->netns);
   if (o->netns && !strcmp(o->netns, "slirp") && !o->netd) fail("--netns slirp needs --netd");
   if (o->nlowers && (!o->upper || !o->work || !o->links || !o->merged)) fail("an overlay needs --upper, --work, --links and --merged");
+  if (o->nfrom && (o->nfrom < 2 || !o->from_links || !o->from_merged)) fail("--from-lower needs two or more layers, --from-links and --from-merged");
   if (o->rootdir && !o->merged) fail("--rootdir needs --merged");
   if ((o->nvolumes || o->nmkdirs || o->nmkfiles || o->exec_name) && !o->merged) fail("--volume, --mkdir, --mkfile and --exec need --merged");
   if (o->nvolumes && !o->volume_dir) fail("--volume needs --volume-dir");
@@ -540,6 +552,23 @@ static void mount_overlay(const struct options *o, int userns_fd) {
   if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
 }
 
+/* COPY --from's source: a read-only overlay of its layers (no upper, so nothing can change). */
+static void mount_from(const struct options *o) {
+  if (chdir(o->from_links) < 0) fail("chdir %s: %s", o->from_links, strerror(errno));
+  static char opts[MAX_LIST * 6 + 64];
+  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
+  for (int i = 0; i < o->nfrom; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "%d", i);
+    if (symlink(o->from_lowers[i], name) < 0) fail("symlink %s: %s", o->from_lowers[i], strerror(errno));
+    len += (size_t)snprintf(opts + len, sizeof opts - len, "%s%s", i ? ":" : "", name);
+  }
+  if (mount("overlay", o->from_merged, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) < 0) {
+    fail("mount overlay on %s: %s", o->from_merged, strerror(errno));
+  }
+  if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+}
+
 static void mount_rootfs(const struct options *o, int userns_fd) {
   if (o->nlowers > 0) mount_overlay(o, userns_fd);
   /* A vfs rootfs is a plain copy: its owners were shifted by the caller (not every filesystem
@@ -547,6 +576,7 @@ static void mount_rootfs(const struct options *o, int userns_fd) {
   else if (o->rootdir && mount(o->rootdir, o->merged, NULL, MS_BIND | MS_REC, NULL) < 0) {
     fail("bind %s: %s", o->rootdir, strerror(errno));
   }
+  if (o->nfrom > 0) mount_from(o);
 }
 
 /* A private tmpfs at the stage dir, with the rootfs mount point (and the /etc files) in it. */

@@ -146,7 +146,7 @@ async function copyFromStage(run: BuildRun, step: CopyStep, lowerDirs: string[],
   const view = new LayerView(from.lowerDirs);
   const matches = b.rawSources.flatMap((p) => view.glob(p));
   if (Math.max(matches.length, b.rawSources.length) > 1 && !b.baseOp.dest.endsWith('/')) throw multiError(step);
-  const op: CopyOp = { ...b.baseOp, sources: [], from: { lowerDirs: from.lowerDirs, scratch: '', paths: b.rawSources } };
+  const op: CopyOp = { ...b.baseOp, sources: [], from: { lowerDirs: from.lowerDirs, paths: b.rawSources } };
   const summary = crypto.createHash('sha256').update(JSON.stringify({ from: from.id, rawSources: b.rawSources })).digest('hex');
   const only = matches.length === 1 ? view.lstat(view.resolve(matches[0]!)) : undefined;
   const kind = matches.length > 1 ? 'multi' : only?.isDirectory() ? 'dir' : 'file';

@@ -6,9 +6,7 @@ import { applyTarToRoot } from './apply.js';
 import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
 import { mkdirpExact } from '../fs.js';
-import { execFileSync } from 'node:child_process';
 import { hasWildcard, matchSegment } from '../context/glob.js';
-import { hostTool } from './host-tools.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 
 /** One path below a copied folder; `implied` folders (kept only for what an exception brought back) are 0755. */
@@ -32,7 +30,7 @@ export interface CopyOp {
   /** Downloaded files (ADD <url>): copied as they are, never unpacked. */
   downloaded?: string[];
   /** COPY --from: the source image's layer folders (top first) and the paths named in it. */
-  from?: { lowerDirs: string[]; scratch: string; paths: string[] };
+  from?: { lowerDirs: string[]; paths: string[]; mounted?: string };
 }
 
 /**
@@ -221,24 +219,12 @@ async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
 }
 
 /**
- * COPY --from: mounts the source image read-only in this private namespace (it vanishes with
- * it) and resolves the named paths, wildcards included, inside that root.
+ * COPY --from: resolves the named paths, wildcards included, inside the source image: its one
+ * layer folder, or the read-only overlay of its layers that the shim mounted (`mounted`).
  */
 async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<CopyOp['sources']> {
-  let root: string;
-  if (from.lowerDirs.length === 1) {
-    root = from.lowerDirs[0]!;
-  } else {
-    const links = path.join(from.scratch, 'fl');
-    root = path.join(from.scratch, 'from');
-    await fs.mkdir(links, { recursive: true });
-    await fs.mkdir(root, { recursive: true });
-    const names = await Promise.all(from.lowerDirs.map(async (d, i) => {
-      await fs.symlink(d, path.join(links, String(i)));
-      return String(i);
-    }));
-    execFileSync(hostTool('mount'), ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${names.join(':')}`, root], { cwd: links, stdio: 'pipe' });
-  }
+  const root = from.lowerDirs.length === 1 ? from.lowerDirs[0]! : from.mounted;
+  if (root === undefined) throw new SlipwayError('ERR_INTERNAL', 'COPY --from: the source image is not mounted');
   const out: CopyOp['sources'] = [];
   for (const p of from.paths) {
     const matches = hasWildcard(p) ? await globInRoot(root, p) : [p];

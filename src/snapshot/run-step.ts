@@ -1,9 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
-import { runInSandbox, runInMountedRootfs, withMountedRootfs, type RootfsSpec } from './sandbox.js';
+import { runInSandbox, withMountedRootfs, type RootfsSpec } from './sandbox.js';
 import { mappingFor, type ContainerMount, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
@@ -47,8 +46,6 @@ export type StorageDriver = 'overlay' | 'vfs';
 export type StepResult =
   | ({ ok: true } & FinishedLayer)
   | { ok: false; error: SlipwayErrorData; exitCode?: number; limits?: ContainerResult['limits'] };
-
-const COPY_SCRIPT = fileURLToPath(new URL('./copy-in-root.js', import.meta.url));
 
 /**
  * Runs one step against a fresh upper folder in `graph/_tmp/`, then measures the diff. The
@@ -103,16 +100,14 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
 }
 
 /**
- * A COPY, ADD or WORKDIR step's writes. In this thread, through the mount namespace the shim
- * holds, except for a `COPY --from` of a multi-layer image: that one mounts the source image's
- * layers too, which only a process inside the namespace can do (the copy script).
+ * A COPY, ADD or WORKDIR step's writes, in this thread, through the mount namespace the shim
+ * holds. A `COPY --from` of a multi-layer image has the shim mount that image's layers too,
+ * read-only, beside the rootfs (a single layer is read in place).
  */
 async function copyStep(given: CopyOp, rootfs: RootfsSpec & { signal?: AbortSignal }): Promise<void> {
-  if (given.from && given.from.lowerDirs.length !== 1) {
-    const op = { ...given, from: { ...given.from, scratch: path.join(rootfs.scratchDir, 'src') } };
-    await runInMountedRootfs(rootfs, COPY_SCRIPT, op);
-    return;
-  }
   const { default: copyInRoot } = await import('./copy-in-root.js');
-  await withMountedRootfs(rootfs, (merged) => copyInRoot(merged, given));
+  const fromLowerDirs = given.from?.lowerDirs;
+  await withMountedRootfs({ ...rootfs, ...(fromLowerDirs ? { fromLowerDirs } : {}) }, (merged, from) => {
+    return copyInRoot(merged, given.from && from !== undefined ? { ...given, from: { ...given.from, mounted: from } } : given);
+  });
 }

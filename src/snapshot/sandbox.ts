@@ -1,10 +1,9 @@
 /**
  * The host side of a step's sandbox. RUN steps and `slipway run` are containers under an OCI
  * runtime (`src/sandbox/container.ts`). COPY, ADD and WORKDIR need no container: the shim
- * mounts the overlay in a private mount namespace and this process writes into it through
- * /proc (`withMountedRootfs`), or, for a `COPY --from` that must mount more, a script runs as root
- * inside that namespace (`runInMountedRootfs`, `script-entry.ts`); either writes only through
- * paths resolved inside the rootfs. Guarantees: when these functions settle, nothing is
+ * mounts the overlay (and, for a `COPY --from` of a multi-layer image, that image read-only
+ * beside it) in a private mount namespace, and this process writes into it through /proc
+ * (`withMountedRootfs`), only through paths resolved inside the rootfs. Guarantees: when these functions settle, nothing is
  * mounted or running any more, and `upperDir` holds only what the step changed; if this Node
  * process dies (even kill -9), the namespaces die with it.
  */
@@ -17,7 +16,18 @@ import { SlipwayError, fromPlainError } from '../errors.js';
 import { runContainer, type ContainerRun, type ContainerResult } from '../sandbox/container.js';
 import { shimPath } from '../sandbox/runtime.js';
 import { spawnViaSpawner } from '../sandbox/spawner.js';
-import { SCRIPT_DIR_ENV, scratchLayout, type ScriptReply, type ScriptRequest } from './script-entry.js';
+
+/** Every path a mounted rootfs uses inside the caller's scratch dir, spelled once. */
+function scratchLayout(scratchDir: string) {
+  return {
+    links: path.join(scratchDir, 'l'), // short names for the overlay option string
+    work: path.join(scratchDir, 'work'),
+    merged: path.join(scratchDir, 'merged'),
+    empty: path.join(scratchDir, 'empty'),
+    fromLinks: path.join(scratchDir, 'fl'), // COPY --from's source image, mounted read-only
+    fromMerged: path.join(scratchDir, 'from'),
+  };
+}
 
 /** Where a step's rootfs comes from and where its changes go. */
 export interface RootfsSpec {
@@ -33,6 +43,8 @@ export interface RootfsSpec {
    * finds them by walking. For RUN it needs the mount points `prepareMountPoints` makes.
    */
   rootDir?: string;
+  /** COPY --from of a multi-layer image: its layer dirs (top first), mounted read-only beside the rootfs at `fromMountOf(scratchDir)`. */
+  fromLowerDirs?: string[];
 }
 
 /** One command to run in the sandbox. */
@@ -43,51 +55,24 @@ export function runInSandbox(spec: RunSpec): Promise<ContainerResult> {
   return runContainer(spec);
 }
 
-const SCRIPT_ENTRY = fileURLToPath(new URL('./script-entry.js', import.meta.url));
-const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
-
-/** Listens on `<scratch>/c.sock` through /proc/self/fd, which keeps the path under 108 bytes. */
-async function listenControl(scratchDir: string, socketName: string): Promise<net.Server> {
-  const dirFd = fs.openSync(scratchDir, 'r');
-  try {
-    const server = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(`/proc/self/fd/${dirFd}/${socketName}`, () => resolve());
-    });
-    return server;
-  } finally {
-    fs.closeSync(dirFd);
-  }
-}
-
-/** Hands the entry its request over the control socket and collects its one reply line. */
-function serveRequest(server: net.Server, req: ScriptRequest): { reply: () => ScriptReply | undefined; closed: () => Promise<void>; destroy: () => void } {
-  let conn: net.Socket | undefined;
-  let reply: ScriptReply | undefined;
-  let closed: Promise<void> = Promise.resolve();
-  server.once('connection', (c) => {
-    conn = c;
-    server.close(); // exactly one entry talks to us
-    closed = new Promise((resolve) => c.once('close', () => resolve()));
-    c.on('error', () => undefined);
-    let buf = '';
-    c.setEncoding('utf8');
-    c.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        reply = JSON.parse(buf.slice(0, nl)) as ScriptReply;
-        buf = buf.slice(nl + 1);
-      }
-    });
-    c.write(`${JSON.stringify(req)}\n`);
-  });
-  return { reply: () => reply, closed: () => closed, destroy: () => conn?.destroy() };
-}
 
 /** The shim's arguments that mount the rootfs (overlay, or the vfs dir) for a script. */
 function mountArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): string[] {
+  return [...rootfsArgs(spec, layout), ...fromArgs(spec, layout)];
+}
+
+/** Where `withMountedRootfs` mounts the `fromLowerDirs` of a spec with this scratch dir (a path in the shim's namespace). */
+export function fromMountOf(scratchDir: string): string {
+  return scratchLayout(path.resolve(scratchDir)).fromMerged;
+}
+
+function fromArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): string[] {
+  if (!spec.fromLowerDirs || spec.fromLowerDirs.length < 2) return [];
+  for (const d of [layout.fromLinks, layout.fromMerged]) fs.mkdirSync(d, { recursive: true });
+  return [...spec.fromLowerDirs.flatMap((l) => ['--from-lower', path.resolve(l)]), '--from-links', layout.fromLinks, '--from-merged', layout.fromMerged];
+}
+
+function rootfsArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): string[] {
   if (spec.rootDir !== undefined) return ['--rootdir', path.resolve(spec.rootDir), '--merged', layout.merged];
   let lowers = spec.lowerDirs.map((d) => path.resolve(d));
   if (lowers.length === 0) {
@@ -102,59 +87,8 @@ function mountArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): 
 }
 
 /**
- * Mounts the overlay in a private mount namespace (no chroot: host paths such as the build
- * context stay visible) and runs `default(mergedDir, args)` of the compiled ESM module
- * `scriptModule` in a Node process there. What it writes under mergedDir lands in upperDir.
- * Resolves with its (JSON) result; if it throws, rejects with an error of the same message and
- * `code` (a SlipwayError when the code is one of ours).
- */
-export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSignal }, scriptModule: string, args: unknown): Promise<R> {
-  if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-  const scratch = path.resolve(spec.scratchDir);
-  const layout = scratchLayout(scratch);
-  for (const d of [layout.links, layout.work, layout.merged]) fs.mkdirSync(d, { recursive: true });
-  const server = await listenControl(spec.scratchDir, layout.socketName);
-  const channel = serveRequest(server, { scriptModule: path.resolve(scriptModule), args });
-  const argv = [...mountArgs(spec, layout), '--status-fd', '3', '--', process.execPath, '--no-warnings', SCRIPT_ENTRY];
-  // Only the scratch dir travels in the env; the request goes over the socket.
-  const child = spawn(shimPath(), argv, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: HOST_PATH, [SCRIPT_DIR_ENV]: scratch } });
-  let tail = '';
-  const collect = (b: Buffer) => { tail = (tail + b.toString('utf8')).slice(-2000); };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  let shimPid: number | undefined; // pid 1 of the shim's namespace: killing it ends everything
-  (child.stdio[3] as NodeJS.ReadableStream).on('data', (b: Buffer) => {
-    collect(b);
-    const m = /^pid (\d+)$/m.exec(b.toString());
-    if (m) shimPid = Number(m[1]);
-  });
-  const onAbort = () => {
-    try { process.kill(shimPid ?? child.pid ?? 0, 'SIGKILL'); } catch { /* gone */ }
-  };
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await new Promise<void>((resolve) => {
-      child.once('error', () => resolve());
-      child.once('close', () => resolve());
-    });
-    await channel.closed();
-  } finally {
-    spec.signal?.removeEventListener('abort', onAbort);
-    server.close();
-    channel.destroy();
-    fs.rmSync(layout.socket, { force: true });
-    // Overlay leaves work/work (mode 000) behind; the namespace is gone, nothing is mounted.
-    fs.rmSync(layout.work, { recursive: true, force: true });
-  }
-  if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
-  const reply = channel.reply();
-  if (reply?.type === 'result') return reply.value as R;
-  if (reply?.type === 'error') throw fromPlainError(reply.error);
-  throw new SlipwayError('ERR_SANDBOX', `sandbox exited (${child.exitCode ?? child.signalCode}) without a result: ${tail.trim()}`);
-}
-
-/**
- * Mounts the rootfs as `runInMountedRootfs` does, but runs `fn` in this process (no Node
+ * Mounts the rootfs in a private mount namespace (no chroot: host paths such as the build
+ * context stay visible) and runs `fn` in this process (no Node
  * process to start per step): the shim, started through this thread's spawner (so Node never
  * forks itself here), mounts everything, says "mounted" and holds the mount namespace
  * (`--hold-mounts`); `fn` gets the merged dir as seen through /proc/<pid 1 of the shim>/root.
@@ -163,7 +97,7 @@ export async function runInMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortS
  * the shim is gone and nothing is mounted; if this process dies (even kill -9), the spawner
  * dies, the shim's stdin closes and the shim goes too.
  */
-export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSignal }, fn: (merged: string) => Promise<R>): Promise<R> {
+export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSignal }, fn: (merged: string, from: string | undefined) => Promise<R>): Promise<R> {
   if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
   const layout = scratchLayout(path.resolve(spec.scratchDir));
   for (const d of [layout.links, layout.work, layout.merged]) fs.mkdirSync(d, { recursive: true });
@@ -201,7 +135,8 @@ export async function withMountedRootfs<R>(spec: RootfsSpec & { signal?: AbortSi
       const why = /^error (.*)$/m.exec(status)?.[1] ?? tail.trim();
       throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${why}`);
     }
-    return await fn(`/proc/${pid1}/root${layout.merged}`);
+    const from = spec.fromLowerDirs && spec.fromLowerDirs.length > 1 ? `/proc/${pid1}/root${layout.fromMerged}` : undefined;
+    return await fn(`/proc/${pid1}/root${layout.merged}`, from);
   } catch (e) {
     if (spec.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build step cancelled');
     throw e;

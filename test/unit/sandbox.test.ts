@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { runInSandbox, runInMountedRootfs, withMountedRootfs, type RunSpec } from '../../src/snapshot/sandbox.js';
+import { runInSandbox, withMountedRootfs, type RunSpec } from '../../src/snapshot/sandbox.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
 const skip = process.getuid?.() !== 0 || BUSYBOX === undefined ? 'needs root and a static busybox' : false;
@@ -286,38 +286,23 @@ test('kill -9 of the Node parent leaves no process and no mount', { skip }, asyn
   assert.ok(await until(() => mountsMentioning(d.scratchDir).length === 0, 3000), mountsMentioning(d.scratchDir).join('\n'));
 });
 
-test('runInMountedRootfs: a script writes into upper and returns its result', { skip }, async () => {
+test('withMountedRootfs with fromLowerDirs: the source image is its merged view, read-only, in the same namespace; then nothing is mounted', { skip }, async () => {
   const d = dirs();
-  const mod = path.join(tmp, 'write-script.mjs');
-  fs.writeFileSync(
-    mod,
-    `import fs from 'node:fs'; import path from 'node:path';
-     export default async (merged, args) => {
-       fs.writeFileSync(path.join(merged, args.name), 'copied');
-       return { sawBusybox: fs.existsSync(path.join(merged, 'bin/busybox')), hostVisible: fs.existsSync(${JSON.stringify(mod)}) };
-     };`,
-  );
-  const res = await runInMountedRootfs<{ sawBusybox: boolean; hostVisible: boolean }>({ lowerDirs: [image], ...d }, mod, { name: 'hello.txt' });
-  assert.deepEqual(res, { sawBusybox: true, hostVisible: true });
-  assert.deepEqual(listUpper(d.upperDir), ['hello.txt']);
-  assert.equal(fs.readFileSync(path.join(d.upperDir, 'hello.txt'), 'utf8'), 'copied');
-  assert.deepEqual(mountsMentioning(d.scratchDir), []);
-});
-
-test('runInMountedRootfs: a thrown error comes back with its message and code', { skip }, async () => {
-  const mod = path.join(tmp, 'throw-script.mjs');
-  fs.writeFileSync(
-    mod,
-    `export default async () => { throw Object.assign(new Error('Dockerfile:4: no source files were specified'), { code: 'ERR_FILE_NOT_FOUND', line: 4 }); };`,
-  );
-  await assert.rejects(runInMountedRootfs({ lowerDirs: [image], ...dirs() }, mod, {}), {
-    message: 'Dockerfile:4: no source files were specified',
-    code: 'ERR_FILE_NOT_FOUND',
-    line: 4,
+  // A top layer over busybox: a new file, and a whiteout that deletes /bin/vi.
+  const top = fs.mkdtempSync(path.join(tmp, 'from-top-'));
+  fs.mkdirSync(path.join(top, 'bin'));
+  fs.writeFileSync(path.join(top, 'top.txt'), 'from the top layer');
+  execFileSync('mknod', [path.join(top, 'bin', 'vi'), 'c', '0', '0']);
+  const seen = await withMountedRootfs({ lowerDirs: [image], fromLowerDirs: [top, image], ...d }, async (merged, from) => {
+    assert.ok(from !== undefined && from.startsWith(merged.slice(0, merged.indexOf('/root/') + 6)), `${from} is in the namespace of ${merged}`);
+    let write = '';
+    try { fs.writeFileSync(path.join(from, 'new.txt'), 'x'); } catch (e) { write = (e as NodeJS.ErrnoException).code ?? ''; }
+    return { top: fs.readFileSync(path.join(from, 'top.txt'), 'utf8'), busybox: fs.existsSync(path.join(from, 'bin/busybox')), vi: fs.existsSync(path.join(from, 'bin/vi')), write };
   });
-  const other = path.join(tmp, 'throw-plain.mjs');
-  fs.writeFileSync(other, `export default async () => { throw Object.assign(new Error('disk full'), { code: 'ENOSPC' }); };`);
-  await assert.rejects(runInMountedRootfs({ lowerDirs: [], ...dirs() }, other, {}), { message: 'disk full', code: 'ENOSPC' });
+  assert.deepEqual(seen, { top: 'from the top layer', busybox: true, vi: false, write: 'EROFS' });
+  assert.deepEqual(listUpper(d.upperDir), [], 'nothing reached the step\'s layer');
+  assert.deepEqual(mountsMentioning(d.scratchDir), []);
+  assert.deepEqual(mountsMentioning(top), []);
 });
 
 test('withMountedRootfs: this process writes through the held namespace into upper; then nothing is mounted or running', { skip }, async () => {
