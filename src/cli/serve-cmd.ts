@@ -97,7 +97,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   // One request's forgotten promise is a bug to log, not a reason to drop every other client.
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
-  const pool = new WorkerPool(workers !== undefined ? { workers } : {});
+  const pool = new WorkerPool({ resident: true, warmDomain: layout.tmp, ...(workers !== undefined ? { workers } : {}) });
   let server: EngineServer;
   try {
     server = await EngineServer.start({

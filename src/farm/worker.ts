@@ -237,7 +237,7 @@ export async function startFarmWorker(opts: FarmWorkerOptions): Promise<FarmWork
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const layoutFor = tenantLayouts(opts.root);
   await layoutFor('default');
-  const pool = new WorkerPool(opts.threads !== undefined ? { workers: opts.threads } : {});
+  const pool = new WorkerPool({ resident: true, ...(opts.threads !== undefined ? { workers: opts.threads } : {}) });
   const blobs = new BlobStore(opts.registry, opts.registryCredentials);
   const cacheRedis: Redis = connect(opts.redisUrl, 'worker');
   cacheRedis.on('error', () => undefined);

@@ -236,6 +236,20 @@ function signalName(code: number): string | null {
   return Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0] ?? null;
 }
 
+/**
+ * A resident engine's thread, before its first step: the stale-cgroup sweep, the runtime's
+ * detection, the network daemon for `domain` (the store's tmp folder, as steps name it) and one
+ * prepared network for a step with the default sandbox, so that the first RUN of the first
+ * build pays none of them. Failures are left for that step to meet and report.
+ */
+export async function prewarmThread(domain: string): Promise<void> {
+  await sweepOnce();
+  try {
+    findRuntime(undefined);
+    prewarmNetwork(shimPath(), await netdName(domain), mappingFor(undefined));
+  } catch { /* the first step reports it */ }
+}
+
 let swept: Promise<void> | undefined;
 /** Once per process: cgroups of steps whose process was killed (kill -9) are removed. */
 function sweepOnce(): Promise<void> {
