@@ -522,20 +522,27 @@ static void idmapped_bind(const char *src, const char *dst, int userns_fd, int r
   close(fd);
 }
 
-static void mount_overlay(const struct options *o, int userns_fd) {
-  if (chdir(o->links) < 0) fail("chdir %s: %s", o->links, strerror(errno));
-  /* "lowerdir=" + up to 5 digits and a colon per layer, plus the rest */
-  static char opts[MAX_LIST * 6 + 256];
-  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-  for (int i = 0; i < o->nlowers; i++) {
+/* In the current dir (a links dir), short names 0, 1, ... for `dirs` (idmapped binds with a user
+   namespace, else symlinks), and "lowerdir=0:1:..." in `opts` (up to 5 digits and a colon per
+   layer); returns that string's length. */
+static size_t lower_names(char *opts, size_t cap, const char *const *dirs, int n, int userns_fd) {
+  size_t len = (size_t)snprintf(opts, cap, "lowerdir=");
+  for (int i = 0; i < n; i++) {
     char name[16];
     snprintf(name, sizeof name, "%d", i);
     if (userns_fd >= 0) {
       if (mkdir(name, 0700) < 0 && errno != EEXIST) fail("mkdir %s: %s", name, strerror(errno));
-      idmapped_bind(o->lowers[i], name, userns_fd, 1);
-    } else if (symlink(o->lowers[i], name) < 0) fail("symlink %s: %s", o->lowers[i], strerror(errno));
-    len += (size_t)snprintf(opts + len, sizeof opts - len, "%s%s", i ? ":" : "", name);
+      idmapped_bind(dirs[i], name, userns_fd, 1);
+    } else if (symlink(dirs[i], name) < 0) fail("symlink %s: %s", dirs[i], strerror(errno));
+    len += (size_t)snprintf(opts + len, cap - len, "%s%s", i ? ":" : "", name);
   }
+  return len;
+}
+
+static void mount_overlay(const struct options *o, int userns_fd) {
+  if (chdir(o->links) < 0) fail("chdir %s: %s", o->links, strerror(errno));
+  static char opts[MAX_LIST * 6 + 256];
+  size_t len = lower_names(opts, sizeof opts, o->lowers, o->nlowers, userns_fd);
   if (symlink(o->upper, "u") < 0 || symlink(o->work, "w") < 0) fail("symlink: %s", strerror(errno));
   snprintf(opts + len, sizeof opts - len, ",upperdir=u,workdir=w");
   /* index/redirect_dir/metacopy would make the upper dir depend on the lower dirs; a layer
@@ -556,13 +563,7 @@ static void mount_overlay(const struct options *o, int userns_fd) {
 static void mount_from(const struct options *o) {
   if (chdir(o->from_links) < 0) fail("chdir %s: %s", o->from_links, strerror(errno));
   static char opts[MAX_LIST * 6 + 64];
-  size_t len = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-  for (int i = 0; i < o->nfrom; i++) {
-    char name[16];
-    snprintf(name, sizeof name, "%d", i);
-    if (symlink(o->from_lowers[i], name) < 0) fail("symlink %s: %s", o->from_lowers[i], strerror(errno));
-    len += (size_t)snprintf(opts + len, sizeof opts - len, "%s%s", i ? ":" : "", name);
-  }
+  lower_names(opts, sizeof opts, o->from_lowers, o->nfrom, -1);
   if (mount("overlay", o->from_merged, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) < 0) {
     fail("mount overlay on %s: %s", o->from_merged, strerror(errno));
   }
