@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { StoreLayout, isImageId, type ImageId } from './layout.js';
@@ -100,16 +101,45 @@ async function checkSameImage(layout: StoreLayout, img: NewImage): Promise<void>
   throw new SlipwayError('ERR_IMAGE_CONFLICT', `image ${img.id.slice(0, 12)} already exists with a different layer or parent; remove it (slipway rmi) before adding this one`);
 }
 
-/** Reads `graph/<id>/json`. */
-export async function readImage(layout: StoreLayout, id: ImageId): Promise<ImageJson> {
+/**
+ * Image JSON already read, by file. An id is the hash of its content, so an image's JSON never
+ * changes while the image exists: a build of many cached steps read the same parents' JSON over
+ * and over (each step's chain). Frozen, so that no caller can change what the next one reads.
+ */
+const imageJsonMemo = new Map<string, ImageJson>();
+const MEMO_MAX = 8192;
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/**
+ * Reads `graph/<id>/json`. From the memo when it was read before and the image is still there
+ * (one stat: `rmi` or `prune`, here or in another process, may have removed it since); with
+ * `known`, a parent of an image just checked, without that stat (a parent is never removed
+ * before its children).
+ */
+export async function readImage(layout: StoreLayout, id: ImageId, known = false): Promise<ImageJson> {
+  const file = layout.imageJson(id);
+  const memo = imageJsonMemo.get(file);
+  if (memo !== undefined && (known || existsSync(file))) return memo;
+  let json: ImageJson;
   try {
-    return JSON.parse(await fs.readFile(layout.imageJson(id), 'utf8')) as ImageJson;
+    json = deepFreeze(JSON.parse(await fs.readFile(file, 'utf8')) as ImageJson);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      imageJsonMemo.delete(file);
       throw new SlipwayError('ERR_IMAGE_NOT_FOUND', `No such image: ${id}`);
     }
     throw e;
   }
+  if (imageJsonMemo.size >= MEMO_MAX) imageJsonMemo.delete(imageJsonMemo.keys().next().value!);
+  imageJsonMemo.set(file, json);
+  return json;
 }
 
 /** True when `graph/<id>` is a complete image. */
@@ -124,7 +154,8 @@ export async function readDiffId(layout: StoreLayout, id: ImageId): Promise<stri
 
 /** The layer's size in bytes (`layersize`). */
 export async function readLayerSize(layout: StoreLayout, id: ImageId): Promise<number> {
-  return Number.parseInt(await fs.readFile(layout.layerSize(id), 'utf8'), 10) || 0;
+  // In place, as readImage's stat: a few bytes, read for every cached step's statistics.
+  return Number.parseInt(readFileSync(layout.layerSize(id), 'utf8'), 10) || 0;
 }
 
 /** Every image id in the graph. */
@@ -146,7 +177,7 @@ export async function imageChain(layout: StoreLayout, id: ImageId): Promise<Arra
   while (cur) {
     if (seen.has(cur)) throw new SlipwayError('ERR_INTERNAL', `image ${cur} has a parent loop`);
     seen.add(cur);
-    const json = await readImage(layout, cur);
+    const json = await readImage(layout, cur, cur !== id);
     out.push({ id: cur, json });
     cur = json.parent ? (json.parent as ImageId) : undefined;
   }

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { StoreLayout, type ImageId } from '../../src/store/layout.js';
-import { ensureStore, makeTmpDir, registerImage, resolveImage, hasImage, sweepTmp, listImageIds } from '../../src/store/graph.js';
+import { ensureStore, imageChain, makeTmpDir, readImage, registerImage, resolveImage, hasImage, sweepTmp, listImageIds } from '../../src/store/graph.js';
 import { readRepositories, updateRepositories } from '../../src/store/repositories.js';
 import { removeImage } from '../../src/store/remove.js';
 import { parseReference } from '../../src/store/reference.js';
@@ -134,5 +134,22 @@ test('kill -9 while registering images leaves no partial image and a readable re
   // What the dead process left in graph/_tmp is swept by the next user of the store.
   await sweepTmp(layout);
   assert.deepEqual(await fs.readdir(layout.tmp), []);
+  await fs.rm(layout.root, { recursive: true, force: true });
+});
+
+test('image JSON is read once and then kept, frozen; an image removed behind the memo\'s back is gone for readImage and imageChain', async () => {
+  const layout = await freshStore();
+  const base = await addImage(layout, 'a'.repeat(64));
+  const top = await addImage(layout, 'b'.repeat(64), base);
+  const first = await readImage(layout, top);
+  assert.equal(await readImage(layout, top), first, 'the same object: read once');
+  assert.ok(Object.isFrozen(first) && Object.isFrozen(first.config), 'frozen, so no caller changes what the next reads');
+  assert.throws(() => { (first as { parent?: string }).parent = 'x'; }, TypeError);
+  assert.deepEqual((await imageChain(layout, top)).map((c) => c.id), [top, base]);
+  // Removed by another process (rmi, prune): the memo does not bring it back.
+  await fs.rm(layout.imageDir(top), { recursive: true });
+  await assert.rejects(readImage(layout, top), { code: 'ERR_IMAGE_NOT_FOUND' });
+  await assert.rejects(imageChain(layout, top), { code: 'ERR_IMAGE_NOT_FOUND' });
+  assert.equal((await readImage(layout, base)).id, base);
   await fs.rm(layout.root, { recursive: true, force: true });
 });
