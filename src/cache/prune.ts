@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { pidAlive, withLock, writeFileAtomic } from '../fs.js';
+import { pidAlive, withLock, writeSmallFileAtomicSync } from '../fs.js';
 import type { StoreLayout, ImageId } from '../store/layout.js';
 import { imageChain, listImageIds, readImage, readLayerSize, removeImageDir } from '../store/graph.js';
 import { listTags, readRepositories } from '../store/repositories.js';
@@ -27,7 +27,7 @@ export interface PruneOptions {
 
 /** Marks the images a running build uses, so `prune` keeps them (and their parents). */
 export async function markRunning(layout: StoreLayout, buildId: string, ids: string[]): Promise<void> {
-  await writeFileAtomic(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), JSON.stringify(ids), 0o644, { fsync: false });
+  writeSmallFileAtomicSync(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), JSON.stringify(ids));
 }
 
 export async function clearRunning(layout: StoreLayout, buildId: string): Promise<void> {

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 
@@ -8,10 +9,12 @@ import { SlipwayError } from '../errors.js';
  */
 export async function readFileFromLayers(lowerDirs: string[], rel: string): Promise<string | undefined> {
   const parts = rel.split('/').filter(Boolean);
+  // Synchronous lstats: most layers lack the path, and a thread-pool round trip per layer cost
+  // more than the answer (every RUN step looks up /etc/passwd through all of its layers).
   for (const layer of lowerDirs) {
     let hidden = false;
     for (let i = 1; i <= parts.length; i++) {
-      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
+      const st = lstatSync(path.join(layer, ...parts.slice(0, i)), { throwIfNoEntry: false });
       if (!st) break;
       if (st.isCharacterDevice() && st.rdev === 0) {
         hidden = true;
