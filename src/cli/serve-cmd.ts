@@ -98,6 +98,9 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   // One request's forgotten promise is a bug to log, not a reason to drop every other client.
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
   const pool = new WorkerPool({ resident: true, warmDomain: layout.tmp, ...(workers !== undefined ? { workers } : {}) });
+  // Listening means ready, as dockerd's "API listen on": the threads are up and readied first
+  // (a few hundred ms), or 15 s have gone by (a thread that cannot ready itself fails its first step instead).
+  await Promise.race([pool.ready, new Promise((resolve) => setTimeout(resolve, 15_000).unref())]);
   let server: EngineServer;
   try {
     server = await EngineServer.start({

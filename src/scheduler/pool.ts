@@ -38,11 +38,14 @@ export class WorkerPool {
     this.resident = opts.resident ?? false;
     if (!this.resident) return;
     const warm = opts.warmDomain;
-    void this.pool.then((p) => {
+    this.ready = this.pool.then(async (p) => {
       // One task per resident thread, sent at once: idle threads take one each.
-      if (warm !== undefined) for (let i = 0; i < p.minThreads; i++) p.run({ domain: warm }, { filename: WARM_WORKER }).catch(() => undefined);
-    });
+      if (warm !== undefined) await Promise.all(Array.from({ length: p.minThreads }, () => p.run({ domain: warm }, { filename: WARM_WORKER }).catch(() => undefined)));
+    }, () => undefined);
   }
+
+  /** Settles once a resident pool's threads are up and readied (at once for a one-shot pool); never rejects. */
+  readonly ready: Promise<void> = Promise.resolve();
 
   /** A one-shot build's threads start on first use: a build served wholly from the cache never starts one. */
   private get pool(): Promise<Piscina> {
