@@ -12,7 +12,7 @@ NODE=${NODE:-$(npx -y -p node@24.21.0 -c 'command -v node')}
 BEFORE=${BEFORE:-/work/wt/before/dist/src/cli/main.js}
 MAIN=${MAIN:-/work/wt/main/dist/src/cli/main.js}
 CMD="$NODE dist/bench/build-bench.js --engine --baseline-cli $BEFORE --main-cli $MAIN"
-{ echo "# start: $(date -u +%H:%M:%S) $(uptime)"; echo "# node: $($NODE --version)"; echo "# command: $CMD"; } > $R/build-bench-$D.log
-$CMD > $R/build-bench-$D.txt 2>> $R/build-bench-$D.log
-echo "# exit $?" >> $R/build-bench-$D.log
-echo "# end: $(date -u +%H:%M:%S) $(uptime)" >> $R/build-bench-$D.log
+{ echo "# start: $(date -u +%H:%M:%S) $(uptime)"; echo "# node: $($NODE --version)"; echo "# command: $CMD"; } > $R/build-bench-$D.log.txt
+$CMD > $R/build-bench-$D.txt 2>> $R/build-bench-$D.log.txt
+echo "# exit $?" >> $R/build-bench-$D.log.txt
+echo "# end: $(date -u +%H:%M:%S) $(uptime)" >> $R/build-bench-$D.log.txt
