@@ -40,8 +40,13 @@ const SPEEDUPS: ReadonlyArray<[BuilderName, BuilderName, string]> = [
 ];
 const MODES: readonly Mode[] = ['cold', 'warm', 'touched'];
 const PEERS: readonly BuilderName[] = ['docker-legacy', 'buildkit', 'buildah'];
-/** The project's targets: slipway seconds / best peer seconds. */
+/**
+ * The project's targets (issue 13): slipway seconds / best peer seconds. Every entry and mode
+ * ≤ 1.0×; the four entries with real work, these tighter ones per mode.
+ */
 const TARGET: Record<Mode, number> = { cold: 0.8, warm: 0.5, touched: 0.5 };
+const TIGHT = new Set(['many-steps', 'big-context', 'multi-stage', 'layer-heavy']);
+const targetOf = (entry: string, mode: Mode): number => (TIGHT.has(entry) ? TARGET[mode] : 1);
 const DEFAULT_RUNS: Record<Mode, number> = { cold: 3, warm: 5, touched: 3 };
 /** The file each corpus entry changes in "touched" mode (bench/README.md of the corpus); none = no touched mode. */
 const TOUCHED: Record<string, string | undefined> = {
@@ -167,10 +172,10 @@ function fmt(x: number | null | undefined): string {
 }
 
 /** slipway/best peer and the verdict against the target, for one Slipway variant. */
-function versusPeers(sw: number | null | undefined, best: { b: BuilderName; s: number } | undefined, mode: Mode): string {
+function versusPeers(sw: number | null | undefined, best: { b: BuilderName; s: number } | undefined, target: number): string {
   const ratio = best && typeof sw === 'number' ? sw / best.s : undefined;
   if (ratio === undefined) return '– | ';
-  return `${ratio.toFixed(2)}× | ${ratio <= TARGET[mode] ? 'met' : `missed (${(ratio / TARGET[mode]).toFixed(1)}× too slow)`}`;
+  return `${ratio.toFixed(2)}× | ${ratio <= target ? 'met' : `missed (${(ratio / target).toFixed(1)}× too slow)`}`;
 }
 
 function table(results: Measurement[], builders: BuilderName[]): string {
@@ -186,8 +191,8 @@ function table(results: Measurement[], builders: BuilderName[]): string {
     const best = peers.map((b) => ({ b, s: get(b) })).filter((x): x is { b: BuilderName; s: number } => typeof x.s === 'number')
       .sort((x, y) => x.s - y.s)[0];
     const ratio = (a: BuilderName, b: BuilderName) => { const x = get(a); const y = get(b); return typeof x === 'number' && typeof y === 'number' && y > 0 ? `${(x / y).toFixed(2)}×` : '–'; };
-    const cells = [...builders.map((b) => fmt(get(b))), best ? `${best.b} ${fmt(best.s)}` : '–', ...mine.map((m) => versusPeers(get(m), best, mode)),
-      `≤ ${TARGET[mode]}×`, ...speedups.map(([a, b]) => ratio(a, b))];
+    const cells = [...builders.map((b) => fmt(get(b))), best ? `${best.b} ${fmt(best.s)}` : '–', ...mine.map((m) => versusPeers(get(m), best, targetOf(entry, mode))),
+      `≤ ${targetOf(entry, mode)}×`, ...speedups.map(([a, b]) => ratio(a, b))];
     rows.push(`| ${entry} | ${mode} | ${cells.join(' | ')} |`);
   }
   return rows.join('\n');
