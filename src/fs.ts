@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { constants, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 
@@ -24,23 +24,6 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   } catch (e) {
     // A full disk must not leave the half-written temp file behind.
     await fs.rm(tmp, { force: true });
-    throw e;
-  }
-}
-
-/**
- * writeFileAtomic for a small derived file (no fsync), in place: a temp file, then a rename. For
- * markers written once per step, where the thread-pool round trips of the async calls cost more
- * than the writes.
- */
-export function writeSmallFileAtomicSync(file: string, data: string, mode = 0o644): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-  try {
-    writeFileSync(tmp, data, { mode });
-    renameSync(tmp, file);
-  } catch (e) {
-    rmSync(tmp, { force: true });
     throw e;
   }
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { pidAlive, withLock, writeSmallFileAtomicSync } from '../fs.js';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { pidAlive, withLock } from '../fs.js';
 import type { StoreLayout, ImageId } from '../store/layout.js';
 import { imageChain, listImageIds, readImage, readLayerSize, removeImageDir } from '../store/graph.js';
 import { listTags, readRepositories } from '../store/repositories.js';
@@ -25,13 +26,27 @@ export interface PruneOptions {
   now?: number;
 }
 
-/** Marks the images a running build uses, so `prune` keeps them (and their parents). */
+/**
+ * Marks images a running build uses, so `prune` keeps them (and their parents): one empty file
+ * per image in `running/<pid>-<build>/`, made when the build first stands on it. Creating an
+ * empty file is one system call; rewriting one list per image (a temp file renamed over the
+ * old) made ext4 flush the file at every cached step (its rename-over-existing safeguard).
+ */
 export async function markRunning(layout: StoreLayout, buildId: string, ids: string[]): Promise<void> {
-  writeSmallFileAtomicSync(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), JSON.stringify(ids));
+  const dir = path.join(layout.runningDir, `${process.pid}-${buildId}`);
+  mkdirSync(dir, { recursive: true });
+  for (const id of ids) {
+    if (!/^[0-9a-f]{64}$/.test(id)) continue; // ids only: a name never leaves the folder
+    try {
+      closeSync(openSync(path.join(dir, id), 'wx', 0o644));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }
 
 export async function clearRunning(layout: StoreLayout, buildId: string): Promise<void> {
-  await fs.rm(path.join(layout.runningDir, `${process.pid}-${buildId}.json`), { force: true });
+  await fs.rm(path.join(layout.runningDir, `${process.pid}-${buildId}`), { recursive: true, force: true });
 }
 
 /** Images that running builds (live processes) stand on. */
@@ -40,11 +55,7 @@ export async function runningIds(layout: StoreLayout): Promise<string[]> {
   for (const n of await fs.readdir(layout.runningDir).catch(() => [] as string[])) {
     const pid = Number.parseInt(n, 10);
     if (!pidAlive(pid)) continue;
-    try {
-      out.push(...(JSON.parse(await fs.readFile(path.join(layout.runningDir, n), 'utf8')) as string[]));
-    } catch {
-      // being rewritten: the next read sees it
-    }
+    out.push(...(await fs.readdir(path.join(layout.runningDir, n)).catch(() => [] as string[])));
   }
   return out;
 }

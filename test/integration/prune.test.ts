@@ -48,3 +48,35 @@ test('prune --keep-storage brings the store under the cap; tagged images still r
   const left = (await fs.readdir(path.join(root, 'graph'))).filter((n) => n !== '_tmp');
   assert.equal(left.length, 2, `busybox and keep:1 remain: ${left.join(' ')}`);
 });
+
+test('prune keeps what a running build stands on: a cached step it took is marked, and the build finishes on it', async () => {
+  const root = await storeWithBusybox();
+  const first = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo base > /base\n' });
+  const built = await slipway(root, ['build', '-q', first]);
+  assert.equal(built.code, 0, built.stderr);
+  const base = built.stdout.trim().replace(/^sha256:/, '');
+  const second = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo base > /base\nRUN sleep 3 && echo two > /two\n' });
+  const running = slipway(root, ['build', '-t', 'two:1', second], { env: { SLIPWAY_ENGINE: 'off' } });
+  // The running build's marker names the cached step's image (one empty file per image).
+  const marked = async () => {
+    for (const d of await fs.readdir(path.join(root, 'running')).catch(() => [] as string[])) {
+      if ((await fs.readdir(path.join(root, 'running', d)).catch(() => [] as string[])).includes(base)) return true;
+    }
+    return false;
+  };
+  for (let i = 0; i < 100 && !(await marked()); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(await marked(), 'the build marked the image it took from the cache');
+  const pruned = await slipway(root, ['prune', '--keep-storage', '0']);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.ok(await fs.stat(path.join(root, 'graph', base, 'json')).catch(() => undefined), 'the image in use survived the prune');
+  const r = await running;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, / ---> Using cache\n/);
+  assert.equal((await slipway(root, ['run', 'two:1', 'cat', '/base', '/two'])).stdout, 'base\ntwo\n');
+  assert.deepEqual(await fs.readdir(path.join(root, 'running')), [], 'the marker went with the build');
+  // Nothing stands on it any more: the same prune now removes it.
+  await slipway(root, ['rmi', 'two:1']);
+  assert.equal((await slipway(root, ['prune', '--keep-storage', '0'])).code, 0);
+  assert.equal(await fs.stat(path.join(root, 'graph', base, 'json')).catch(() => undefined), undefined);
+  await fs.rm(root, { recursive: true, force: true });
+});
