@@ -97,8 +97,9 @@ export function ownerAlive(owner: LeaseOwnerJson, mtimeMs: number, staleMs = STA
 /** Creates `file` holding `owner`, atomically and only if it does not exist. */
 async function createExclusive(file: string, owner: LeaseOwnerJson): Promise<boolean> {
   const tmp = `${file}.${process.pid}-${owner.token}.tmp`;
-  await fs.writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
   try {
+    // Inside the try: a write that fails (a full disk) after creating the file must not leave it.
+    await fs.writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
     await fs.link(tmp, file); // link(2) fails with EEXIST instead of replacing: the create is exclusive
     return true;
   } catch (e) {
