@@ -32,16 +32,14 @@ export interface PruneOptions {
  * empty file is one system call; rewriting one list per image (a temp file renamed over the
  * old) made ext4 flush the file at every cached step (its rename-over-existing safeguard).
  */
-export async function markRunning(layout: StoreLayout, buildId: string, ids: string[]): Promise<void> {
+export async function markRunning(layout: StoreLayout, buildId: string, id: string): Promise<void> {
+  if (!/^[0-9a-f]{64}$/.test(id)) return; // ids only: a name never leaves the folder
   const dir = path.join(layout.runningDir, `${process.pid}-${buildId}`);
   mkdirSync(dir, { recursive: true });
-  for (const id of ids) {
-    if (!/^[0-9a-f]{64}$/.test(id)) continue; // ids only: a name never leaves the folder
-    try {
-      closeSync(openSync(path.join(dir, id), 'wx', 0o644));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
+  try {
+    closeSync(openSync(path.join(dir, id), 'wx', 0o644));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
 }
 

@@ -8,7 +8,7 @@ import type { BuildRun, StepPosition } from './run-types.js';
 export async function useImage(run: BuildRun, id: string): Promise<void> {
   if (run.inUse.has(id)) return;
   run.inUse.add(id);
-  await markRunning(run.opts.layout, run.buildId, [id]);
+  await markRunning(run.opts.layout, run.buildId, id);
 }
 
 /** A step taken from a cache (`---> Using cache`), local or the farm's. */

@@ -43,7 +43,7 @@ export interface RootfsSpec {
    * finds them by walking. For RUN it needs the mount points `prepareMountPoints` makes.
    */
   rootDir?: string;
-  /** COPY --from of a multi-layer image: its layer dirs (top first), mounted read-only beside the rootfs at `fromMountOf(scratchDir)`. */
+  /** COPY --from of a multi-layer image: its layer dirs (top first), mounted read-only beside the rootfs; `withMountedRootfs` hands `fn` its path. */
   fromLowerDirs?: string[];
 }
 
@@ -59,11 +59,6 @@ export function runInSandbox(spec: RunSpec): Promise<ContainerResult> {
 /** The shim's arguments that mount the rootfs (overlay, or the vfs dir) for a script. */
 function mountArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): string[] {
   return [...rootfsArgs(spec, layout), ...fromArgs(spec, layout)];
-}
-
-/** Where `withMountedRootfs` mounts the `fromLowerDirs` of a spec with this scratch dir (a path in the shim's namespace). */
-export function fromMountOf(scratchDir: string): string {
-  return scratchLayout(path.resolve(scratchDir)).fromMerged;
 }
 
 function fromArgs(spec: RootfsSpec, layout: ReturnType<typeof scratchLayout>): string[] {
