@@ -12,13 +12,30 @@ import { readRepositories } from './repositories.js';
 /** Creates the store's folders (idempotent). */
 export async function ensureStore(layout: StoreLayout): Promise<void> {
   await mkdirAll(layout.graph, 0o700);
-  await mkdirAll(layout.tmp, 0o700);
+  await makeTmpRoot(layout);
   await mkdirAll(layout.cacheDir, 0o700);
+}
+
+/**
+ * `graph/_tmp/`, where every new layer is made (a step's scratch folder, an unpacked pull).
+ * When this call makes it, it gets ext2/3/4's Orlov "top of a hierarchy" flag (`chattr +T`):
+ * each scratch folder made in it then starts in a block group of its own with free inodes,
+ * not next to the store's, where a store deleted a moment ago freed its inodes. On an ext4
+ * without a journal, allocating an inode skips every inode freed in the last minute, one
+ * buffer lookup each (`recently_deleted`): a step writing 10,000 files after such a delete
+ * took 1.5 s instead of 0.3 s. A placement hint only: on other file systems, or without
+ * `chattr`, nothing changes.
+ */
+async function makeTmpRoot(layout: StoreLayout): Promise<void> {
+  if (existsSync(layout.tmp)) return;
+  await mkdirAll(layout.tmp, 0o700);
+  const { execFile } = await import('node:child_process');
+  await new Promise<void>((resolve) => execFile('chattr', ['+T', layout.tmp], { timeout: 10_000 }, () => resolve()));
 }
 
 /** A fresh private scratch folder in `graph/_tmp/`, named after this process so a crash can be swept. */
 export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<string> {
-  await mkdirAll(layout.tmp, 0o700);
+  await makeTmpRoot(layout);
   const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
   await fs.mkdir(dir, { mode: 0o700 });
   return dir;

@@ -153,3 +153,19 @@ test('image JSON is read once and then kept, frozen; an image removed behind the
   assert.equal((await readImage(layout, base)).id, base);
   await fs.rm(layout.root, { recursive: true, force: true });
 });
+
+test('graph/_tmp, where new layers are made, gets the Orlov top-directory flag on ext2/3/4 (chattr +T)', async (t) => {
+  const parent = await fs.mkdtemp(path.join(os.tmpdir(), 'slipway-store-'));
+  if ((await fs.statfs(parent)).type !== 0xef53) {
+    t.skip('the temp dir is not on ext2/3/4, which alone has this flag');
+    return;
+  }
+  const layout = new StoreLayout(parent);
+  await ensureStore(layout);
+  const { execFileSync } = await import('node:child_process');
+  const flags = (d: string) => execFileSync('lsattr', ['-d', d], { encoding: 'utf8' }).split(' ')[0]!;
+  assert.match(flags(layout.tmp), /T/, 'graph/_tmp spreads the scratch folders made in it');
+  // Only graph/_tmp: the graph and a scratch folder keep ext4's default placement.
+  assert.doesNotMatch(flags(layout.graph), /T/);
+  assert.doesNotMatch(flags(await makeTmpDir(layout, 't')), /T/);
+});
