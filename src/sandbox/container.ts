@@ -83,6 +83,11 @@ export interface ContainerRun {
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   signal?: AbortSignal;
   sandbox?: SandboxOptions;
+  /**
+   * The caller maps the upper dir's owners back itself, in a walk it makes anyway (a RUN step's
+   * pack): the result's `ownersBack` says how. Otherwise this does it before returning.
+   */
+  deferOwnerShift?: boolean;
 }
 
 /**
@@ -101,6 +106,8 @@ export interface ContainerResult {
   exitCode: number;
   signal: string | null;
   limits?: Limit[];
+  /** With `deferOwnerShift`: the mapping whose host ids the upper dir still holds (see shift-owners.ts). */
+  ownersBack?: IdMapping;
 }
 
 /**
@@ -323,8 +330,10 @@ export async function runContainer(given: ContainerRun): Promise<ContainerResult
     if (res.setupError !== undefined) throw new SlipwayError('ERR_SANDBOX', `sandbox setup failed: ${res.setupError}`);
     const rtError = res.code !== 0 && !res.timedOut ? runtimeError(p.log) : undefined;
     if (rtError !== undefined && !/exec|executable/i.test(rtError)) throw new SlipwayError('ERR_SANDBOX', `${rt.kind}: ${rtError}`);
-    if (m !== undefined && run.rootDir === undefined && res.code === 0) shiftOwnersBack(run.upperDir, m);
+    const shifts = m !== undefined && run.rootDir === undefined && res.code === 0;
+    if (shifts && !run.deferOwnerShift) shiftOwnersBack(run.upperDir, m);
     const result: ContainerResult = { exitCode: res.timedOut ? 137 : res.code, signal: signalName(res.code) };
+    if (shifts && run.deferOwnerShift) result.ownersBack = m;
     const limits: Limit[] = [];
     if (res.timedOut) limits.push('timeout');
     // Killed (SIGKILL) at the memory limit: the OOM killer's work, even where v1 hides the count.

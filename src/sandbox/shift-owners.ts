@@ -39,14 +39,30 @@ export function shiftOwnersForward(dir: string, m: IdMapping): void {
   });
 }
 
+/** What a walk that shifts owners needs of a path's lstat (number or bigint stats). */
+export interface OwnedStats { uid: number | bigint; gid: number | bigint; mode: number | bigint; isSymbolicLink(): boolean }
+
+/**
+ * One path's owner mapped back (shiftOwnersBack's rule), for a walk that lstats every path
+ * anyway (pack): returns the owner the path has now.
+ */
+export function shiftOneBack(p: string, st: OwnedStats, m: IdMapping): [number, number] {
+  return shiftOne(p, st, [back(m.uid, Number(st.uid)), back(m.gid, Number(st.gid))]);
+}
+
+function shiftOne(p: string, st: OwnedStats, [uid, gid]: [number, number]): [number, number] {
+  if (uid !== Number(st.uid) || gid !== Number(st.gid)) {
+    lchownSync(p, uid, gid);
+    const mode = Number(st.mode);
+    if (!st.isSymbolicLink() && (mode & 0o6000) !== 0) chmodSync(p, mode & 0o7777);
+  }
+  return [uid, gid];
+}
+
 function shiftTree(dir: string, map: (st: { uid: number; gid: number }) => [number, number]): void {
   const visit = (p: string): void => {
     const st = lstatSync(p);
-    const [uid, gid] = map(st);
-    if (uid !== st.uid || gid !== st.gid) {
-      lchownSync(p, uid, gid);
-      if (!st.isSymbolicLink() && (st.mode & 0o6000) !== 0) chmodSync(p, st.mode & 0o7777);
-    }
+    shiftOne(p, st, map(st));
     if (st.isDirectory()) for (const name of readdirSync(p)) visit(path.join(p, name));
   };
   visit(dir);

@@ -3,12 +3,17 @@ import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { packLayer } from './pack.js';
 import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
+import { shiftOwnersBack } from '../sandbox/shift-owners.js';
+import type { IdMapping } from '../sandbox/userns.js';
 
 /** A finished layer folder: its diff id, Docker's layersize, its tar's size, and the tar when one was kept. */
 export interface FinishedLayer { layerDir: string; diffId: string; size: number; tarSize: number; empty: boolean; tarFile?: string }
 
 /** What a step's layer gets before it is measured: SOURCE_DATE_EPOCH, and whether its tar is kept (the farm publishes it). */
 export interface FinishOptions { clampMtime?: number; keepTar?: boolean }
+
+/** How a RUN step's layer still holds host owners (its container's `ownersBack`), which the pack maps back. */
+export interface FinishRun { ownersBack?: IdMapping }
 
 /**
  * Measures a step's new layer folder in one walk: the pack gives the diff id, the tar's size and
@@ -17,12 +22,16 @@ export interface FinishOptions { clampMtime?: number; keepTar?: boolean }
  * With SOURCE_DATE_EPOCH, mtimes above it are clamped on disk first, so the folder and its tar
  * agree whoever packs it later.
  */
-export async function finishLayer(layerDir: string, o: FinishOptions = {}): Promise<FinishedLayer> {
+export async function finishLayer(layerDir: string, o: FinishOptions = {}, r: FinishRun = {}): Promise<FinishedLayer> {
   if (o.clampMtime !== undefined) await clampMtimes(layerDir, o.clampMtime);
   const empty = (await fs.readdir(layerDir)).length === 0;
-  if (empty) return { layerDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
+  if (empty) {
+    if (r.ownersBack) shiftOwnersBack(layerDir, r.ownersBack);
+    return { layerDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
+  }
   const tarFile = o.keepTar ? path.join(path.dirname(layerDir), 'layer.tar') : undefined;
-  const packed = await packLayer(layerDir, tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null);
+  const out = tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null;
+  const packed = await packLayer(layerDir, out, r.ownersBack ? { ownersBack: r.ownersBack } : {});
   return { layerDir, diffId: packed.diffId, size: packed.layerSize, tarSize: packed.size, empty, ...(tarFile ? { tarFile } : {}) };
 }
 

@@ -6,6 +6,7 @@ import { runInSandbox, withMountedRootfs, type RootfsSpec } from './sandbox.js';
 import { mappingFor, type ContainerMount, type ContainerResult, type SandboxOptions } from '../sandbox/container.js';
 import { limitMessage } from '../sandbox/limits.js';
 import type { NetworkMode } from '../sandbox/oci-spec.js';
+import type { IdMapping } from '../sandbox/userns.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
 import { finishLayer, type FinishedLayer, type FinishOptions } from './finish-layer.js';
 import type { CopyOp } from './copy-in-root.js';
@@ -66,8 +67,9 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       vfs = await createVfsRootfs({ lowerDirs: task.lowerDirs, rootDir: path.join(dir, 'rootfs'), forRun: task.type === 'run', ...(ids ? { ids } : {}) });
       rootfs = { lowerDirs: [], upperDir, scratchDir, rootDir: vfs.rootDir };
     }
+    let ownersBack: IdMapping | undefined;
     if (task.type === 'run') {
-      const res = await runInSandbox({
+      const res = await runInSandbox({ deferOwnerShift: true,
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, netDomain: task.tmpRoot, volumes: task.volumes,
         ...(task.mounts && task.mounts.length > 0 ? { mounts: task.mounts } : {}), ...(task.insecure ? { insecure: true } : {}),
@@ -85,12 +87,13 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
           error: { code: 'ERR_STEP_FAILED', message: `returned a non-zero code: ${res.exitCode}${why}`, exitCode: res.exitCode },
         };
       }
+      ownersBack = res.ownersBack;
     } else {
       await copyStep(task.op, { ...rootfs, ...(signal ? { signal } : {}) });
     }
     if (vfs) await writeVfsLayer(vfs, upperDir, scratchDir);
     await fs.rm(scratchDir, { recursive: true, force: true });
-    return { ok: true, ...(await finishLayer(upperDir, task)) };
+    return { ok: true, ...(await finishLayer(upperDir, task, ownersBack ? { ownersBack } : {})) };
   } catch (e) {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     return { ok: false, error: errorToData(e) };

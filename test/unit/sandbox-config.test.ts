@@ -9,6 +9,7 @@ import { counter, limitFiles, parseCgroupLayout } from '../../src/sandbox/cgroup
 import { DEFAULT_MAPPING, hostIdMapping, subidRange } from '../../src/sandbox/userns.js';
 import { hostsFile, resolvConf } from '../../src/sandbox/etc-files.js';
 import { hostOwner, shiftOwnersBack, shiftOwnersForward } from '../../src/sandbox/shift-owners.js';
+import { packLayer } from '../../src/snapshot/pack.js';
 
 test("sizes and durations in Docker's forms", () => {
   for (const [v, n] of [['512m', 512 * 1024 ** 2], ['1g', 1024 ** 3], ['1.5G', 1.5 * 1024 ** 3], ['64mb', 64 * 1024 ** 2], ['1048576', 1048576], ['10k', 10240]] as const) {
@@ -131,6 +132,38 @@ test('owners shift into the range and back, set-id bits kept; ids outside the ra
   assert.deepEqual([st('').uid, st('d').uid, st('d').gid, st('d/suid').uid, st('d/link').uid], [0, 1000, 1000, 0, 0]);
   assert.equal(st('d/suid').mode & 0o7777, 0o4755, 'chown cleared setuid; it is put back');
   fs.rmSync(dir, { recursive: true });
+});
+
+test('pack maps a RUN layer\'s owners back in its own walk: the same disk and the same tar as shifting first', async () => {
+  const m = { uid: { host: 200000, count: 65536 }, gid: { host: 300000, count: 65536 } };
+  const make = (): string => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-shiftpack-'));
+    fs.mkdirSync(path.join(dir, 'd'));
+    fs.writeFileSync(path.join(dir, 'd/suid'), 'x');
+    fs.chmodSync(path.join(dir, 'd/suid'), 0o4755);
+    fs.writeFileSync(path.join(dir, 'd/h1'), 'h');
+    fs.linkSync(path.join(dir, 'd/h1'), path.join(dir, 'h2'));
+    fs.symlinkSync('suid', path.join(dir, 'd/link'));
+    fs.chownSync(path.join(dir, 'd'), 1000, 1000);
+    for (const p of ['', 'd', 'd/suid', 'd/h1', 'd/link']) fs.utimesSync(path.join(dir, p), 1e9, 1e9);
+    shiftOwnersForward(dir, m);
+    fs.lchownSync(path.join(dir, 'd/link'), 0, 0); // outside the range, as a whiteout the kernel made would be
+    return dir;
+  };
+  const a = make();
+  const b = make();
+  shiftOwnersBack(a, m);
+  const shiftedFirst = await packLayer(a, null);
+  const inOneWalk = await packLayer(b, null, { ownersBack: m });
+  assert.equal(inOneWalk.diffId, shiftedFirst.diffId, 'the same tar');
+  const st = (dir: string, p: string) => fs.lstatSync(path.join(dir, p));
+  for (const p of ['', 'd', 'd/suid', 'd/h1', 'h2', 'd/link']) {
+    assert.deepEqual([st(b, p).uid, st(b, p).gid, st(b, p).mode], [st(a, p).uid, st(a, p).gid, st(a, p).mode], p);
+  }
+  assert.deepEqual([st(b, '').uid, st(b, 'd').uid, st(b, 'd/suid').uid, st(b, 'd/suid').mode & 0o7777], [0, 1000, 0, 0o4755]);
+  const noShift = await packLayer(make(), null);
+  assert.notEqual(noShift.diffId, inOneWalk.diffId, 'host owners would give another tar');
+  for (const d of [a, b]) fs.rmSync(d, { recursive: true });
 });
 
 test('resolv.conf and hosts of a step', () => {
