@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, closeSync, createReadStream, lstatSync, openSync, readdirSync, readlinkSync, readSync, constants, type BigIntStats } from 'node:fs';
 import { resolve as resolveHost } from 'node:path';
-import { Writable } from 'node:stream';
+import { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { SlipwayError } from '../errors.js';
@@ -64,19 +64,15 @@ export async function packLayer(
   if (ctx.ownersBack) shiftOneBack(root, lstatSync(root), ctx.ownersBack);
   const hash = createHash('sha256');
   let size = 0;
-  const sink = out ?? new Writable({ write: (_chunk, _enc, cb) => cb() });
-  const done = pipeline(
-    ctx.pack as unknown as NodeJS.ReadableStream, // a streamx Readable, compatible with pipeline
-    async function* (src: AsyncIterable<unknown>) {
-      for await (const chunk of src) {
-        const b = chunk as Buffer;
-        hash.update(b);
-        size += b.length;
-        yield b;
-      }
-    },
-    sink,
-  );
+  const count = (b: Buffer): void => {
+    hash.update(b);
+    size += b.length;
+  };
+  // Synchronous stages: an async generator between them cost a promise per 512-byte header.
+  const src = ctx.pack as unknown as NodeJS.ReadableStream; // a streamx Readable, compatible with pipeline
+  const done = out === null
+    ? pipeline(src, new Writable({ highWaterMark: 1 << 20, write: (b: Buffer, _e, cb) => { count(b); cb(); } }))
+    : pipeline(src, new Transform({ highWaterMark: 1 << 20, transform: (b: Buffer, _e, cb) => { count(b); cb(null, b); } }), out);
   done.catch(() => undefined); // awaited below; this only prevents an unhandled rejection
   try {
     await writeDir(ctx, '');
