@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { SlipwayError } from '../errors.js';
 import { ensureStore, sweepTmp } from '../store/graph.js';
 import { WorkerPool } from '../scheduler/pool.js';
+import { loadParser } from '../cache/parsed-dockerfile.js';
+import { initHash } from '../cache/key.js';
 import { EngineServer, parseEndpoint, type Endpoint } from '../api/server.js';
 import { ApiError } from '../api/http-errors.js';
 import { API_VERSION } from '../api/system-routes.js';
@@ -62,6 +64,19 @@ function insecureRegistries(flags: string[] | undefined): string[] {
  * for loopback registries and those named by `--insecure-registry`; `--redis` and `--registry`
  * enable the farm endpoints; `GET /metrics` is always served.
  */
+/**
+ * Listening means ready, as dockerd's "API listen on": the resident threads are up and readied
+ * first (a few hundred ms), or 15 s have gone by (a thread that cannot ready itself fails its
+ * first step instead). Meanwhile this thread loads the parser and the step-key hash that a first
+ * build needs.
+ */
+async function readyPool(layout: CommandEnv['layout'], workers: number | undefined): Promise<WorkerPool> {
+  const pool = new WorkerPool({ resident: true, warmDomain: layout.tmp, ...(workers !== undefined ? { workers } : {}) });
+  const threadsReady = Promise.race([pool.ready, new Promise((resolve) => setTimeout(resolve, 15_000).unref())]);
+  await Promise.all([threadsReady, loadParser(), initHash()]);
+  return pool;
+}
+
 export async function serveCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -97,10 +112,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   // One request's forgotten promise is a bug to log, not a reason to drop every other client.
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
-  const pool = new WorkerPool({ resident: true, warmDomain: layout.tmp, ...(workers !== undefined ? { workers } : {}) });
-  // Listening means ready, as dockerd's "API listen on": the threads are up and readied first
-  // (a few hundred ms), or 15 s have gone by (a thread that cannot ready itself fails its first step instead).
-  await Promise.race([pool.ready, new Promise((resolve) => setTimeout(resolve, 15_000).unref())]);
+  const pool = await readyPool(layout, workers);
   let server: EngineServer;
   try {
     server = await EngineServer.start({
