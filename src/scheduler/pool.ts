@@ -1,4 +1,6 @@
 import os from 'node:os';
+import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { MessageChannel } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import type { StepResult, StepTask } from '../snapshot/run-step.js';
@@ -59,13 +61,38 @@ export class WorkerPool {
     return this.piscina;
   }
 
-  /** Runs a step; `onOutput` receives RUN output as it is produced. */
+  /** True while a task runs on the calling thread (a one-shot pool's, see `here`). */
+  private hereBusy = false;
+
+  /**
+   * A one-shot pool (a standalone `slipway build`) runs a task on the calling thread when none
+   * runs there already: a worker thread takes ~70 ms to come up on a 2-core VM before it loads
+   * a module, which a build of sequential steps never needs. A task that comes while one runs
+   * here goes to the threads (parallel stages), started then. Undefined: not here.
+   */
+  private here<T>(job: () => Promise<T>): Promise<T> | undefined {
+    if (this.resident || this.hereBusy) return undefined;
+    this.hereBusy = true;
+    return job().finally(() => {
+      this.hereBusy = false;
+    });
+  }
+
+  /** Runs a step (on this thread or a worker, see `here`); `onOutput` receives RUN output as it is produced. */
   async runStep(task: StepTask, onOutput?: (text: string) => void, signal?: AbortSignal): Promise<StepResult> {
     let port: MessageChannel | undefined;
     if (task.type === 'run' && onOutput) {
       port = new MessageChannel();
       port.port1.on('message', (m: string) => onOutput(m));
       task = { ...task, port: port.port2 };
+    }
+    const here = this.here(() => runHere(task, signal));
+    if (here) {
+      try {
+        return await here;
+      } finally {
+        if (port) setImmediate(() => port!.port1.close());
+      }
     }
     try {
       const opts = { ...(port ? { transferList: [port.port2] as never } : {}), ...(signal ? { signal } : {}) };
@@ -82,12 +109,26 @@ export class WorkerPool {
     }
   }
 
-  /** Digests COPY/ADD sources in a worker thread. */
+  /** Digests COPY/ADD sources (on this thread or a worker, see `here`). */
   async digest<T>(task: unknown): Promise<T> {
+    const here = this.here(async () => ((await import(DIGEST_WORKER)) as { default: (t: unknown) => Promise<T> }).default(task));
+    if (here) return await here;
     return (await (await this.pool).run(task, { filename: DIGEST_WORKER })) as T;
   }
 
   async close(): Promise<void> {
     if (this.piscina) await (await this.piscina).destroy();
   }
+}
+
+/**
+ * A step on this thread. Cancelled, it is what a cancelled thread's step is: ERR_CANCELLED,
+ * its layer (if it finished anyway) removed.
+ */
+async function runHere(task: StepTask, signal: AbortSignal | undefined): Promise<StepResult> {
+  const { runStep } = await import('../snapshot/run-step.js');
+  const res = await runStep(task, signal);
+  if (!signal?.aborted) return res;
+  if (res.ok) await rm(path.dirname(res.layerDir), { recursive: true, force: true });
+  return { ok: false, error: { code: 'ERR_CANCELLED', message: 'build cancelled' } };
 }
