@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { slipway, storeWithBusybox, makeContext } from '../support/cli.js';
+import { CLI, processesMentioning, slipway, storeWithBusybox, makeContext } from '../support/cli.js';
 
 function cachedFlags(out: string): boolean[] {
   const steps: boolean[] = [];
@@ -126,5 +126,32 @@ test('a rebuild from the cache rewrites neither repositories nor the stat cache;
   const moved = JSON.parse(await fs.readFile(repos, 'utf8')) as { Repositories: Record<string, Record<string, string>> };
   assert.notEqual(moved.Repositories['same']!['1'], tags.Repositories['same']!['1']);
   await fs.rm(root, { recursive: true, force: true });
+  await fs.rm(ctx, { recursive: true, force: true });
+});
+
+test('Ctrl-C on a standalone build kills its RUN, which runs on the CLI\'s own thread: nothing is tagged, left in graph/_tmp or mounted', async () => {
+  const root = await storeWithBusybox();
+  const marker = `sleep-${process.pid}-standalone-cancel`;
+  const ctx = await makeContext({ Dockerfile: `FROM busybox\nRUN sh -c 'sleep 60; true' ${marker}\n` });
+  const { spawn } = await import('node:child_process');
+  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', 'cancelled:1', ctx], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SLIPWAY_ENGINE: 'off' } });
+  let out = '';
+  c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
+  // The step's own process (its $0 is the marker), seen from outside: the RUN has started.
+  for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.notDeepEqual(await processesMentioning(marker), [], `the step never started: ${out}`);
+  const sent = Date.now();
+  c.kill('SIGINT');
+  assert.notEqual(await exited, 0, out);
+  assert.ok(Date.now() - sent < 10_000, 'the build went within 10 s');
+  assert.deepEqual(await processesMentioning(marker), [], 'the step is killed before the CLI exits');
+  assert.doesNotMatch((await slipway(root, ['images', '--format', '{{.Repository}}'])).stdout, /cancelled/);
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), [], 'no scratch folder is left');
+  assert.doesNotMatch(await fs.readFile('/proc/self/mountinfo', 'utf8'), new RegExp(root.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 'nothing is left mounted');
+  await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo after > /after\n');
+  const next = await slipway(root, ['build', '-q', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
+  assert.equal(next.code, 0, next.stderr);
   await fs.rm(ctx, { recursive: true, force: true });
 });
