@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { CLI, processesMentioning, slipway, storeWithBusybox, makeContext } from '../support/cli.js';
+import { buildUntilStepRuns, processesMentioning, slipway, storeWithBusybox, makeContext } from '../support/cli.js';
 
 function cachedFlags(out: string): boolean[] {
   const steps: boolean[] = [];
@@ -133,18 +133,11 @@ test('Ctrl-C on a standalone build kills its RUN, which runs on the CLI\'s own t
   const root = await storeWithBusybox();
   const marker = `sleep-${process.pid}-standalone-cancel`;
   const ctx = await makeContext({ Dockerfile: `FROM busybox\nRUN sh -c 'sleep 60; true' ${marker}\n` });
-  const { spawn } = await import('node:child_process');
-  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', 'cancelled:1', ctx], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SLIPWAY_ENGINE: 'off' } });
-  let out = '';
-  c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
   // The step's own process (its $0 is the marker), seen from outside: the RUN has started.
-  for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.notDeepEqual(await processesMentioning(marker), [], `the step never started: ${out}`);
+  const b = await buildUntilStepRuns(root, ctx, 'cancelled:1', marker, { SLIPWAY_ENGINE: 'off' });
   const sent = Date.now();
-  c.kill('SIGINT');
-  assert.notEqual(await exited, 0, out);
+  b.child.kill('SIGINT');
+  assert.notEqual(await b.exited, 0, b.output());
   assert.ok(Date.now() - sent < 10_000, 'the build went within 10 s');
   assert.deepEqual(await processesMentioning(marker), [], 'the step is killed before the CLI exits');
   assert.doesNotMatch((await slipway(root, ['images', '--format', '{{.Repository}}'])).stdout, /cancelled/);

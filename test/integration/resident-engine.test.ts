@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { CLI, makeContext, processesMentioning, slipway, storeWithBusybox } from '../support/cli.js';
+import { buildUntilStepRuns, makeContext, processesMentioning, slipway, storeWithBusybox } from '../support/cli.js';
 import { cleanup, rawHttp, startServer, tempDir, type Server } from '../support/engine-api.js';
 
 let root: string;
@@ -77,19 +77,11 @@ test('a folder is taken as the context only on a socket that only root can open'
 test('Ctrl-C on a client cancels its build in the engine: the step is killed, nothing is tagged, and the engine serves on', async () => {
   const marker = `sleep-${process.pid}-cancel`;
   const ctx = await makeContext({ Dockerfile: `FROM busybox\nRUN sh -c 'sleep 60; true' ${marker}\n` });
-  const { spawn } = await import('node:child_process');
-  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', 'cancelled:1', ctx], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
   // The step's own process (its $0 is the marker), seen from outside: the RUN has started in the engine.
-  for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.notDeepEqual(await processesMentioning(marker), [], `the step never started: ${out}`);
+  const b = await buildUntilStepRuns(root, ctx, 'cancelled:1', marker);
   const sent = Date.now();
-  c.kill('SIGINT');
-  const code = await exited;
-  assert.notEqual(code, 0, out);
+  b.child.kill('SIGINT');
+  assert.notEqual(await b.exited, 0, b.output());
   assert.ok(Date.now() - sent < 10_000, 'the client went within 10 s');
   let left = await processesMentioning(marker);
   for (let i = 0; i < 100 && left.length > 0; i++) {

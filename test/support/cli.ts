@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -94,6 +94,21 @@ export async function mountsMentioning(needle: string): Promise<string[]> {
     for (const line of text.split('\n')) if (line.includes(needle)) found.add(line);
   }
   return [...found];
+}
+
+/**
+ * `slipway build -t TAG CTX` started, returned once the step whose command line carries `marker`
+ * runs (seen from outside, by its process). `output()` is what the CLI printed so far.
+ */
+export async function buildUntilStepRuns(root: string, ctx: string, tag: string, marker: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; exited: Promise<number | null>; output: () => string }> {
+  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', tag, ctx], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
+  for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  if ((await processesMentioning(marker)).length === 0) throw new Error(`the step never started: ${out}`);
+  return { child: c, exited, output: () => out };
 }
 
 /** Processes whose command line mentions `needle`. */
