@@ -21,8 +21,9 @@ export function defaultWorkers(): number {
 }
 
 /**
- * The only owner of piscina. RUN/COPY/ADD steps and context hashing run in its threads;
- * a crashed worker fails its task (as data), never the process.
+ * The only owner of piscina. RUN/COPY/ADD steps and context hashing run in its threads (or, for
+ * a one-shot pool, on the calling thread while it has nothing else to run: see `here`); a
+ * crashed worker fails its task (as data), never the process.
  */
 export class WorkerPool {
   private piscina: Promise<Piscina> | undefined;
@@ -126,8 +127,14 @@ export class WorkerPool {
  * its layer (if it finished anyway) removed.
  */
 async function runHere(task: StepTask, signal: AbortSignal | undefined): Promise<StepResult> {
-  const { runStep } = await import('../snapshot/run-step.js');
-  const res = await runStep(task, signal);
+  let res: StepResult;
+  try {
+    const { runStep } = await import('../snapshot/run-step.js');
+    res = await runStep(task, signal);
+  } catch (e) {
+    // As a thread's crash is: a failed step, as data.
+    return { ok: false, error: { code: 'ERR_INTERNAL', message: `step failed: ${(e as Error).message}` } };
+  }
   if (!signal?.aborted) return res;
   if (res.ok) await rm(path.dirname(res.layerDir), { recursive: true, force: true });
   return { ok: false, error: { code: 'ERR_CANCELLED', message: 'build cancelled' } };
