@@ -54,7 +54,9 @@ export class WorkerPool {
   private get pool(): Promise<Piscina> {
     this.piscina ??= import('piscina').then(({ Piscina: P }) => {
       const minThreads = this.resident ? Math.min(this.threads, os.availableParallelism()) : 1;
-      const p = new P({ filename: STEP_WORKER, minThreads, maxThreads: this.threads, idleTimeout: 30_000, atomics: 'disabled' });
+      // A one-shot pool's calling thread runs tasks too (see `here`): one thread fewer.
+      const maxThreads = this.resident ? this.threads : Math.max(1, this.threads - 1);
+      const p = new P({ filename: STEP_WORKER, minThreads, maxThreads, idleTimeout: 30_000, atomics: 'disabled' });
       // An error outside any task must not crash the process.
       p.on('error', () => undefined);
       return p;
@@ -62,21 +64,26 @@ export class WorkerPool {
     return this.piscina;
   }
 
-  /** True while a task runs on the calling thread (a one-shot pool's, see `here`). */
-  private hereBusy = false;
+  /** Tasks running or waiting on the calling thread (a one-shot pool's, see `here`). */
+  private hereTasks = 0;
+  private hereTurn: Promise<unknown> = Promise.resolve();
 
   /**
    * A one-shot pool (a standalone `slipway build`) runs a task on the calling thread when none
    * runs there already: a worker thread takes ~70 ms to come up on a 2-core VM before it loads
    * a module, which a build of sequential steps never needs. A task that comes while one runs
-   * here goes to the threads (parallel stages), started then. Undefined: not here.
+   * here goes to the threads (parallel stages), started then, so that `--workers N` still means
+   * N tasks at once: this thread and N - 1 threads. With N = 1 a task waits its turn here.
+   * Undefined: not here.
    */
   private here<T>(job: () => Promise<T>): Promise<T> | undefined {
-    if (this.resident || this.hereBusy) return undefined;
-    this.hereBusy = true;
-    return job().finally(() => {
-      this.hereBusy = false;
+    if (this.resident || (this.hereTasks > 0 && this.threads > 1)) return undefined;
+    this.hereTasks++;
+    const run = this.hereTurn.then(job).finally(() => {
+      this.hereTasks--;
     });
+    this.hereTurn = run.catch(() => undefined);
+    return run;
   }
 
   /** Runs a step (on this thread or a worker, see `here`); `onOutput` receives RUN output as it is produced. */

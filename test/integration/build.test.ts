@@ -50,6 +50,19 @@ test('independent stages build at the same time, output stays in step order', as
   assert.ok(t('a-start') < t('b-end') && t('b-start') < t('a-end'), `stage RUNs overlapped: ${r.stdout}`);
 });
 
+test('--workers 1: one step at a time, though a standalone build also runs steps on its own thread', async () => {
+  const root = await storeWithBusybox();
+  const ctx = await makeContext({
+    Dockerfile: 'FROM busybox AS a\nRUN echo "a-start $(cut -d" " -f1 /proc/uptime)" && sleep 1 && echo "a-end $(cut -d" " -f1 /proc/uptime)" && echo a > /a\n'
+      + 'FROM busybox AS b\nRUN echo "b-start $(cut -d" " -f1 /proc/uptime)" && sleep 1 && echo "b-end $(cut -d" " -f1 /proc/uptime)" && echo b > /b\n'
+      + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n',
+  });
+  const r = await slipway(root, ['build', '--workers', '1', '-t', 'serial', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
+  assert.equal(r.code, 0, r.stderr);
+  const t = (k: string) => Number(new RegExp(`^${k} ([0-9.]+)$`, 'm').exec(r.stdout)![1]);
+  assert.ok(t('a-end') <= t('b-start') || t('b-end') <= t('a-start'), `the stage RUNs did not overlap: ${r.stdout}`);
+});
+
 test('ADD <url> downloads (0600, named after the URL), COPY of a URL is refused', async () => {
   const server = http.createServer((req, res) => {
     if (req.url === '/files/served.txt') {
