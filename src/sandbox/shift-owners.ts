@@ -25,7 +25,12 @@ export function hostOwner(m: IdMapping | undefined, uid: number, gid: number): {
  * chown clears set-user-ID and set-group-ID bits, so those are put back.
  */
 export function shiftOwnersBack(dir: string, m: IdMapping): void {
-  shiftTree(dir, (st) => [back(m.uid, st.uid), back(m.gid, st.gid)]);
+  shiftTree(dir, (st) => ownerBack(m, st.uid, st.gid));
+}
+
+/** The rule of shiftOwnersBack for one owner. */
+function ownerBack(m: IdMapping, uid: number, gid: number): [number, number] {
+  return [back(m.uid, uid), back(m.gid, gid)];
 }
 
 /**
@@ -47,7 +52,7 @@ export interface OwnedStats { uid: number | bigint; gid: number | bigint; mode: 
  * anyway (pack): returns the owner the path has now.
  */
 export function shiftOneBack(p: string, st: OwnedStats, m: IdMapping): [number, number] {
-  return shiftOne(p, st, [back(m.uid, Number(st.uid)), back(m.gid, Number(st.gid))]);
+  return shiftOne(p, st, ownerBack(m, Number(st.uid), Number(st.gid)));
 }
 
 function shiftOne(p: string, st: OwnedStats, [uid, gid]: [number, number]): [number, number] {
