@@ -33,12 +33,16 @@ test('same size, mtime set back: the stat cache still sees the new content (neve
   assert.equal(run.stdout, 'version-2\n');
 });
 
+/** A stage `name` whose RUN prints the system uptime as it starts and ends (`name-start`, `name-end`), sleeps, and writes /name. */
+const timedStage = (name: string, sleep: number): string =>
+  `FROM busybox AS ${name}\nRUN echo "${name}-start $(cut -d" " -f1 /proc/uptime)" && sleep ${sleep} && echo "${name}-end $(cut -d" " -f1 /proc/uptime)" && echo ${name} > /${name}\n`;
+/** The uptime a timedStage printed under `key`. */
+const uptimeAt = (out: string, key: string): number => Number(new RegExp(`^${key} ([0-9.]+)$`, 'm').exec(out)![1]);
+
 test('independent stages build at the same time, output stays in step order', async () => {
   const root = await storeWithBusybox();
   const ctx = await makeContext({
-    Dockerfile: 'FROM busybox AS a\nRUN echo "a-start $(cut -d" " -f1 /proc/uptime)" && sleep 1.5 && echo "a-end $(cut -d" " -f1 /proc/uptime)" && echo a > /a\n'
-      + 'FROM busybox AS b\nRUN echo "b-start $(cut -d" " -f1 /proc/uptime)" && sleep 1.5 && echo "b-end $(cut -d" " -f1 /proc/uptime)" && echo b > /b\n'
-      + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n',
+    Dockerfile: timedStage('a', 1.5) + timedStage('b', 1.5) + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n',
   });
   const r = await slipway(root, ['build', '--workers', '2', '-t', 'par', ctx]);
   assert.equal(r.code, 0, r.stderr);
@@ -46,20 +50,16 @@ test('independent stages build at the same time, output stays in step order', as
   assert.deepEqual(numbers, [1, 2, 3, 4, 5, 6, 7, 8]);
   assert.match(r.stdout, /\na\nb\n/);
   // The two RUNs' intervals (system uptime, read inside each sandbox) overlap.
-  const t = (k: string) => Number(new RegExp(`^${k} ([0-9.]+)$`, 'm').exec(r.stdout)![1]);
+  const t = (k: string) => uptimeAt(r.stdout, k);
   assert.ok(t('a-start') < t('b-end') && t('b-start') < t('a-end'), `stage RUNs overlapped: ${r.stdout}`);
 });
 
 test('--workers 1: one step at a time, though a standalone build also runs steps on its own thread', async () => {
   const root = await storeWithBusybox();
-  const ctx = await makeContext({
-    Dockerfile: 'FROM busybox AS a\nRUN echo "a-start $(cut -d" " -f1 /proc/uptime)" && sleep 1 && echo "a-end $(cut -d" " -f1 /proc/uptime)" && echo a > /a\n'
-      + 'FROM busybox AS b\nRUN echo "b-start $(cut -d" " -f1 /proc/uptime)" && sleep 1 && echo "b-end $(cut -d" " -f1 /proc/uptime)" && echo b > /b\n'
-      + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n',
-  });
+  const ctx = await makeContext({ Dockerfile: timedStage('a', 1) + timedStage('b', 1) + 'FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n' });
   const r = await slipway(root, ['build', '--workers', '1', '-t', 'serial', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
   assert.equal(r.code, 0, r.stderr);
-  const t = (k: string) => Number(new RegExp(`^${k} ([0-9.]+)$`, 'm').exec(r.stdout)![1]);
+  const t = (k: string) => uptimeAt(r.stdout, k);
   assert.ok(t('a-end') <= t('b-start') || t('b-end') <= t('a-start'), `the stage RUNs did not overlap: ${r.stdout}`);
 });
 
