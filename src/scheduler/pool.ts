@@ -102,9 +102,16 @@ export class WorkerPool {
         if (port) setImmediate(() => port!.port1.close());
       }
     }
+    // Cancelled, the thread's step is told so (and kills its container, removes its folder),
+    // rather than the thread terminated under it, which left its folder in graph/_tmp.
+    const cancel = signal ? new MessageChannel() : undefined;
+    const onAbort = () => cancel!.port1.postMessage('cancel');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
     try {
-      const opts = { ...(port ? { transferList: [port.port2] as never } : {}), ...(signal ? { signal } : {}) };
-      return (await (await this.pool).run(task, opts)) as StepResult;
+      const transfer = [...(port ? [port.port2] : []), ...(cancel ? [cancel.port2] : [])];
+      const res = (await (await this.pool).run({ ...task, ...(cancel ? { cancel: cancel.port2 } : {}) }, { transferList: transfer as never })) as StepResult;
+      return await settleCancelled(res, signal);
     } catch (e) {
       const aborted = signal?.aborted;
       return {
@@ -112,6 +119,8 @@ export class WorkerPool {
         error: { code: aborted ? 'ERR_CANCELLED' : 'ERR_INTERNAL', message: aborted ? 'build cancelled' : `worker failed: ${(e as Error).message}` },
       };
     } finally {
+      signal?.removeEventListener('abort', onAbort);
+      cancel?.port1.close();
       // Let the last output messages drain before closing our end.
       if (port) setImmediate(() => port!.port1.close());
     }
@@ -142,6 +151,11 @@ async function runHere(task: StepTask, signal: AbortSignal | undefined): Promise
     // As a thread's crash is: a failed step, as data.
     return { ok: false, error: { code: 'ERR_INTERNAL', message: `step failed: ${(e as Error).message}` } };
   }
+  return settleCancelled(res, signal);
+}
+
+/** A step's result once its build may have been cancelled: then ERR_CANCELLED, and its layer (if it finished anyway) removed. */
+async function settleCancelled(res: StepResult, signal: AbortSignal | undefined): Promise<StepResult> {
   if (!signal?.aborted) return res;
   if (res.ok) await rm(path.dirname(res.layerDir), { recursive: true, force: true });
   return { ok: false, error: { code: 'ERR_CANCELLED', message: 'build cancelled' } };

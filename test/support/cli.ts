@@ -24,9 +24,9 @@ export function slipway(root: string, args: string[], opts: { input?: string; en
 }
 
 /** Runs any program; resolves with exit code and output once its pipes close. `input` goes to its stdin (else none). */
-export function runProcess(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runProcess(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { env: opts.env ?? process.env, stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    const c = spawn(cmd, args, { env: opts.env ?? process.env, ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}), stdio: [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -99,9 +99,10 @@ export async function mountsMentioning(needle: string): Promise<string[]> {
 /**
  * `slipway build -t TAG CTX` started, returned once the step whose command line carries `marker`
  * runs (seen from outside, by its process). `output()` is what the CLI printed so far.
+ * `client` is the program and its first arguments: the Node.js CLI unless given.
  */
-export async function buildUntilStepRuns(root: string, ctx: string, tag: string, marker: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; exited: Promise<number | null>; output: () => string }> {
-  const c = spawn(process.execPath, [CLI, '--root', root, 'build', '-t', tag, ctx], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export async function buildUntilStepRuns(root: string, ctx: string, tag: string, marker: string, env: NodeJS.ProcessEnv = {}, client: string[] = [process.execPath, CLI]): Promise<{ child: ChildProcess; exited: Promise<number | null>; output: () => string }> {
+  const c = spawn(client[0]!, [...client.slice(1), '--root', root, 'build', '-t', tag, ctx], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   c.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   c.stderr.on('data', (d: Buffer) => { out += d.toString(); });
@@ -109,6 +110,16 @@ export async function buildUntilStepRuns(root: string, ctx: string, tag: string,
   for (let i = 0; i < 200 && (await processesMentioning(marker)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
   if ((await processesMentioning(marker)).length === 0) throw new Error(`the step never started: ${out}`);
   return { child: c, exited, output: () => out };
+}
+
+/** What `probe` lists once it lists nothing, or after `ms` (then what it still lists). */
+export async function untilEmpty(probe: () => Promise<string[]>, ms = 10_000): Promise<string[]> {
+  let left = await probe();
+  for (const end = Date.now() + ms; left.length > 0 && Date.now() < end;) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = await probe();
+  }
+  return left;
 }
 
 /** Processes whose command line mentions `needle`. */
