@@ -93,6 +93,15 @@ export class SlipwayError extends Error {
     return d;
   }
 
+  /**
+   * The line a user sees: `Error: ` and the message (once, however many wrappings added it),
+   * or the message alone for usage errors and Docker's bare messages. The CLI prints it
+   * (cli/report-error.ts), and the resident engine renders it for the native client.
+   */
+  userText(): string {
+    return `${this.code === 'ERR_USAGE' || this.bare ? '' : 'Error: '}${this.message.replace(/^(?:Error: )+/, '')}\n`;
+  }
+
   static fromData(d: SlipwayErrorData): SlipwayError {
     const opts: { line?: number; file?: string; exitCode?: number; bare?: boolean } = {};
     if (d.line !== undefined) opts.line = d.line;

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import type { Server } from 'node:net';
-import { errorToData } from '../errors.js';
 import { build } from '../scheduler/build.js';
 import { pullBaseImage } from '../registry/pull.js';
 import { parseReference } from '../store/reference.js';
@@ -11,6 +10,7 @@ import { readSmallBody } from './body.js';
 import { socketPathOf } from './unix-sockets.js';
 import { outcomeOf, tapBuild } from './metrics-route.js';
 import type { ApiContext, ApiRequest } from './api-context.js';
+import { eventsAnswer, renderedAnswer } from './rendered-answer.js';
 
 /** What `slipway build` sends a running engine on this machine: the build, with its context as a folder. */
 export interface LocalBuildRequest {
@@ -20,6 +20,8 @@ export interface LocalBuildRequest {
   buildArgs: Record<string, string>;
   target?: string;
   noCache: boolean;
+  /** Asked by the native client: the answer is the rendered output (rendered-answer.ts), `-q`'s when `quiet`. */
+  render?: { quiet: boolean };
 }
 
 /** One line of the answer: an event as the build emits it, then `done` or `error`. */
@@ -51,8 +53,12 @@ function parseRequest(raw: Buffer): LocalBuildRequest {
   if (typeof r.contextDir !== 'string' || !path.isAbsolute(r.contextDir)) throw badParameter('contextDir must be an absolute path');
   if (!Array.isArray(r.tags) || !r.tags.every((t) => typeof t === 'string') || !strings(r.buildArgs)) throw badParameter('tags and buildArgs must be strings');
   if ((r.dockerfile !== undefined && typeof r.dockerfile !== 'string') || (r.target !== undefined && typeof r.target !== 'string')) throw badParameter('dockerfile and target must be strings');
+  if (r.render !== undefined && (typeof r.render !== 'object' || r.render === null)) throw badParameter('render must be an object');
   for (const t of r.tags) parseReference(t);
-  return { contextDir: r.contextDir, tags: r.tags, buildArgs: r.buildArgs!, noCache: r.noCache === true, ...(r.dockerfile !== undefined ? { dockerfile: r.dockerfile } : {}), ...(r.target !== undefined ? { target: r.target } : {}) };
+  return {
+    contextDir: r.contextDir, tags: r.tags, buildArgs: r.buildArgs!, noCache: r.noCache === true, ...(r.dockerfile !== undefined ? { dockerfile: r.dockerfile } : {}),
+    ...(r.target !== undefined ? { target: r.target } : {}), ...(r.render !== undefined ? { render: { quiet: r.render.quiet === true } } : {}),
+  };
 }
 
 /**
@@ -60,8 +66,9 @@ function parseRequest(raw: Buffer): LocalBuildRequest {
  * `serve` runs on its root's socket, hands the build here instead of starting an engine of its
  * own: the context is read in place (with the engine's stat cache), the steps run in the
  * engine's warm worker pool, and every event goes back as one JSON line for the client to
- * render. The operator's sandbox policy applies as to any build of this server. A client that
- * goes away cancels the build.
+ * render (or, to the native client, the rendered text: rendered-answer.ts). The operator's
+ * sandbox policy applies as to any build of this server. A client that goes away cancels the
+ * build.
  */
 export async function localBuildRoute({ req, res }: ApiRequest, ctx: ApiContext): Promise<void> {
   if (!fromRootOnlySocket(req)) throw new ApiError(403, 'a build from a local folder is taken only on a unix socket that only root can open');
@@ -71,21 +78,20 @@ export async function localBuildRoute({ req, res }: ApiRequest, ctx: ApiContext)
   res.once('close', onClose);
   const untrack = ctx.trackBuild(abort);
   const tap = tapBuild(ctx.metrics);
-  res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
-  const send = (m: LocalBuildMessage) => { if (!res.destroyed) res.write(`${JSON.stringify(m)}\n`); };
+  const answer = r.render ? renderedAnswer(res, r.render.quiet) : eventsAnswer(res);
   try {
     const { id } = await build({
       layout: ctx.layout, contextDir: r.contextDir, ...(r.dockerfile !== undefined ? { dockerfile: r.dockerfile } : {}), tags: r.tags,
       buildArgs: r.buildArgs, ...(r.target !== undefined ? { target: r.target } : {}), noCache: r.noCache, executor: ctx.pool,
       sandbox: ctx.policy.sandbox, allowHostNetwork: ctx.policy.entitlements.includes('network.host'),
-      onEvent: (e) => { tap.event(e); send({ event: e }); }, signal: abort.signal,
+      onEvent: (e) => { tap.event(e); answer.event(e); }, signal: abort.signal,
       fetchBase: (ref) => pullBaseImage({ layout: ctx.layout, ref, insecureRegistries: ctx.insecureRegistries }),
     });
     tap.done('success');
-    send({ done: { id } });
+    answer.done(id);
   } catch (e) {
     tap.done(abort.signal.aborted ? 'cancelled' : outcomeOf(e));
-    send({ error: errorToData(e) });
+    answer.error(e);
   } finally {
     res.off('close', onClose);
     untrack();

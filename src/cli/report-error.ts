@@ -40,8 +40,8 @@ export function reportError(e: unknown, ctx: ReportContext): number {
   const write = (s: string) => process.stderr.write(s);
   let status = 1;
   if (e instanceof SlipwayError) {
-    // A message that crossed a thread may carry its own "Error: " already: print it once.
-    write(`${e.code === 'ERR_USAGE' || e.bare ? '' : 'Error: '}${e.message.replace(/^(?:Error: )+/, '')}\n`);
+    // A message that crossed a thread may carry its own "Error: " already: printed once.
+    write(e.userText());
     status = e.exitCode;
   } else if (PARSE_ARGS_CODES.has((e as NodeJS.ErrnoException | null)?.code ?? '')) {
     const err = e as NodeJS.ErrnoException;
