@@ -51,11 +51,17 @@ export function slipwayBuilder(ctx: Ctx, name: 'slipway' | 'slipway-before' | 's
 /**
  * The same CLI through its resident engine: `slipway serve` on the entry's root (its default
  * socket, `<root>/slipway.sock`), started untimed by `reset`; each timed build is the
- * `slipway build` client process, which hands the build to the engine.
+ * `slipway build` client process, which hands the build to the engine. That process is the
+ * `slipway` command a user runs: the native front (`dist/native/slipway`, beside the CLI's
+ * `dist/src`) in a tree that has one, else the Node.js CLI. The front finds `node` (for what it
+ * hands over) on PATH: this bench's own Node.js first.
  */
 export function slipwayEngineBuilder(ctx: Ctx, name: 'slipway-engine' | 'slipway-main-engine', cliPath: string): Builder {
   const rootOf = (e: Entry) => path.join(ctx.work, name, e.name);
   const cli = (e: Entry, ...args: string[]) => [cliPath, '--root', rootOf(e), ...args];
+  const front = path.join(path.dirname(cliPath), '..', '..', 'native', 'slipway');
+  const client = fs.existsSync(front) ? front : undefined;
+  const env = { PATH: `${path.dirname(process.execPath)}:${process.env['PATH'] ?? ''}` };
   let engine: ChildProcess | undefined;
   const stop = async () => {
     if (engine) await stopChild(engine, 'SIGTERM', 15_000);
@@ -71,7 +77,8 @@ export function slipwayEngineBuilder(ctx: Ctx, name: 'slipway-engine' | 'slipway
     },
     async build(e) {
       if (!engine || engine.exitCode !== null) throw new Error(`${name}: the engine for ${e.name} is not running`);
-      return run(process.execPath, cli(e, 'build', '-t', tagOf(e, name), e.dir));
+      const args = cli(e, 'build', '-t', tagOf(e, name), e.dir);
+      return client ? run(client, args.slice(1), { env }) : run(process.execPath, args);
     },
     async finish(e) {
       await stop();
