@@ -210,17 +210,27 @@ static void parse(int argc, char **argv, struct request *r) {
   if (!r->context || !strcmp(r->context, "-") || (r->file && !strcmp(r->file, "-"))) node_cli();
 }
 
-static volatile sig_atomic_t g_cancelled;
-static void on_signal(int sig) { (void)sig; g_cancelled = 1; }
+/*
+ * Ctrl-C: what the Node.js client prints, then exit, which closes the connection and so cancels
+ * the build in the engine. Done in the handler (write and _exit are async-signal-safe), so that
+ * no signal can fall between a check and a blocking read.
+ */
+static void on_signal(int sig) {
+  (void)sig;
+  static const char msg[] = "Error: build cancelled\n";
+  ssize_t ignored = write(2, msg, sizeof msg - 1);
+  (void)ignored;
+  _exit(1);
+}
 
-/* Reads exactly n bytes; 0 at a clean end before any of them, -1 on error, cancel or a cut-off frame. */
+/* Reads exactly n bytes; 0 at a clean end before any of them, -1 on an error or a cut-off frame. */
 static int read_full(int fd, void *p, size_t n) {
   size_t got = 0;
   while (got < n) {
     ssize_t k = read(fd, (char *)p + got, n - got);
     if (k > 0) { got += (size_t)k; continue; }
     if (k == 0) return got == 0 ? 0 : -1;
-    if (errno == EINTR && !g_cancelled) continue;
+    if (errno == EINTR) continue;
     return -1;
   }
   return 1;
@@ -250,8 +260,7 @@ static int relay(int fd, const char *sock) {
   while (!end) {
     if (len == sizeof head - 1) node_cli();
     ssize_t k = read(fd, head + len, sizeof head - 1 - len);
-    if (k < 0 && errno == EINTR && !g_cancelled) continue;
-    if (g_cancelled) { fprintf(stderr, "Error: build cancelled\n"); return 1; }
+    if (k < 0 && errno == EINTR) continue;
     if (k <= 0) node_cli();  /* gone before it answered: nothing started */
     len += (size_t)k;
     head[len] = 0;
@@ -272,7 +281,6 @@ static int relay(int fd, const char *sock) {
     body += from_head;
     have -= from_head;
     int r = from_head == 8 ? 1 : read_full(fd, h + from_head, 8 - from_head);
-    if (g_cancelled) { fprintf(stderr, "Error: build cancelled\n"); return 1; }
     if (r == 0 && from_head == 0) return fail(sock, "ended the build without a result");
     if (r <= 0) return fail(sock, "went away");
     uint32_t n = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
@@ -284,7 +292,6 @@ static int relay(int fd, const char *sock) {
     have -= take;
     if (take < n && read_full(fd, p + take, n - take) <= 0) {
       free(p);
-      if (g_cancelled) { fprintf(stderr, "Error: build cancelled\n"); return 1; }
       return fail(sock, "went away");
     }
     p[n] = 0;
@@ -355,14 +362,13 @@ int main(int argc, char **argv) {
   put(&req, body.p, body.len);
 
   signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa = { .sa_handler = on_signal };  /* no SA_RESTART: a read in progress returns */
-  sigemptyset(&sa.sa_mask);
+  struct sigaction sa = { .sa_handler = on_signal };
+  sigfillset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   for (size_t off = 0; off < req.len;) {
     ssize_t k = write(fd, req.p + off, req.len - off);
-    if (k < 0 && errno == EINTR && !g_cancelled) continue;
-    if (g_cancelled) { fprintf(stderr, "Error: build cancelled\n"); return 1; }
+    if (k < 0 && errno == EINTR) continue;
     if (k <= 0) node_cli();
     off += (size_t)k;
   }
