@@ -59,7 +59,9 @@ export async function readStepHistory(layout: StoreLayout, identity: string): Pr
 }
 
 export async function writeStepHistory(layout: StoreLayout, identities: string[], rec: StepHistory): Promise<void> {
-  for (const id of identities) await writeFileAtomic(await historyFile(layout, id), JSON.stringify(rec), 0o644, { fsync: false });
+  const text = JSON.stringify(rec);
+  // One file per identity, each written whole then renamed: all at once.
+  await Promise.all(identities.map(async (id) => writeFileAtomic(await historyFile(layout, id), text, 0o644, { fsync: false })));
 }
 
 /** Writes a build's record (atomically; one file per build). */

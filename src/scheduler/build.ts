@@ -49,7 +49,7 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   await sweepTmp(opts.layout);
   const context = await loadContext(opts.contextDir, opts.layout);
   for (const w of df.warnings) opts.onEvent({ type: 'warning', text: w });
-  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape, records: [], historyName: tags[0] ?? dockerfile.path, buildId: newBuildId(), inUse: new Set() };
+  const run: BuildRun = { opts, plan, context, stages: new Map(), escape: df.escape, records: [], historyName: tags[0] ?? dockerfile.path, buildId: newBuildId(), inUse: new Set(), cleanups: [] };
   const started = new Date();
   for (const [i, a] of plan.globalArgs.entries()) opts.onEvent({ type: 'step', n: i + 1, total: plan.total, text: a.text });
   let last: StageResult;
@@ -59,6 +59,8 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
     await recordBuild(run, { dockerfile: dockerfile.path, tags, started, result: 'failure', error: (e as Error).message });
     throw e;
   } finally {
+    // Nothing of a step is left in graph/_tmp once the build has settled, failed or not.
+    await Promise.all(run.cleanups);
     if (!opts.plan) await clearRunning(opts.layout, run.buildId);
   }
   if (opts.plan) {

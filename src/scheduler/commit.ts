@@ -42,10 +42,14 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   const json = imageJson(id, parent, created, container, p, layer);
   await registerImage(opts.layout, { id, json, layerDir: layer.layerDir, diffId: layer.diffId, layerSize: layer.size, ...(layer.tarFile ? { originalTar: layer.tarFile } : {}) });
   await useImage(run, id);
-  await fs.rm(path.dirname(layer.layerDir), { recursive: true, force: true });
-  await recordCache(opts.layout, { key: p.key as CacheKey, preimage: p.text, imageId: id, created, durationMs, diffId: layer.diffId });
+  // The step's folder (its scratch; the layer has moved into the graph) goes beside the next steps.
+  run.cleanups.push(fs.rm(path.dirname(layer.layerDir), { recursive: true, force: true }).catch(() => undefined));
+  // Two independent records (each its own files, each written whole then renamed): at once.
+  await Promise.all([
+    recordCache(opts.layout, { key: p.key as CacheKey, preimage: p.text, imageId: id, created, durationMs, diffId: layer.diffId }),
+    writeStepHistory(opts.layout, p.identities, { preimage: p.text, key: p.key, imageId: id, diffId: layer.diffId, durationMs, at: created }),
+  ]);
   if (opts.remote) await opts.remote.publish(p.text, { id, json, diffId: layer.diffId, size: layer.size, durationMs, layerDir: opts.layout.layerDir(id) });
-  await writeStepHistory(opts.layout, p.identities, { preimage: p.text, key: p.key, imageId: id, diffId: layer.diffId, durationMs, at: created });
   recordMiss(run, pos, step.text, { reason: p.reason, reasons: p.reasons, durationMs, bytes: layer.size, id });
   track.lastMiss = pos.n;
   state.config = p.newConfig;

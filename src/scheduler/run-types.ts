@@ -97,4 +97,9 @@ export interface BuildRun {
   buildId: string;
   /** Images this build stands on; `prune` keeps them while it runs. */
   inUse: Set<string>;
+  /**
+   * Removals of finished steps' scratch folders, left to run beside the next steps (a step's
+   * folder is a few milliseconds to remove); the build awaits them all before it settles.
+   */
+  cleanups: Array<Promise<void>>;
 }

@@ -92,7 +92,8 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
       await copyStep(task.op, { ...rootfs, ...(signal ? { signal } : {}) });
     }
     if (vfs) await writeVfsLayer(vfs, upperDir, scratchDir);
-    await fs.rm(scratchDir, { recursive: true, force: true });
+    // The scratch folder is left in the step's folder, which its taker removes once the layer has
+    // moved out of it (the scheduler's commit, beside the next steps; a cancelled build's pool).
     return { ok: true, ...(await finishLayer(upperDir, task, ownersBack ? { ownersBack } : {})) };
   } catch (e) {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);

@@ -109,6 +109,8 @@ test('--no-cache rebuilds every step; the cache survives and is used again after
   const root = await storeWithBusybox();
   const ctx = await makeContext({ Dockerfile: 'FROM busybox\nENV A=1\nRUN echo hi > /hi\n' });
   assert.equal((await slipway(root, ['build', ctx])).code, 0);
+  // The steps' folders are removed beside later steps, and all of them before the build ends.
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), [], 'no step folder outlives the build');
   assert.deepEqual(cachedFlags((await slipway(root, ['build', '--no-cache', ctx])).stdout), [false, false, false]);
   assert.deepEqual(cachedFlags((await slipway(root, ['build', ctx])).stdout), [false, true, true]);
 });

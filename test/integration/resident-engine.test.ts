@@ -38,6 +38,7 @@ test('serve on the root\'s socket: build runs in the engine, prints what an in-p
   assert.match(viaEngine.stdout, /Successfully built [0-9a-f]{12}\nSuccessfully tagged res:1\n/);
   assert.deepEqual(await lines(client), [], 'the client packed nothing');
   assert.equal((await lines(path.join(logs, 'engine.log'))).length, 1, 'the engine packed the RUN layer');
+  assert.deepEqual(await fs.readdir(path.join(root, 'graph', '_tmp')), [], 'no step folder outlives the build');
   // The same build in-process: all cache hits, the same id, the same lines apart from the ids.
   const inProcess = await slipway(root, ['build', '-t', 'res:2', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
   assert.equal(inProcess.code, 0, inProcess.stderr);
