@@ -32,10 +32,10 @@ export function eventsAnswer(res: ServerResponse): BuildAnswer {
   return { event: (e) => send({ event: e }), done: (id) => send({ done: { id } }), error: (e) => send({ error: errorToData(e) }) };
 }
 
-export const MULTIPLEXED = 'application/vnd.docker.multiplexed-stream';
+const MULTIPLEXED = 'application/vnd.docker.multiplexed-stream';
 
 /** One frame of Docker's multiplexed stream. */
-export function frame(stream: 1 | 2 | 3, text: string): Buffer {
+function frame(stream: 1 | 2 | 3, text: string): Buffer {
   const payload = Buffer.from(text);
   const head = Buffer.alloc(8);
   head[0] = stream;
