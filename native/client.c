@@ -332,7 +332,8 @@ int main(int argc, char **argv) {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/slipway.sock", !strcmp(root, "/") ? "" : root);
   struct stat st;
-  if (n < 0 || (size_t)n >= sizeof addr.sun_path || lstat(addr.sun_path, &st) != 0 || !S_ISSOCK(st.st_mode)) node_cli();
+  /* Only root's engine: a socket another user made (in a folder they can write) is not one to send a root build to. */
+  if (n < 0 || (size_t)n >= sizeof addr.sun_path || lstat(addr.sun_path, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != 0) node_cli();
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) node_cli();
 

@@ -8,14 +8,16 @@ import type { LocalBuildMessage, LocalBuildRequest } from '../api/local-build-ro
 
 /**
  * The running engine of this root: `slipway serve` listening on `<root>/slipway.sock` (its
- * default), as `docker` finds `dockerd`. Undefined when nobody answers there, or when
- * SLIPWAY_ENGINE=off asks for an in-process build.
+ * default, owned by root), as `docker` finds `dockerd`. Undefined when nobody answers there,
+ * when the socket is not root's, or when SLIPWAY_ENGINE=off asks for an in-process build.
  */
 export async function runningEngine(layout: StoreLayout): Promise<string | undefined> {
   if (process.env['SLIPWAY_ENGINE'] === 'off') return undefined;
   const sock = path.join(path.resolve(layout.root), 'slipway.sock');
-  // No socket file, no engine: an in-process build then never loads the network modules.
-  if (!(await fs.lstat(sock).catch(() => undefined))?.isSocket()) return undefined;
+  // No socket file, no engine: an in-process build then never loads the network modules. A
+  // socket another user made (in a folder they can write) is not root's engine: not used.
+  const st = await fs.lstat(sock).catch(() => undefined);
+  if (!st?.isSocket() || st.uid !== 0) return undefined;
   const net = await import('node:net');
   return new Promise((resolve) => {
     const c = net.connect(sock);

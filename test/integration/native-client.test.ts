@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { buildUntilStepRuns, makeContext, pathWithout, processesMentioning, runProcess, slipway, storeWithBusybox, untilEmpty } from '../support/cli.js';
 import { cleanup, startServer, type Server } from '../support/engine-api.js';
@@ -141,4 +142,30 @@ test('a reader that goes away does not stop the build: it completes and is tagge
   const images = await slipway(root, ['images', '--format', '{{.Repository}}:{{.Tag}}']);
   assert.match(images.stdout, /^headless:1$/m);
   await fs.rm(ctx, { recursive: true, force: true });
+});
+
+test('a socket another user made at <root>/slipway.sock is not taken for the engine: both clients build in-process and never connect', async () => {
+  const other = await storeWithBusybox();
+  const sock = path.join(other, 'slipway.sock');
+  let connections = 0;
+  const fake = net.createServer((c) => { connections++; c.destroy(); });
+  await new Promise<void>((resolve) => fake.listen(sock, resolve));
+  try {
+    await fs.chown(sock, 65534, 65534);
+    const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN echo in-process > /p\n' });
+    const viaFront = await runProcess(NATIVE, ['--root', other, 'build', '-t', 'notfake:1', ctx], { env: env({}, true) });
+    assert.equal(viaFront.code, 0, viaFront.stderr);
+    assert.match(viaFront.stdout, /Successfully tagged notfake:1\n/);
+    const viaNode = await slipway(other, ['build', '-t', 'notfake:2', ctx]);
+    assert.equal(viaNode.code, 0, viaNode.stderr);
+    assert.equal(connections, 0, 'neither client connected to the socket');
+    // The same socket owned by root is an engine to both (here, one that hangs up: the front hands over, the Node.js client fails).
+    await fs.chown(sock, 0, 0);
+    await slipway(other, ['build', ctx]);
+    assert.ok(connections > 0, 'a root-owned socket is tried');
+    await fs.rm(ctx, { recursive: true, force: true });
+  } finally {
+    await new Promise<void>((resolve) => fake.close(() => resolve()));
+    await fs.rm(other, { recursive: true, force: true });
+  }
 });
