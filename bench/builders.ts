@@ -52,8 +52,8 @@ export function slipwayBuilder(ctx: Ctx, name: 'slipway' | 'slipway-before' | 's
  * The same CLI through its resident engine: `slipway serve` on the entry's root (its default
  * socket, `<root>/slipway.sock`), started untimed by `reset`; each timed build is the
  * `slipway build` client process, which hands the build to the engine. That process is the
- * `slipway` command a user runs: the native front (`dist/native/slipway`, beside the CLI's
- * `dist/src`) in a tree that has one, else the Node.js CLI. The front finds `node` (for what it
+ * native front (`dist/native/slipway`, beside the CLI's `dist/src`, the fastest `slipway` a
+ * user can install) in a tree that has one, else the Node.js CLI. The front finds `node` (for what it
  * hands over) on PATH: this bench's own Node.js first.
  */
 export function slipwayEngineBuilder(ctx: Ctx, name: 'slipway-engine' | 'slipway-main-engine', cliPath: string): Builder {

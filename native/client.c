@@ -1,6 +1,8 @@
 /*
- * slipway: the command's front. A plain `slipway build` on a root whose resident engine
- * (`slipway serve`) is up is handed to that engine from here, with no Node.js process at all,
+ * slipway's native front (dist/native/slipway; optional: the package's bin is the Node.js
+ * CLI, which a user may replace with this on PATH, see the README). A plain `slipway build`
+ * on a root whose resident engine (`slipway serve`) is up is handed to that engine from here,
+ * with no Node.js process at all,
  * as docker's CLI hands builds to dockerd. Everything else, and anything this program is not
  * sure of, runs the Node.js CLI (dist/src/cli/main.js beside this program's folder) with the
  * same arguments: `execvp("node", ...)`, as the script's `#!/usr/bin/env node` line would.

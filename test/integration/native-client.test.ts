@@ -12,6 +12,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { buildUntilStepRuns, makeContext, pathWithout, processesMentioning, runProcess, slipway, storeWithBusybox, untilEmpty } from '../support/cli.js';
 import { cleanup, startServer, type Server } from '../support/engine-api.js';
 
@@ -168,4 +169,12 @@ test('a socket another user made at <root>/slipway.sock is not taken for the eng
     await new Promise<void>((resolve) => fake.close(() => resolve()));
     await fs.rm(other, { recursive: true, force: true });
   }
+});
+
+test('the package\'s bin is the Node.js CLI, which anything may run with node; the front is not it', async () => {
+  const pkgFile = fileURLToPath(new URL('../../../package.json', import.meta.url));
+  const bin = (JSON.parse(readFileSync(pkgFile, 'utf8')) as { bin: Record<string, string> }).bin['slipway']!;
+  const r = await runProcess(process.execPath, [path.join(path.dirname(pkgFile), bin), '--root', root, 'tag', 'Bad_Name:1', 'x:y'], { env: env({}, true) });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'Error: No such image: Bad_Name:1\n', 'one line, no stack trace');
 });
