@@ -24,11 +24,7 @@ export interface LocalBuildRequest {
   render?: { quiet: boolean };
 }
 
-/** One line of the answer: an event as the build emits it, then `done` or `error`. */
-export type LocalBuildMessage =
-  | { event: import('../scheduler/progress.js').BuildEvent }
-  | { done: { id: string } }
-  | { error: import('../errors.js').SlipwayErrorData };
+export type { LocalBuildMessage } from './rendered-answer.js';
 
 /**
  * True when the request came over a unix socket that only root can open (owned by root, no

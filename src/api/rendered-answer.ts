@@ -15,8 +15,14 @@
  * would get over the wire: the error as data, which is always a SlipwayError on arrival.
  */
 import type { ServerResponse } from 'node:http';
-import { SlipwayError, errorToData } from '../errors.js';
+import { SlipwayError, errorToData, type SlipwayErrorData } from '../errors.js';
 import { renderLegacy, type BuildEvent } from '../scheduler/progress.js';
+
+/** One line of the answer: an event as the build emits it, then `done` or `error`. */
+export type LocalBuildMessage =
+  | { event: BuildEvent }
+  | { done: { id: string } }
+  | { error: SlipwayErrorData };
 
 /** What the route tells its client, whichever form the answer takes. */
 export interface BuildAnswer {
@@ -28,7 +34,7 @@ export interface BuildAnswer {
 /** The events form: `{event}` lines, then `{done}` or `{error}`. */
 export function eventsAnswer(res: ServerResponse): BuildAnswer {
   res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
-  const send = (m: object) => { if (!res.destroyed) res.write(`${JSON.stringify(m)}\n`); };
+  const send = (m: LocalBuildMessage) => { if (!res.destroyed) res.write(`${JSON.stringify(m)}\n`); };
   return { event: (e) => send({ event: e }), done: (id) => send({ done: { id } }), error: (e) => send({ error: errorToData(e) }) };
 }
 

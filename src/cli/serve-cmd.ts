@@ -57,14 +57,6 @@ function insecureRegistries(flags: string[] | undefined): string[] {
 }
 
 /**
- * `slipway serve`: the Docker Engine API on unix sockets and token-protected TCP ports, one
- * worker pool for every request. Runs until SIGINT or SIGTERM, then cancels running builds
- * and removes its sockets. Over TCP the docker CLI sends the token from its config.json:
- * `{"HttpHeaders": {"Authorization": "Bearer <token>"}}`. `docker push`/`pull` use plain HTTP
- * for loopback registries and those named by `--insecure-registry`; `--redis` and `--registry`
- * enable the farm endpoints; `GET /metrics` is always served.
- */
-/**
  * Listening means ready, as dockerd's "API listen on": the resident threads are up and readied
  * first (a few hundred ms), or 15 s have gone by (a thread that cannot ready itself fails its
  * first step instead). Meanwhile this thread loads the parser and the step-key hash that a first
@@ -77,6 +69,14 @@ async function readyPool(layout: CommandEnv['layout'], workers: number | undefin
   return pool;
 }
 
+/**
+ * `slipway serve`: the Docker Engine API on unix sockets and token-protected TCP ports, one
+ * worker pool for every request. Runs until SIGINT or SIGTERM, then cancels running builds
+ * and removes its sockets. Over TCP the docker CLI sends the token from its config.json:
+ * `{"HttpHeaders": {"Authorization": "Bearer <token>"}}`. `docker push`/`pull` use plain HTTP
+ * for loopback registries and those named by `--insecure-registry`; `--redis` and `--registry`
+ * enable the farm endpoints; `GET /metrics` is always served.
+ */
 export async function serveCommand(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
