@@ -6,7 +6,7 @@ import { specialFileError, specialKind } from '../context/special-file.js';
 
 /** One file the COPY selected, as it enters the cache key (never its mtime). */
 export interface DigestEntry {
-  /** Path relative to the source it was selected by (`.` for the source itself). */
+  /** Path relative to the folder it was selected by (`.` for that folder itself); a file source's own entry has its context path. */
   path: string;
   type: 'file' | 'dir' | 'symlink';
   /** Permission bits as they will be copied (Docker's legacy builder drops setuid/setgid). */

@@ -12,6 +12,7 @@ import { cacheRecords, recordCache } from '../cache/cache-index.js';
 import { writeStepHistory } from '../cache/history.js';
 import type { FinishedLayer } from '../snapshot/finish-layer.js';
 import type { LayerWork } from './layer-step.js';
+import type { PreviousCopy } from './previous-copy.js';
 import { recordMiss, useImage } from './recorder.js';
 import type { BuildRun, StageTrack, StepPosition } from './run-types.js';
 
@@ -25,6 +26,8 @@ export interface Prepared {
   identities: string[];
   reason: string;
   reasons: string[];
+  /** The last build of this COPY step, when its unchanged files may be linked from its layer. */
+  previous?: PreviousCopy;
 }
 
 /** Executes a missed step and commits its image (and publishes it to the farm's cache). */
@@ -34,7 +37,7 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   const container = p.work?.container ?? crypto.randomBytes(32).toString('hex');
   opts.onEvent({ type: 'running', container });
   const started = Date.now();
-  const layer = p.work ? await executeWork(run, step, p.work) : await emptyLayer(run);
+  const layer = p.work ? await executeWork(run, step, p.work, p.previous) : await emptyLayer(run);
   const durationMs = Date.now() - started;
   await warnIfNotReproducible(run, p.key, p.text, layer, pos.n, step.text);
   const id = imageIdOf(parent, p.key, layer.diffId);
@@ -58,8 +61,8 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
 }
 
 /** Runs the step's file work; a failing RUN fails with Docker's message, naming its line. */
-async function executeWork(run: BuildRun, step: Step, work: LayerWork): Promise<FinishedLayer> {
-  const res = await work.execute((t) => run.opts.onEvent({ type: 'output', text: t }));
+async function executeWork(run: BuildRun, step: Step, work: LayerWork, previous: PreviousCopy | undefined): Promise<FinishedLayer> {
+  const res = await work.execute((t) => run.opts.onEvent({ type: 'output', text: t }), previous);
   if (res.ok) return res;
   if (res.error.code === 'ERR_STEP_FAILED' && res.exitCode !== undefined) {
     // Docker's message, unchanged; the line travels as data (the farm's result names it).

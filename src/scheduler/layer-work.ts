@@ -2,6 +2,7 @@ import type { ContainerConfigJson } from '../image-config.js';
 import type { StepResult } from '../snapshot/run-step.js';
 import type { FinishOptions } from '../snapshot/finish-layer.js';
 import type { BuildRun } from './run-types.js';
+import type { PreviousCopy } from './previous-copy.js';
 
 /** A prepared RUN/COPY/ADD/WORKDIR: its history Cmd, its key inputs and how to execute it. */
 export interface LayerWork {
@@ -14,7 +15,8 @@ export interface LayerWork {
   displayCmd: string;
   /** The container id a RUN runs as (its first 12 hex are the step's hostname, as in Docker). */
   container?: string;
-  execute: (onOutput: (text: string) => void) => Promise<StepResult>;
+  /** `previous`: the last build of this step, given to a COPY whose unchanged files it may link. */
+  execute: (onOutput: (text: string) => void, previous?: PreviousCopy) => Promise<StepResult>;
 }
 
 /** How every step's new layer is finished: SOURCE_DATE_EPOCH, and its tar kept when the farm will publish it. */

@@ -20,6 +20,7 @@ import { finishOptions, type LayerWork } from './layer-work.js';
 import { digestInPlaceOrPool, downloadSource, expandVariablesOnly } from './copy-sources.js';
 import { verifyChecksum } from './add-checksum.js';
 import { copySelection, type CopySelection } from './copy-select.js';
+import { unchangedFiles } from './previous-copy.js';
 
 /** Where `COPY --from` reads: an earlier stage (by name or index) or an image. */
 export async function fromLowerDirs(run: BuildRun, from: string, line: number): Promise<{ lowerDirs: string[]; id: string }> {
@@ -130,9 +131,13 @@ export async function prepareCopy(run: BuildRun, state: StageState, step: CopySt
     cmd: b.history(digest.legacyHash),
     keyExtra: { entries: digest.entries, sources: sources.map((x) => x.rel), chmod: b.baseOp.chmod, dest: b.baseOp.dest, ...sel.keyExtra },
     displayCmd: step.text,
-    execute: async () => {
+    execute: async (_onOutput, previous) => {
+      // Linked files share their inode with the earlier layer: nothing may change them in place
+      // afterwards (SOURCE_DATE_EPOCH clamps mtimes on disk), and only a plain COPY's files are plain copies.
+      const linking = previous && step.kind === 'COPY' && run.opts.sourceDateEpoch === undefined;
+      const link = linking ? { layerDir: previous.layerDir, files: unchangedFiles(previous, op.sources, digest.entries) } : undefined;
       try {
-        return await run.opts.executor.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...finishOptions(run) });
+        return await run.opts.executor.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op: link && link.files.length > 0 ? { ...op, link } : op, driver: run.opts.storageDriver ?? 'overlay', ...finishOptions(run) });
       } finally {
         await cleanup();
       }

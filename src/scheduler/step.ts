@@ -8,6 +8,7 @@ import { cacheKeyOf } from '../cache/key.js';
 import { recordCache } from '../cache/cache-index.js';
 import { explainMiss, missReasons, type Preimage } from '../cache/explain.js';
 import { readStepHistory } from '../cache/history.js';
+import { previousCopy, type PreviousCopy } from './previous-copy.js';
 import { prepareLayerStep, type LayerWork } from './layer-step.js';
 import { isLinkStep, prepareLinkStep, restackLinkLayer, withoutRemote } from './link-step.js';
 import { claimStep } from './claim-step.js';
@@ -65,12 +66,15 @@ export async function executeStep(given: BuildRun, state: StageState, track: Sta
   if (opts.plan && track.unknownFrom !== undefined) return predictPastMiss(run, state, track, parent, step, pos, identities[0]!);
   const r = await resolveStep(run, state, parent, step);
   identities.push(`${parent ?? ''}|${(r.containerConfig.Cmd ?? []).join(' ')}`);
-  const explain = async (): Promise<{ reason: string; reasons: string[] }> => {
+  // The last build of this step: what a miss is explained against, and what a COPY may link from.
+  const previous = async () => (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
+  const explain = async (): Promise<{ reason: string; reasons: string[]; previous?: PreviousCopy }> => {
     if (opts.noCache) return { reason: 'no-cache requested', reasons: ['no-cache requested'] };
-    const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
+    const prev = await previous();
+    const copy = opts.storageDriver !== 'vfs' ? previousCopy(opts.layout, prev, r.preimage) : undefined;
     const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}), ...(track.relinked !== undefined ? { parentRelinkedStep: track.relinked } : {}) };
     const prevPre = prev ? (JSON.parse(prev.preimage) as Preimage) : undefined;
-    return { reason: explainMiss(prevPre, r.preimage, ctx), reasons: missReasons(prevPre, r.preimage, ctx) };
+    return { reason: explainMiss(prevPre, r.preimage, ctx), reasons: missReasons(prevPre, r.preimage, ctx), ...(copy ? { previous: copy } : {}) };
   };
   if (opts.plan) return predictStep(run, state, track, parent, step, pos, { ...r, identities, explain });
   const claim = await claimStep(opts, { key: r.key, text: r.text, parent, n: pos.n });

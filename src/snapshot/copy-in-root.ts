@@ -31,17 +31,37 @@ export interface CopyOp {
   downloaded?: string[];
   /** COPY --from: the source image's layer folders (top first) and the paths named in it. */
   from?: { lowerDirs: string[]; paths: string[]; mounted?: string };
+  /**
+   * The earlier layer of this step and the source files (host paths) it holds unchanged: each is
+   * left empty here, its owner, mode and times set, for `linkUnchanged` to link from that layer
+   * once the rootfs is unmounted (`placed`). Only files of LINK_MIN bytes or more.
+   */
+  link?: { layerDir: string; files: string[] };
 }
+
+/** A file below which a copy costs less than a placeholder and a link. */
+export const LINK_MIN = 64 * 1024;
+
+/**
+ * A file `copyInRoot` left empty (and nothing more) for `linkUnchanged`: where (host path), from
+ * which source, and what the copy would have given it: size, owner, permission bits and times.
+ */
+export interface Placed { dst: string; src: string; size: number; uid: number; gid: number; mode: number; atime: Date; mtime: Date }
+
+/** A COPY in progress: the op, and (with `link`) the files to place and those placed. */
+type Copying = CopyOp & { placing?: { files: Set<string>; placed: Placed[] } };
 
 /**
  * Runs inside the step's private mount namespace with the overlay mounted at `merged`:
  * performs COPY/ADD with Docker's destination rules. Every destination path is resolved
  * inside `merged` (chroot semantics), so a symlink in the image can never lead outside.
  */
-export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ ok: true }> {
+export default async function copyInRoot(merged: string, given: CopyOp): Promise<{ ok: true; placed: Placed[] }> {
+  const placed: Placed[] = [];
+  const op: Copying = given.link ? { ...given, placing: { files: new Set(given.link.files), placed } } : { ...given };
   if (op.kind === 'MKDIR') {
     await mkdirAll(merged, op.dest, 0, 0);
-    return { ok: true };
+    return { ok: true, placed };
   }
   if (op.from) op.sources = await resolveFromSources(op.from);
   const destIsDir = op.dest.endsWith('/') || op.sources.length > 1;
@@ -82,7 +102,7 @@ export default async function copyInRoot(merged: string, op: CopyOp): Promise<{ 
     const dst = await resolveInRoot(merged, target, { followFinal: false });
     copyFile(src.abs, dst, st, op, lstatOrNone(dst));
   }
-  return { ok: true };
+  return { ok: true, placed };
 }
 
 /** A source copied to its own path (`--parents`): a folder's contents into it, a file as it. */
@@ -156,9 +176,15 @@ function lstatOrNone(p: string): Stats | undefined {
 }
 
 /** Copies one regular file over whatever non-directory is at `dstHost` (`old`, its lstat). */
-function copyFile(srcAbs: string, dstHost: string, st: Stats, op: CopyOp, old: Stats | undefined): void {
+function copyFile(srcAbs: string, dstHost: string, st: Stats, op: Copying, old: Stats | undefined): void {
   if (old?.isDirectory()) throw new SlipwayError('ERR_COPY_DEST', `cannot copy to ${dstHost}: it is a directory`);
   if (old) fsSync.unlinkSync(dstHost);
+  if (op.placing !== undefined && st.size >= LINK_MIN && op.placing.files.has(srcAbs)) {
+    // The overlay makes the path (parents copied up, anything in the way gone); the rest is linkUnchanged's.
+    fsSync.closeSync(fsSync.openSync(dstHost, 'wx', 0o600));
+    op.placing.placed.push({ dst: dstHost, src: srcAbs, size: st.size, uid: op.uid, gid: op.gid, mode: modeOf(st.mode, op), atime: st.atime, mtime: st.mtime });
+    return;
+  }
   fsSync.copyFileSync(srcAbs, dstHost);
   fsSync.lchownSync(dstHost, op.uid, op.gid);
   fsSync.chmodSync(dstHost, modeOf(st.mode, op));

@@ -10,7 +10,7 @@ import type { IdMapping } from '../sandbox/userns.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
 import { finishLayer, type FinishedLayer, type FinishOptions } from './finish-layer.js';
 import type { CopyOp } from './copy-in-root.js';
-import { errorToData, type SlipwayErrorData } from '../errors.js';
+import { SlipwayError, errorToData, type SlipwayErrorData } from '../errors.js';
 
 /** The worker contract: what the scheduler sends for one uncached RUN/COPY/ADD/WORKDIR step. */
 export type StepTask =
@@ -108,10 +108,22 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
  * holds. A `COPY --from` of a multi-layer image has the shim mount that image's layers too,
  * read-only, beside the rootfs (a single layer is read in place).
  */
-async function copyStep(given: CopyOp, rootfs: RootfsSpec & { signal?: AbortSignal }): Promise<void> {
+async function copyStep(op: CopyOp, rootfs: RootfsSpec & { signal?: AbortSignal }): Promise<void> {
   const { default: copyInRoot } = await import('./copy-in-root.js');
+  // Placeholders are filled in the upper dir: a vfs rootfs has none.
+  const { link: _unused, ...unlinked } = op;
+  const given: CopyOp = rootfs.rootDir === undefined ? op : unlinked;
   const fromLowerDirs = given.from?.lowerDirs;
-  await withMountedRootfs({ ...rootfs, ...(fromLowerDirs ? { fromLowerDirs } : {}) }, (merged, from) => {
-    return copyInRoot(merged, given.from && from !== undefined ? { ...given, from: { ...given.from, mounted: from } } : given);
+  const placed = await withMountedRootfs({ ...rootfs, ...(fromLowerDirs ? { fromLowerDirs } : {}) }, async (merged, from) => {
+    const res = await copyInRoot(merged, given.from && from !== undefined ? { ...given, from: { ...given.from, mounted: from } } : given);
+    // Host paths through the mount become paths in the rootfs, which are the same in the upper dir.
+    return res.placed.map(({ dst, ...f }) => {
+      if (!dst.startsWith(`${merged}/`)) throw new SlipwayError('ERR_INTERNAL', `copy placed ${dst} outside the rootfs`);
+      return { ...f, rel: dst.slice(merged.length) };
+    });
   });
+  if (given.link && placed.length > 0) {
+    const { linkUnchanged } = await import('./link-unchanged.js');
+    linkUnchanged({ upperDir: rootfs.upperDir, scratchDir: rootfs.scratchDir, layerDir: given.link.layerDir, files: placed });
+  }
 }
