@@ -15,6 +15,7 @@ import type { CommandEnv } from './command-env.js';
 import { SANDBOX_FLAGS, parseAllow, sandboxFromFlags } from '../sandbox/limits.js';
 import { TenantTokens } from '../api/tenant-tokens.js';
 import { configDir, readCredentials } from '../registry/auth.js';
+import { warmBuild } from './warm-build.js';
 
 const MIN_TOKEN_LENGTH = 16;
 
@@ -113,6 +114,7 @@ export async function serveCommand(args: string[], { layout }: CommandEnv): Prom
   // One request's forgotten promise is a bug to log, not a reason to drop every other client.
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
   const pool = await readyPool(layout, workers);
+  await warmBuild(layout, pool);
   let server: EngineServer;
   try {
     server = await EngineServer.start({
