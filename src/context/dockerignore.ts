@@ -83,6 +83,7 @@ export class IgnoreMatcher {
    * relative to the context; the root itself never matches.
    */
   matches(relPath: string): boolean {
+    if (this.patterns.length === 0) return false; // no .dockerignore: nothing is left out
     const file = normalizeRel(relPath);
     if (file === '') return false;
     const parentDirs = file.split('/').slice(0, -1);

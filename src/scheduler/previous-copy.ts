@@ -1,4 +1,3 @@
-import path from 'node:path';
 import type { DigestEntry } from '../cache/context-digest.js';
 import type { Preimage } from '../cache/explain.js';
 import { canonicalJson } from '../cache/key.js';
@@ -53,7 +52,8 @@ export function unchangedFiles(previous: PreviousCopy, sources: CopyOp['sources'
     for (const e of list) {
       const o = old.get(e.path);
       if (e.type !== 'file' || !o || o.type !== 'file' || o.hash !== e.hash || o.mode !== e.mode) continue;
-      out.push(fileSource ? src.abs : path.join(src.abs, e.path));
+      // Entry paths are already relative and clean: no path.join (a 2,000-file COPY spent 4 ms there).
+      out.push(fileSource ? src.abs : `${src.abs}/${e.path}`);
     }
   });
   return out;
