@@ -2,14 +2,15 @@
 # Installs what Slipway and its tests need on Debian 12 (run as root): the OCI runtimes that run
 # RUN steps (crun, and runc, which the tests also exercise), gcc, libc6-dev, libseccomp-dev and
 # libslirp-dev (the sandbox shim, the seccomp compiler and the network daemon, which gives a
-# step its outbound network with libslirp, are C; tests build static probes), the busybox base, xattr tools (only the tests read xattrs with
+# step its outbound network with libslirp, are C; tests build static probes), libssl-dev (the
+# native layer packer's sha256), the busybox base, xattr tools (only the tests read xattrs with
 # getfattr; Slipway uses a native binding), archive tools, skopeo/umoci (image format checks), the
 # CNCF registry, htpasswd (apache2-utils), Redis (registry and farm tests), iproute2, iptables and tmux
 # (network and terminal tests), then the npm dependencies and Node.js 24 for CI (npm's `node`). It also registers Slipway's
 # subordinate id range (root in a step is host uid 1000000000) in /etc/subuid and /etc/subgid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(crun runc gcc libc6-dev libseccomp-dev libslirp-dev iptables busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux openssh-client)
+pkgs=(crun runc gcc libc6-dev libseccomp-dev libslirp-dev libssl-dev iptables busybox-static attr xz-utils bzip2 util-linux skopeo umoci docker-registry apache2-utils redis-server iproute2 tmux openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -29,7 +29,12 @@ interface PackContext {
   /** Docker's layersize, summed in the same walk: apparent sizes of non-directories, each inode once. */
   apparent: number;
   inodes: Set<string>;
+  /** Entries the walk may still meet (packSmallLayer); past it, OverBudget is thrown. */
+  budget: number;
 }
+
+/** What packSmallLayer's walk throws past its budget. */
+class OverBudget extends Error {}
 
 let packs = 0;
 
@@ -39,6 +44,13 @@ let packs = 0;
  */
 export function packCount(): number {
   return packs;
+}
+
+/** Counts a pack of `root` (this thread's count, and SLIPWAY_PACK_LOG's line), whichever packer packs it. */
+export function notePack(root: string): void {
+  packs++;
+  const log = process.env['SLIPWAY_PACK_LOG'];
+  if (log) appendFileSync(log, `${root}\n`);
 }
 
 /**
@@ -55,12 +67,33 @@ export async function packLayer(
   layerDir: string,
   out: NodeJS.WritableStream | null,
   opts: { clampMtime?: number; ownersBack?: IdMapping } = {},
-): Promise<{ diffId: string; size: number; layerSize: number }> {
+): Promise<PackResult> {
+  notePack(resolveHost(layerDir));
+  return packWalk(layerDir, out, opts, Infinity);
+}
+
+/** A packed layer: its diff id, its tar's size, Docker's layersize. */
+export interface PackResult { diffId: string; size: number; layerSize: number }
+
+/**
+ * packLayer for a layer of at most `budget` entries (a step's small layer, for which starting the
+ * native packer costs more than packing it here). Undefined, and no pack counted, when the walk
+ * meets more: owners it mapped back stay so (the mapping is idempotent), and `out` is destroyed.
+ */
+export async function packSmallLayer(layerDir: string, out: NodeJS.WritableStream | null, budget: number, opts: { ownersBack?: IdMapping } = {}): Promise<PackResult | undefined> {
+  try {
+    const r = await packWalk(layerDir, out, opts, budget);
+    notePack(resolveHost(layerDir));
+    return r;
+  } catch (e) {
+    if (e instanceof OverBudget) return undefined;
+    throw e;
+  }
+}
+
+async function packWalk(layerDir: string, out: NodeJS.WritableStream | null, opts: { clampMtime?: number; ownersBack?: IdMapping }, budget: number): Promise<PackResult> {
   const root = resolveHost(layerDir);
-  packs++;
-  const log = process.env['SLIPWAY_PACK_LOG'];
-  if (log) appendFileSync(log, `${root}\n`);
-  const ctx: PackContext = { pack: tarPack(), root, links: new Map(), clamp: opts.clampMtime, ownersBack: opts.ownersBack, apparent: 0, inodes: new Set() };
+  const ctx: PackContext = { pack: tarPack(), root, links: new Map(), clamp: opts.clampMtime, ownersBack: opts.ownersBack, apparent: 0, inodes: new Set(), budget };
   if (ctx.ownersBack) shiftOneBack(root, lstatSync(root), ctx.ownersBack);
   const hash = createHash('sha256');
   let size = 0;
@@ -161,6 +194,7 @@ async function writeDir(ctx: PackContext, relDir: string): Promise<void> {
     .sort((a, b) => Buffer.compare(a.key, b.key))
     .map((e) => e.n);
   for (const name of names) {
+    if (--ctx.budget < 0) throw new OverBudget();
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     const host = `${ctx.root}/${rel}`;
     const st = lstatSync(host, { bigint: true });
