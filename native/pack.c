@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -354,6 +356,10 @@ static void walk(int dirfd, const char *rel, const char *host) {
 }
 
 int main(int argc, char **argv) {
+  /* Dies with the spawner that started it (which dies with its Node.js thread): a killed engine
+   * leaves no packer writing into its tmp folder. */
+  pid_t parent = getppid();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) return 1;
   if (argc < 2) { fprintf(stderr, "usage: slipway-pack LAYERDIR [--owners-back UH:UC:GH:GC] [--tar FILE]\n"); return 1; }
   const char *root = argv[1];
   for (int i = 2; i < argc; i++) {

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { buildUntilStepRuns, processesMentioning, slipway, storeWithBusybox, makeContext } from '../support/cli.js';
+import { buildUntilStepRuns, processesMentioning, slipway, storeWithBusybox, makeContext, untilEmpty } from '../support/cli.js';
 
 function cachedFlags(out: string): boolean[] {
   const steps: boolean[] = [];
@@ -161,5 +161,18 @@ test('Ctrl-C on a standalone build kills its RUN, which runs on the CLI\'s own t
   await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo after > /after\n');
   const next = await slipway(root, ['build', '-q', ctx], { env: { SLIPWAY_ENGINE: 'off' } });
   assert.equal(next.code, 0, next.stderr);
+  await fs.rm(ctx, { recursive: true, force: true });
+});
+
+test('kill -9 of a build while the native packer packs its step\'s layer leaves no packer running', async () => {
+  const root = await storeWithBusybox();
+  // 60,000 files: the packer runs for a second or more after the RUN ends.
+  const ctx = await makeContext({ Dockerfile: 'FROM busybox\nRUN mkdir /m && cd /m && i=0; while [ $i -lt 60000 ]; do echo $i > f$i; i=$((i+1)); done\n' });
+  const build = await buildUntilStepRuns(root, ctx, 'packed', 'slipway-pack');
+  build.child.kill('SIGKILL');
+  await build.exited;
+  // It dies with the spawner that started it, which dies with the build: not a second later.
+  assert.deepEqual(await untilEmpty(() => processesMentioning('slipway-pack'), 400), []);
+  await fs.rm(root, { recursive: true, force: true });
   await fs.rm(ctx, { recursive: true, force: true });
 });
