@@ -33,8 +33,8 @@ export interface CopyOp {
   from?: { lowerDirs: string[]; paths: string[]; mounted?: string };
   /**
    * The earlier layer of this step and the source files (host paths) it holds unchanged: each is
-   * left empty here, its owner, mode and times set, for `linkUnchanged` to link from that layer
-   * once the rootfs is unmounted (`placed`). Only files of LINK_MIN bytes or more.
+   * left empty here (nothing more), for `linkUnchanged` to link from that layer once the rootfs
+   * is unmounted, or to copy (`placed`). Only files of LINK_MIN bytes or more.
    */
   link?: { layerDir: string; files: string[] };
 }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { SlipwayError } from '../errors.js';
 import { spawnViaSpawner } from '../sandbox/spawner.js';
 import type { IdMapping } from '../sandbox/userns.js';
-import { notePack } from './pack.js';
+import { notePack, type PackResult } from './pack.js';
 
 const PACKER = fileURLToPath(new URL('../../native/slipway-pack', import.meta.url));
 /** slipway-pack's exit status for a layer that needs a PAX header, which it does not write. */
@@ -17,7 +17,7 @@ const NEEDS_JS = 3;
  * spawner. Undefined when the layer needs a header it does not write (a PAX record: names that
  * are not ASCII or too long, large ids, mtimes out of ustar's range): pack it with `packLayer`.
  */
-export async function packLayerNative(layerDir: string, tarFile: string | undefined, ownersBack: IdMapping | undefined): Promise<{ diffId: string; size: number; layerSize: number } | undefined> {
+export async function packLayerNative(layerDir: string, tarFile: string | undefined, ownersBack: IdMapping | undefined): Promise<PackResult | undefined> {
   if (!existsSync(PACKER)) throw new SlipwayError('ERR_INTERNAL', `${PACKER} is missing: run "npm run build" (it compiles native/pack.c; needs the Debian package libssl-dev)`);
   const root = resolveHost(layerDir);
   const argv = [PACKER, root];
@@ -30,6 +30,6 @@ export async function packLayerNative(layerDir: string, tarFile: string | undefi
   if (code === NEEDS_JS) return undefined;
   if (code !== 0) throw new SlipwayError('ERR_INTERNAL', `packing ${root} failed: ${err.trim() || `exit status ${code}`}`);
   notePack(root);
-  const r = JSON.parse(out) as { diffId: string; size: number; layerSize: number };
+  const r = JSON.parse(out) as PackResult;
   return { diffId: r.diffId, size: r.size, layerSize: r.layerSize };
 }
