@@ -16,15 +16,12 @@ export interface PreviousCopy {
   entries: DigestEntry[][];
 }
 
-/** `previous`'s layer and entries when it differs from `current` only in its entries; else undefined. */
-export function previousCopy(layout: StoreLayout, previous: StepHistory | undefined, current: Preimage): PreviousCopy | undefined {
-  if (!previous || !current.extra?.entries) return undefined;
-  let before: Preimage;
-  try {
-    before = JSON.parse(previous.preimage) as Preimage;
-  } catch {
-    return undefined;
-  }
+/**
+ * The earlier build's layer and entries when its preimage (`before`, already parsed: the miss's
+ * explanation reads it too) differs from `current` only in its entries; else undefined.
+ */
+export function previousCopy(layout: StoreLayout, previous: StepHistory | undefined, before: Preimage | undefined, current: Preimage): PreviousCopy | undefined {
+  if (!previous || !before || !current.extra?.entries) return undefined;
   if (before.v !== current.v || before.parent !== current.parent || !before.extra?.entries) return undefined;
   if (!/^[0-9a-f]{64}$/.test(previous.imageId)) return undefined;
   const rest = (p: Preimage) => canonicalJson({ ...p.extra, entries: null });

@@ -67,13 +67,12 @@ export async function executeStep(given: BuildRun, state: StageState, track: Sta
   const r = await resolveStep(run, state, parent, step);
   identities.push(`${parent ?? ''}|${(r.containerConfig.Cmd ?? []).join(' ')}`);
   // The last build of this step: what a miss is explained against, and what a COPY may link from.
-  const previous = async () => (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
   const explain = async (): Promise<{ reason: string; reasons: string[]; previous?: PreviousCopy }> => {
     if (opts.noCache) return { reason: 'no-cache requested', reasons: ['no-cache requested'] };
-    const prev = await previous();
-    const copy = opts.storageDriver !== 'vfs' ? previousCopy(opts.layout, prev, r.preimage) : undefined;
-    const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}), ...(track.relinked !== undefined ? { parentRelinkedStep: track.relinked } : {}) };
+    const prev = (await readStepHistory(opts.layout, identities[0]!)) ?? (await readStepHistory(opts.layout, identities[1]!));
     const prevPre = prev ? (JSON.parse(prev.preimage) as Preimage) : undefined;
+    const copy = opts.storageDriver !== 'vfs' ? previousCopy(opts.layout, prev, prevPre, r.preimage) : undefined;
+    const ctx = { firstInStage: pos.firstInStage, ...(track.lastMiss !== undefined ? { parentRebuiltStep: track.lastMiss } : {}), ...(track.relinked !== undefined ? { parentRelinkedStep: track.relinked } : {}) };
     return { reason: explainMiss(prevPre, r.preimage, ctx), reasons: missReasons(prevPre, r.preimage, ctx), ...(copy ? { previous: copy } : {}) };
   };
   if (opts.plan) return predictStep(run, state, track, parent, step, pos, { ...r, identities, explain });
