@@ -8,6 +8,7 @@ import { SlipwayError } from '../errors.js';
 import { mkdirpExact } from '../fs.js';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
+import { copyWithAttributes } from './link-unchanged.js';
 
 /** One path below a copied folder; `implied` folders (kept only for what an exception brought back) are 0755. */
 export interface CopyEntry { path: string; type: string; implied?: boolean }
@@ -185,10 +186,7 @@ function copyFile(srcAbs: string, dstHost: string, st: Stats, op: Copying, old: 
     op.placing.placed.push({ dst: dstHost, src: srcAbs, size: st.size, uid: op.uid, gid: op.gid, mode: modeOf(st.mode, op), atime: st.atime, mtime: st.mtime });
     return;
   }
-  fsSync.copyFileSync(srcAbs, dstHost);
-  fsSync.lchownSync(dstHost, op.uid, op.gid);
-  fsSync.chmodSync(dstHost, modeOf(st.mode, op));
-  fsSync.utimesSync(dstHost, st.atime, st.mtime);
+  copyWithAttributes(srcAbs, dstHost, { uid: op.uid, gid: op.gid, mode: modeOf(st.mode, op), atime: st.atime, mtime: st.mtime });
 }
 
 /** One entry of a folder COPY; a folder's attributes are returned, to set its times at the end. */

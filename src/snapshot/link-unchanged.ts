@@ -19,12 +19,10 @@ export function linkUnchanged(o: { upperDir: string; scratchDir: string; layerDi
   const realDirs = new Set<string>();
   const inodes = new Set<string>();
   // A path placed twice holds the later source (the copy replaced the first); it is not linked.
-  const seen = new Map<string, number>();
-  const last = new Map<string, number>();
+  const last = new Map<string, { i: number; twice: boolean }>();
   o.files.forEach((f, i) => {
     if (!f.rel.startsWith('/') || f.rel.split('/').includes('..')) throw new SlipwayError('ERR_INTERNAL', `linkUnchanged: bad path ${f.rel}`);
-    seen.set(f.rel, (seen.get(f.rel) ?? 0) + 1);
-    last.set(f.rel, i);
+    last.set(f.rel, { i, twice: last.has(f.rel) });
   });
   // Renaming into a folder sets its times, which the copy had set last: they are put back.
   const folders = new Map<string, BigIntStats>();
@@ -34,11 +32,12 @@ export function linkUnchanged(o: { upperDir: string; scratchDir: string; layerDi
   }
   let linked = 0;
   for (const [i, f] of o.files.entries()) {
-    if (last.get(f.rel) !== i) continue;
+    const at = last.get(f.rel)!;
+    if (at.i !== i) continue;
     const up = o.upperDir + f.rel;
     const ph = lstatSync(up, { bigint: true });
     if (!ph.isFile() || ph.size !== 0n) throw new SlipwayError('ERR_INTERNAL', `linkUnchanged: ${f.rel} is not the empty file the copy left`);
-    const old = seen.get(f.rel) === 1 ? earlierFile(o.layerDir, f.rel, realDirs) : undefined;
+    const old = at.twice ? undefined : earlierFile(o.layerDir, f.rel, realDirs);
     const key = old ? `${old.dev}:${old.ino}` : '';
     if (old && sameFile(old, f) && !inodes.has(key)) {
       const tmp = path.join(o.scratchDir, `link-${i}`);
@@ -52,14 +51,18 @@ export function linkUnchanged(o: { upperDir: string; scratchDir: string; layerDi
         rmSync(tmp, { force: true }); // gone meanwhile (rmi), or too many links: copied below
       }
     }
-    // As copyInRoot's copy: content, owner, mode, times.
-    copyFileSync(f.src, up);
-    lchownSync(up, f.uid, f.gid);
-    chmodSync(up, f.mode);
-    utimesSync(up, f.atime, f.mtime);
+    copyWithAttributes(f.src, up, f);
   }
   for (const [dir, st] of folders) utimesSync(dir, asSetBefore(st.atimeNs), asSetBefore(st.mtimeNs));
   return linked;
+}
+
+/** A COPY's copy of one file: its content, then owner, permission bits (after the chown, which clears set-id bits) and times. */
+export function copyWithAttributes(src: string, dst: string, a: { uid: number; gid: number; mode: number; atime: Date; mtime: Date }): void {
+  copyFileSync(src, dst);
+  lchownSync(dst, a.uid, a.gid);
+  chmodSync(dst, a.mode);
+  utimesSync(dst, a.atime, a.mtime);
 }
 
 /**
