@@ -39,13 +39,12 @@ export async function finishLayer(layerDir: string, o: FinishOptions = {}, r: Fi
     return { layerDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty };
   }
   const tarFile = o.keepTar ? path.join(path.dirname(layerDir), 'layer.tar') : undefined;
-  const sink = () => (tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null);
   const owners = r.ownersBack ? { ownersBack: r.ownersBack } : {};
   // A small layer here; a larger one by the native packer; what that leaves (a PAX header) here,
   // whole. A tar to keep (the farm's) is written by one packer only: the native one, or this one.
-  const packed = (tarFile === undefined ? await packSmallLayer(layerDir, null, NATIVE_PACK_ABOVE, owners) : undefined)
+  const packed = (tarFile === undefined ? await packSmallLayer(layerDir, NATIVE_PACK_ABOVE, owners) : undefined)
     ?? (await packLayerNative(layerDir, tarFile, r.ownersBack))
-    ?? (await packLayer(layerDir, sink(), owners));
+    ?? (await packLayer(layerDir, tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null, owners));
   return { layerDir, diffId: packed.diffId, size: packed.layerSize, tarSize: packed.size, empty, ...(tarFile ? { tarFile } : {}) };
 }
 

@@ -76,13 +76,13 @@ export async function packLayer(
 export interface PackResult { diffId: string; size: number; layerSize: number }
 
 /**
- * packLayer for a layer of at most `budget` entries (a step's small layer, for which starting the
- * native packer costs more than packing it here). Undefined, and no pack counted, when the walk
- * meets more: owners it mapped back stay so (the mapping is idempotent), and `out` is destroyed.
+ * packLayer for a layer of at most `budget` entries, digest and sizes only (a step's small layer,
+ * for which starting the native packer costs more than packing it here). Undefined, and no pack
+ * counted, when the walk meets more: owners it mapped back stay so (the mapping is idempotent).
  */
-export async function packSmallLayer(layerDir: string, out: NodeJS.WritableStream | null, budget: number, opts: { ownersBack?: IdMapping } = {}): Promise<PackResult | undefined> {
+export async function packSmallLayer(layerDir: string, budget: number, opts: { ownersBack?: IdMapping } = {}): Promise<PackResult | undefined> {
   try {
-    const r = await packWalk(layerDir, out, opts, budget);
+    const r = await packWalk(layerDir, null, opts, budget);
     notePack(resolveHost(layerDir));
     return r;
   } catch (e) {

@@ -109,7 +109,7 @@ test('a step\'s layer: packed here up to 128 entries, natively above, the same e
       const copy = `${dir}-copy`;
       execFileSync('cp', ['-a', dir, copy]);
       const before = packCount();
-      const small = await packSmallLayer(dir, null, 128);
+      const small = await packSmallLayer(dir, 128);
       assert.equal(small === undefined, n > 128, `${n} entries`);
       assert.equal(packCount(), before + (small ? 1 : 0));
       const finished = await finishLayer(copy);
