@@ -159,17 +159,18 @@ static void write_header(const struct hdr *h) {
   emit(b, sizeof b);
 }
 
-/* dev:ino -> the first path of a hard-link group; also what layersize has counted. */
+/* dev:ino -> the first path of a hard-link group: an inode's later names are links to it, and
+ * Docker's layersize counts it once. */
 struct seen { dev_t dev; ino_t ino; char *first; struct seen *next; };
 static struct seen *table[65536];
 
-static struct seen *lookup(dev_t dev, ino_t ino, int add, const char *first) {
+/* The inode's first name when it was met before; else it is recorded under `rel`, and NULL. */
+static struct seen *seen_before(dev_t dev, ino_t ino, const char *rel) {
   unsigned h = (unsigned)((ino * 2654435761u) ^ dev) & 65535;
   for (struct seen *s = table[h]; s; s = s->next) if (s->dev == dev && s->ino == ino) return s;
-  if (!add) return NULL;
   struct seen *s = calloc(1, sizeof *s);
-  if (!s) { fprintf(stderr, "slipway-pack: out of memory\n"); exit(1); }
-  s->dev = dev; s->ino = ino; s->first = first ? strdup(first) : NULL; s->next = table[h];
+  if (!s || !(s->first = strdup(rel))) { fprintf(stderr, "slipway-pack: out of memory\n"); exit(1); }
+  s->dev = dev; s->ino = ino; s->next = table[h];
   table[h] = s;
   return NULL;
 }
@@ -266,22 +267,10 @@ static void entry(int dirfd, const char *name, const char *rel, const char *host
     close(fd);
     return;
   }
-  /* Docker's layersize: apparent sizes of non-directories, each inode once. */
-  if (st.st_size > 0) {
-    if (st.st_nlink <= 1) apparent += (unsigned long long)st.st_size;
-    else {
-      static struct seen *counted[65536];
-      unsigned hsh = (unsigned)((st.st_ino * 2654435761u) ^ st.st_dev) & 65535;
-      struct seen *s;
-      for (s = counted[hsh]; s; s = s->next) if (s->dev == st.st_dev && s->ino == st.st_ino) break;
-      if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s) exit(1);
-        s->dev = st.st_dev; s->ino = st.st_ino; s->next = counted[hsh]; counted[hsh] = s;
-        apparent += (unsigned long long)st.st_size;
-      }
-    }
-  }
+  /* Docker's layersize: apparent sizes of non-directories, each inode once. A whiteout or a
+   * socket is never a link entry (both return below): every name of an inode has its type. */
+  struct seen *earlier = st.st_nlink > 1 ? seen_before(st.st_dev, st.st_ino, rel) : NULL;
+  if (st.st_size > 0 && !earlier) apparent += (unsigned long long)st.st_size;
   if (S_ISCHR(st.st_mode) && st.st_rdev == 0) {
     /* An overlayfs whiteout. */
     const char *slash = strrchr(rel, '/');
@@ -296,13 +285,10 @@ static void entry(int dirfd, const char *name, const char *rel, const char *host
     return;
   }
   if (S_ISSOCK(st.st_mode)) return;
-  if (st.st_nlink > 1) {
-    struct seen *first = lookup(st.st_dev, st.st_ino, 1, rel);
-    if (first) {
-      h.type = '1'; h.linkname = first->first;
-      write_header(&h);
-      return;
-    }
+  if (earlier) {
+    h.type = '1'; h.linkname = earlier->first;
+    write_header(&h);
+    return;
   }
   if (S_ISREG(st.st_mode)) {
     h.size = (unsigned long long)st.st_size;
