@@ -16,12 +16,9 @@
  * the caller packs it with packLayer instead (owners already mapped back stay so: the mapping
  * is idempotent). Any other failure: exit 1 and a line on stderr.
  *
- * Linked statically, with OpenSSL's one-shot SHA256_* calls rather than EVP (which loads
- * providers): a step's small layer then costs a fork and an exec, about 2 ms here, not 6-7.
- *
- * The format is tar-stream's (3.x) ustar encoding as packLayer feeds it: numeric fields in
- * octal with a trailing space, names split into prefix and name at a `/` past 100 bytes,
- * empty uname and gname, whole-second mtimes, then two zero blocks.
+ * This file walks and writes the entries in order; pack-tar.c encodes and hashes the tar, and
+ * pack-ahead.c prepares a large folder's entries on a second thread ahead of the walk. Linked
+ * statically: a step's small layer then costs a fork and an exec, about 2 ms here.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -37,126 +34,34 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-#include <openssl/sha.h>
+#include "pack.h"
 
-#define SMALL_FILE (1 << 20)
-#define MAX_USTAR_ID 0777777
-#define MAX_USTAR_TIME 2147483647LL
-#define EXIT_NEEDS_JS 3
-
-static SHA256_CTX sha;
-static int tar_fd = -1;
-static unsigned long long tar_size;
+static const char *root;
 static unsigned long long apparent;
-static unsigned char outbuf[1 << 20];
-static size_t outlen;
 static int shift;
 static unsigned long uid_host, uid_count, gid_host, gid_count;
 
-static void die(const char *what, const char *path) {
+/* Exit, once no thread is between a chown and the chmod that puts its set-id bits back. */
+static _Noreturn void leave(int code) {
+  owners_lock();
+  exit(code);
+}
+
+_Noreturn void die(const char *what, const char *path) {
   fprintf(stderr, "slipway-pack: %s %s: %s\n", what, path, strerror(errno));
-  exit(1);
+  leave(1);
 }
 
-static void needs_js(void) { exit(EXIT_NEEDS_JS); }
-
-static void flush_out(void) {
-  if (outlen == 0) return;
-  if (SHA256_Update(&sha, outbuf, outlen) != 1) { fprintf(stderr, "slipway-pack: sha256 failed\n"); exit(1); }
-  if (tar_fd >= 0) {
-    size_t off = 0;
-    while (off < outlen) {
-      ssize_t n = write(tar_fd, outbuf + off, outlen - off);
-      if (n < 0) { if (errno == EINTR) continue; die("cannot write", "the tar"); }
-      off += (size_t)n;
-    }
-  }
-  tar_size += outlen;
-  outlen = 0;
+_Noreturn void die_at(const char *what, const char *rel) {
+  fprintf(stderr, "slipway-pack: %s %s%s%s: %s\n", what, root, *rel ? "/" : "", rel, strerror(errno));
+  leave(1);
 }
 
-static void emit(const void *p, size_t n) {
-  const unsigned char *b = p;
-  while (n > 0) {
-    size_t k = sizeof outbuf - outlen < n ? sizeof outbuf - outlen : n;
-    memcpy(outbuf + outlen, b, k);
-    outlen += k; b += k; n -= k;
-    if (outlen == sizeof outbuf) flush_out();
-  }
-}
+_Noreturn void needs_js(void) { leave(EXIT_NEEDS_JS); }
 
-static void pad_to_block(unsigned long long n) {
-  static const unsigned char zeros[512];
-  if (n % 512) emit(zeros, 512 - n % 512);
-}
-
-/* tar-stream's encodeOct: n octal digits zero-padded and a space; all 7s when it does not fit. */
-static void oct(char *field, unsigned long long v, int n) {
-  char tmp[32];
-  int len = snprintf(tmp, sizeof tmp, "%llo", v);
-  if (len > n) { memset(field, '7', (size_t)n); field[n] = ' '; return; }
-  memset(field, '0', (size_t)(n - len));
-  memcpy(field + n - len, tmp, (size_t)len);
-  field[n] = ' ';
-}
-
-static int ascii(const char *s) {
-  for (; *s; s++) if ((unsigned char)*s >= 0x80) return 0;
-  return 1;
-}
-
-struct hdr {
-  const char *name; /* full name, a directory's with its trailing slash */
-  unsigned mode;    /* permission bits (masked to 07777) */
-  unsigned long uid, gid;
-  unsigned long long size;
-  long long mtime;
-  char type;        /* '0' file, '1' link, '2' symlink, '3' char, '4' block, '5' dir, '6' fifo */
-  const char *linkname;
-  unsigned long devmajor, devminor;
-};
-
-static void write_header(const struct hdr *h) {
-  unsigned char b[512];
-  memset(b, 0, sizeof b);
-  const char *name = h->name;
-  char prefix[512] = "";
-  size_t plen = 0;
-  if (!ascii(name) || (h->linkname && !ascii(h->linkname))) needs_js();
-  /* Components move into the prefix while the name is longer than 100 bytes. */
-  while (strlen(name) > 100) {
-    const char *slash = strchr(name, '/');
-    if (!slash) needs_js();
-    size_t k = (size_t)(slash - name);
-    if (plen + k + 1 >= sizeof prefix) needs_js();
-    if (plen) prefix[plen++] = '/';
-    memcpy(prefix + plen, name, k);
-    plen += k;
-    prefix[plen] = 0;
-    name = slash + 1;
-  }
-  if (strlen(name) > 100 || plen > 155) needs_js();
-  if (h->linkname && strlen(h->linkname) > 100) needs_js();
-  if (h->uid > MAX_USTAR_ID || h->gid > MAX_USTAR_ID) needs_js();
-  if (h->mtime < 0 || h->mtime > MAX_USTAR_TIME) needs_js();
-  if (h->size > 077777777777ULL) needs_js();
-  memcpy(b, name, strlen(name));
-  oct((char *)b + 100, h->mode & 07777, 6);
-  oct((char *)b + 108, h->uid, 6);
-  oct((char *)b + 116, h->gid, 6);
-  oct((char *)b + 124, h->size, 11);
-  oct((char *)b + 136, (unsigned long long)h->mtime, 11);
-  b[156] = (unsigned char)h->type;
-  if (h->linkname) memcpy(b + 157, h->linkname, strlen(h->linkname));
-  memcpy(b + 257, "ustar\0" "00", 8);
-  oct((char *)b + 329, h->devmajor, 6);
-  oct((char *)b + 337, h->devminor, 6);
-  if (plen) memcpy(b + 345, prefix, plen);
-  unsigned sum = 8 * 32;
-  for (int i = 0; i < 148; i++) sum += b[i];
-  for (int i = 156; i < 512; i++) sum += b[i];
-  oct((char *)b + 148, sum, 6);
-  emit(b, sizeof b);
+_Noreturn void changed(const char *rel) {
+  fprintf(stderr, "slipway-pack: %s/%s changed while it was packed\n", root, rel);
+  leave(1);
 }
 
 /* dev:ino -> the first path of a hard-link group: an inode's later names are links to it, and
@@ -169,43 +74,57 @@ static struct seen *seen_before(dev_t dev, ino_t ino, const char *rel) {
   unsigned h = (unsigned)((ino * 2654435761u) ^ dev) & 65535;
   for (struct seen *s = table[h]; s; s = s->next) if (s->dev == dev && s->ino == ino) return s;
   struct seen *s = calloc(1, sizeof *s);
-  if (!s || !(s->first = strdup(rel))) { fprintf(stderr, "slipway-pack: out of memory\n"); exit(1); }
+  if (!s || !(s->first = strdup(rel))) { fprintf(stderr, "slipway-pack: out of memory\n"); leave(1); }
   s->dev = dev; s->ino = ino; s->next = table[h];
   table[h] = s;
   return NULL;
 }
 
 /* packLayer's owner rule: ids in the step's host range go back to the container's. */
-static void owners(int dirfd, const char *name, const char *path, struct stat *st) {
-  if (!shift) return;
+static int map_ids(unsigned long *uid, unsigned long *gid) {
+  unsigned long u = *uid, g = *gid;
+  if (u >= uid_host && u < uid_host + uid_count) u -= uid_host;
+  if (g >= gid_host && g < gid_host + gid_count) g -= gid_host;
+  if (u == *uid && g == *gid) return 0;
+  *uid = u;
+  *gid = g;
+  return 1;
+}
+
+int map_owner_back(int dirfd, const char *name, struct stat *st, const char **what) {
   unsigned long uid = st->st_uid, gid = st->st_gid;
-  if (uid >= uid_host && uid < uid_host + uid_count) uid -= uid_host;
-  if (gid >= gid_host && gid < gid_host + gid_count) gid -= gid_host;
-  if (uid == st->st_uid && gid == st->st_gid) return;
-  if (fchownat(dirfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0) die("cannot chown", path);
-  /* chown clears set-user-ID and set-group-ID bits: they are put back. */
-  if (!S_ISLNK(st->st_mode) && (st->st_mode & 06000) && fchmodat(dirfd, name, st->st_mode & 07777, 0) != 0) die("cannot chmod", path);
-  st->st_uid = (uid_t)uid;
-  st->st_gid = (gid_t)gid;
+  if (!shift || !map_ids(&uid, &gid)) return 0;
+  /* chown clears set-user-ID and set-group-ID bits: they are put back, and no exit comes
+   * between the two calls (the pack of a layer left to packLayer would lose them). */
+  int setid = !S_ISLNK(st->st_mode) && (st->st_mode & 06000);
+  int r = 0;
+  if (setid) owners_lock();
+  if (fchownat(dirfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0) { *what = "cannot chown"; r = -1; }
+  else if (setid && fchmodat(dirfd, name, st->st_mode & 07777, 0) != 0) { *what = "cannot chmod"; r = -1; }
+  int saved = errno;
+  if (setid) owners_unlock();
+  errno = saved;
+  if (r == 0) { st->st_uid = (uid_t)uid; st->st_gid = (gid_t)gid; }
+  return r;
 }
 
 /* Whole seconds, rounded down (tv_sec is, for times before 1970 too). */
 static long long mtime_of(const struct stat *st) { return (long long)st->st_mtim.tv_sec; }
 
 /* overlayOpaque: redirect or metacopy means the upper dir is not a complete diff. */
-static int opaque(int fd, const char *path) {
+static int opaque(int fd, const char *rel) {
   char names[4096];
   ssize_t n = flistxattr(fd, names, sizeof names);
   if (n < 0) {
     if (errno == ENOTSUP) return 0;
     if (errno == ERANGE) needs_js(); /* more attributes than this buffer holds */
-    die("cannot list the attributes of", path);
+    die_at("cannot list the attributes of", rel);
   }
   int found = 0;
   for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
     if (!strcmp(names + i, "trusted.overlay.redirect") || !strcmp(names + i, "trusted.overlay.metacopy")) {
-      fprintf(stderr, "slipway-pack: %s has %s; mount overlays with redirect_dir=off,metacopy=off\n", path, names + i);
-      exit(1);
+      fprintf(stderr, "slipway-pack: %s/%s has %s; mount overlays with redirect_dir=off,metacopy=off\n", root, rel, names + i);
+      leave(1);
     }
     if (!strcmp(names + i, "trusted.overlay.opaque")) found = 1;
   }
@@ -215,68 +134,75 @@ static int opaque(int fd, const char *path) {
   return k == 1 && v[0] == 'y';
 }
 
-static int by_bytes(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int by_name(const void *a, const void *b) { return strcmp(((const struct item *)a)->name, ((const struct item *)b)->name); }
 
-static void copy_body(int dirfd, const char *name, const char *path, unsigned long long size) {
+static void *must(void *p) {
+  if (!p) { fprintf(stderr, "slipway-pack: out of memory\n"); leave(1); }
+  return p;
+}
+
+/* A large file, read as it is written: st_size bytes and then its end. */
+static void copy_body(int dirfd, const char *name, const char *rel, unsigned long long size) {
   int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) die("cannot open", path);
+  if (fd < 0) die_at("cannot open", rel);
   static unsigned char buf[1 << 20];
   unsigned long long left = size;
+  int at_end = 0;
   while (left > 0) {
-    ssize_t n = read(fd, buf, left < sizeof buf ? (size_t)left : sizeof buf);
-    if (n < 0) { if (errno == EINTR) continue; die("cannot read", path); }
+    /* One byte more than is left: a short read of a regular file is its end. */
+    size_t want = left < sizeof buf ? (size_t)left + 1 : sizeof buf;
+    ssize_t n = read(fd, buf, want);
+    if (n < 0) { if (errno == EINTR) continue; die_at("cannot read", rel); }
     if (n == 0) break;
+    if ((unsigned long long)n > left) changed(rel);
     emit(buf, (size_t)n);
     left -= (unsigned long long)n;
+    at_end = (size_t)n < want;
   }
   unsigned char extra;
-  ssize_t more = left == 0 ? read(fd, &extra, 1) : 0;
+  ssize_t more = left == 0 && !at_end ? read(fd, &extra, 1) : 0;
   close(fd);
-  if (left != 0 || more > 0) { fprintf(stderr, "slipway-pack: %s changed while it was packed\n", path); exit(1); }
+  if (left != 0 || more > 0) changed(rel);
   pad_to_block(size);
 }
 
-static void walk(int dirfd, const char *rel, const char *host);
+static void walk(int dirfd, const char *rel);
 
-static void entry(int dirfd, const char *name, const char *rel, const char *host) {
-  struct stat st;
-  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) die("cannot lstat", host);
-  owners(dirfd, name, host, &st);
-  struct hdr h = { .name = rel, .mode = st.st_mode & 07777, .uid = st.st_uid, .gid = st.st_gid, .mtime = mtime_of(&st), .type = '0' };
-  if (S_ISDIR(st.st_mode)) {
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) die("cannot open", host);
-    int is_opaque = opaque(fd, host);
-    char *dname = malloc(strlen(rel) + 2);
-    if (!dname) exit(1);
-    sprintf(dname, "%s/", rel);
-    h.name = dname; h.type = '5';
-    write_header(&h);
-    if (is_opaque) {
-      char *wh = malloc(strlen(rel) + 16);
-      if (!wh) exit(1);
-      sprintf(wh, "%s/.wh..wh..opq", rel);
-      struct hdr o = h;
-      o.name = wh; o.type = '0'; o.mode = st.st_mode & 0777; o.size = 0;
-      o.mtime = 0;
-      write_header(&o);
-      free(wh);
-    }
-    free(dname);
-    walk(fd, rel, host);
-    close(fd);
-    return;
+static void directory(int dirfd, const char *name, const char *rel, struct hdr *h) {
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) die_at("cannot open", rel);
+  int is_opaque = opaque(fd, rel);
+  size_t len = strlen(rel);
+  char *dname = must(malloc(len + 16));
+  memcpy(dname, rel, len);
+  strcpy(dname + len, "/");
+  h->name = dname; h->type = '5';
+  write_header(h);
+  if (is_opaque) {
+    strcpy(dname + len, "/.wh..wh..opq");
+    struct hdr o = *h;
+    o.type = '0'; o.mode &= 0777; o.size = 0; o.mtime = 0;
+    write_header(&o);
   }
+  free(dname);
+  walk(fd, rel);
+  close(fd);
+}
+
+static void entry(int dirfd, const struct item *it, const char *rel) {
+  const struct stat *st = &it->st;
+  if (it->failed) { errno = it->err; die_at(it->failed, rel); }
+  struct hdr h = { .name = rel, .mode = st->st_mode & 07777, .uid = st->st_uid, .gid = st->st_gid, .mtime = mtime_of(st), .type = '0' };
+  if (S_ISDIR(st->st_mode)) { directory(dirfd, it->name, rel, &h); return; }
   /* Docker's layersize: apparent sizes of non-directories, each inode once. A whiteout or a
    * socket is never a link entry (both return below): every name of an inode has its type. */
-  struct seen *earlier = st.st_nlink > 1 ? seen_before(st.st_dev, st.st_ino, rel) : NULL;
-  if (st.st_size > 0 && !earlier) apparent += (unsigned long long)st.st_size;
-  if (S_ISCHR(st.st_mode) && st.st_rdev == 0) {
+  struct seen *earlier = st->st_nlink > 1 ? seen_before(st->st_dev, st->st_ino, rel) : NULL;
+  if (st->st_size > 0 && !earlier) apparent += (unsigned long long)st->st_size;
+  if (S_ISCHR(st->st_mode) && st->st_rdev == 0) {
     /* An overlayfs whiteout. */
     const char *slash = strrchr(rel, '/');
     size_t dir = slash ? (size_t)(slash - rel + 1) : 0;
-    char *wh = malloc(strlen(rel) + 8);
-    if (!wh) exit(1);
+    char *wh = must(malloc(strlen(rel) + 8));
     memcpy(wh, rel, dir);
     sprintf(wh + dir, ".wh.%s", rel + dir);
     h.name = wh; h.mode = 0600;
@@ -284,61 +210,71 @@ static void entry(int dirfd, const char *name, const char *rel, const char *host
     free(wh);
     return;
   }
-  if (S_ISSOCK(st.st_mode)) return;
+  if (S_ISSOCK(st->st_mode)) return;
   if (earlier) {
     h.type = '1'; h.linkname = earlier->first;
     write_header(&h);
     return;
   }
-  if (S_ISREG(st.st_mode)) {
-    h.size = (unsigned long long)st.st_size;
+  if (S_ISREG(st->st_mode)) {
+    h.size = (unsigned long long)st->st_size;
     write_header(&h);
-    if (h.size > 0) copy_body(dirfd, name, host, h.size);
-  } else if (S_ISLNK(st.st_mode)) {
-    char target[4097];
-    ssize_t n = readlinkat(dirfd, name, target, sizeof target - 1);
-    if (n < 0) die("cannot read the link", host);
-    target[n] = 0;
-    h.type = '2'; h.linkname = target;
+    if (it->body_changed) changed(rel);
+    if (it->body) { emit(it->body, h.size); pad_to_block(h.size); }
+    else if (h.size > 0) copy_body(dirfd, it->name, rel, h.size);
+  } else if (S_ISLNK(st->st_mode)) {
+    h.type = '2'; h.linkname = it->target;
     write_header(&h);
-  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-    h.type = S_ISCHR(st.st_mode) ? '3' : '4';
-    h.devmajor = major(st.st_rdev); h.devminor = minor(st.st_rdev);
+  } else if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) {
+    h.type = S_ISCHR(st->st_mode) ? '3' : '4';
+    h.devmajor = major(st->st_rdev); h.devminor = minor(st->st_rdev);
     write_header(&h);
-  } else if (S_ISFIFO(st.st_mode)) {
+  } else if (S_ISFIFO(st->st_mode)) {
     h.type = '6';
     write_header(&h);
   }
 }
 
-static void walk(int dirfd, const char *rel, const char *host) {
+/* A folder's entries, sorted by name as bytes. */
+static struct item *list(int dirfd, const char *rel, size_t *count) {
   int fd = dup(dirfd);
-  if (fd < 0) die("cannot read", host);
+  if (fd < 0) die_at("cannot read", rel);
   DIR *d = fdopendir(fd);
-  if (!d) die("cannot read", host);
+  if (!d) die_at("cannot read", rel);
   size_t n = 0, cap = 64;
-  char **names = malloc(cap * sizeof *names);
-  if (!names) exit(1);
+  struct item *items = must(malloc(cap * sizeof *items));
   struct dirent *e;
   errno = 0;
   while ((e = readdir(d)) != NULL) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    if (n == cap && !(names = realloc(names, (cap *= 2) * sizeof *names))) exit(1);
-    if (!(names[n++] = strdup(e->d_name))) exit(1);
+    if (n == cap) items = must(realloc(items, (cap *= 2) * sizeof *items));
+    memset(&items[n], 0, sizeof items[n]);
+    items[n++].name = must(strdup(e->d_name));
   }
-  if (errno) die("cannot read", host);
+  if (errno) die_at("cannot read", rel);
   closedir(d);
-  qsort(names, n, sizeof *names, by_bytes);
-  for (size_t i = 0; i < n; i++) {
-    char *r = malloc(strlen(rel) + strlen(names[i]) + 2);
-    char *p = malloc(strlen(host) + strlen(names[i]) + 2);
-    if (!r || !p) exit(1);
-    if (*rel) sprintf(r, "%s/%s", rel, names[i]); else strcpy(r, names[i]);
-    sprintf(p, "%s/%s", host, names[i]);
-    entry(dirfd, names[i], r, p);
-    free(r); free(p); free(names[i]);
+  qsort(items, n, sizeof *items, by_name);
+  *count = n;
+  return items;
+}
+
+static void walk(int dirfd, const char *rel) {
+  struct job job = { .dirfd = dirfd };
+  job.items = list(dirfd, rel, &job.n);
+  job_begin(&job);
+  size_t len = strlen(rel);
+  for (size_t i = 0; i < job.n; i++) {
+    struct item *it = job_entry(&job, i);
+    size_t nlen = strlen(it->name);
+    char *r = must(malloc(len + nlen + 2));
+    if (len) { memcpy(r, rel, len); r[len] = '/'; memcpy(r + len + 1, it->name, nlen + 1); }
+    else memcpy(r, it->name, nlen + 1);
+    entry(dirfd, it, r);
+    free(r);
+    job_entry_done(&job, i);
   }
-  free(names);
+  job_end(&job);
+  free(job.items);
 }
 
 int main(int argc, char **argv) {
@@ -347,40 +283,30 @@ int main(int argc, char **argv) {
   pid_t parent = getppid();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) return 1;
   if (argc < 2) { fprintf(stderr, "usage: slipway-pack LAYERDIR [--owners-back UH:UC:GH:GC] [--tar FILE]\n"); return 1; }
-  const char *root = argv[1];
+  root = argv[1];
+  const char *tar = NULL;
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--owners-back") && i + 1 < argc) {
       if (sscanf(argv[++i], "%lu:%lu:%lu:%lu", &uid_host, &uid_count, &gid_host, &gid_count) != 4) { fprintf(stderr, "slipway-pack: bad --owners-back\n"); return 1; }
       shift = 1;
     } else if (!strcmp(argv[i], "--tar") && i + 1 < argc) {
-      tar_fd = open(argv[++i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (tar_fd < 0) die("cannot create", argv[i]);
+      tar = argv[++i];
     } else { fprintf(stderr, "slipway-pack: unknown argument %s\n", argv[i]); return 1; }
   }
-  if (SHA256_Init(&sha) != 1) { fprintf(stderr, "slipway-pack: no sha256\n"); return 1; }
+  tar_open(tar);
   int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) die("cannot open", root);
   if (shift) {
+    /* The folder itself: mapped back on disk, never in the tar. */
     struct stat st;
     if (fstat(fd, &st) != 0) die("cannot stat", root);
-    /* The folder itself: mapped back on disk, never in the tar. */
     unsigned long uid = st.st_uid, gid = st.st_gid;
-    if (uid >= uid_host && uid < uid_host + uid_count) uid -= uid_host;
-    if (gid >= gid_host && gid < gid_host + gid_count) gid -= gid_host;
-    if ((uid != st.st_uid || gid != st.st_gid) && fchown(fd, (uid_t)uid, (gid_t)gid) != 0) die("cannot chown", root);
-    if ((uid != st.st_uid || gid != st.st_gid) && (st.st_mode & 06000) && fchmod(fd, st.st_mode & 07777) != 0) die("cannot chmod", root);
+    if (map_ids(&uid, &gid)) {
+      if (fchown(fd, (uid_t)uid, (gid_t)gid) != 0) die("cannot chown", root);
+      if ((st.st_mode & 06000) && fchmod(fd, st.st_mode & 07777) != 0) die("cannot chmod", root);
+    }
   }
-  walk(fd, "", root);
+  walk(fd, "");
   close(fd);
-  static const unsigned char end[1024];
-  emit(end, sizeof end);
-  flush_out();
-  if (tar_fd >= 0 && close(tar_fd) != 0) die("cannot write", "the tar");
-  unsigned char md[32];
-  unsigned len = 32;
-  if (SHA256_Final(md, &sha) != 1) return 1;
-  printf("{\"diffId\":\"sha256:");
-  for (unsigned i = 0; i < len; i++) printf("%02x", md[i]);
-  printf("\",\"size\":%llu,\"layerSize\":%llu}\n", tar_size, apparent);
-  return fflush(stdout) == 0 ? 0 : 1;
+  return tar_finish(apparent);
 }

@@ -75,6 +75,55 @@ test('the native packer writes packLayer\'s tar, diff id, size and layersize, an
   });
 });
 
+/**
+ * Large folders, which the native packer prepares on two threads (it hands a folder of 64 entries
+ * or more to a helper that runs ahead of the walk): every kind of entry among 1,500, a large
+ * folder inside a large one, small folders between, hard links across them, and files too large
+ * to be read ahead (over 16 KiB), which the walk reads itself.
+ */
+function wideLayer(tmp: string, hostOwners: boolean): string {
+  const src = path.join(tmp, hostOwners ? 'wide-host' : 'wide');
+  const owner = (p: string) => { if (hostOwners) fs.lchownSync(p, HOST + 3, HOST + 4); };
+  for (const d of ['w', 'w/deep', 'w/m-small', 'w/x-opaque']) fs.mkdirSync(path.join(src, d), { recursive: true });
+  for (let i = 0; i < 1500; i++) {
+    const p = path.join(src, 'w', `f${String(i).padStart(4, '0')}`);
+    const kind = i % 10;
+    if (kind === 7) fs.symlinkSync(`../target-${i}`, p);
+    else if (i % 50 === 8) execFileSync('mknod', ['-m', '000', p, 'c', '0', '0']); // a whiteout
+    else if (kind === 9 && i > 10) fs.linkSync(path.join(src, 'w', `f${String(i - 9).padStart(4, '0')}`), p);
+    else fs.writeFileSync(p, Buffer.alloc(kind === 0 ? 0 : kind === 1 ? 40 * 1024 : kind === 2 ? 16 * 1024 : 100 + i, i & 255));
+    if (kind === 3) fs.chmodSync(p, 0o6755);
+    if (i % 50 !== 8 && kind !== 9) owner(p);
+    if (kind === 3) fs.chmodSync(p, 0o6755); // lchown cleared it: a RUN's set-id file, owned by its host ids
+  }
+  for (let i = 0; i < 200; i++) fs.writeFileSync(path.join(src, 'w/deep', `d${i}`), `deep ${i}\n`);
+  fs.linkSync(path.join(src, 'w/deep/d5'), path.join(src, 'w/m-small/link-to-deep'));
+  fs.writeFileSync(path.join(src, 'w/m-small/one'), 'one');
+  execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', path.join(src, 'w/x-opaque')]);
+  for (const d of ['w', 'w/deep', 'w/m-small', 'w/x-opaque']) owner(path.join(src, d));
+  return src;
+}
+
+test('large folders, prepared on two threads, give packLayer\'s bytes, figures and owners', async () => {
+  await withTmp(async (tmp) => {
+    for (const mapping of [undefined, MAPPING]) {
+      const r = await both(tmp, wideLayer(tmp, mapping !== undefined), mapping);
+      assert.ok(r.native, 'packed natively');
+      assert.deepEqual(r.native, { diffId: r.js.diffId, size: r.js.size, layerSize: r.js.layerSize });
+      assert.ok(r.nativeTar && Buffer.compare(r.nativeTar, r.jsTar) === 0, 'the same bytes');
+      const [a, b] = [await describeTree(r.a), await describeTree(r.b)];
+      assert.deepEqual(b, a);
+      if (mapping) {
+        assert.deepEqual(b.filter((e) => (e['uid'] as number) >= HOST || (e['gid'] as number) >= HOST), [], 'every owner mapped back');
+        // All but the 30 whiteouts and f0009 (a file, not owned); a link has its inode's owner; 4 folders.
+        assert.equal(b.filter((e) => e['uid'] === 3 && e['gid'] === 4).length, 1500 - 30 - 1 + 4, 'the RUN\'s owner, as the container saw it');
+        assert.equal(b.filter((e) => e['mode'] === 0o6755).length, 150, 'set-id bits put back');
+      }
+      for (const d of [r.a, r.b]) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
 test('a layer that needs a PAX header is left to packLayer, which packs it whole', async () => {
   await withTmp(async (tmp) => {
     for (const odd of ['ünïcødé.txt', `${'n'.repeat(101)}`]) {
