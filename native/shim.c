@@ -546,11 +546,13 @@ static void mount_overlay(const struct options *o, int userns_fd) {
   if (symlink(o->upper, "u") < 0 || symlink(o->work, "w") < 0) fail("symlink: %s", strerror(errno));
   snprintf(opts + len, sizeof opts - len, ",upperdir=u,workdir=w");
   /* index/redirect_dir/metacopy would make the upper dir depend on the lower dirs; a layer
-     must stand alone. Older kernels reject unknown options, so fall back to the defaults. */
-  const char *extra[] = {",index=off,redirect_dir=off,metacopy=off", ",index=off", ""};
+     must stand alone. volatile: the unmount as the step ends does not sync the whole upper
+     filesystem (0.1 s for a 10,000-file RUN); the layer is synced beside its pack instead
+     (src/snapshot/sync-layer.ts). Older kernels reject unknown options: fall back in order. */
+  const char *extra[] = {",index=off,redirect_dir=off,metacopy=off,volatile", ",index=off,redirect_dir=off,metacopy=off", ",index=off", ""};
   char full[sizeof opts + 64];
   int err = 0;
-  for (size_t i = 0; i < 3; i++) {
+  for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
     snprintf(full, sizeof full, "%s%s", opts, extra[i]);
     if (mount("overlay", o->merged, "overlay", 0, full) == 0) { err = 0; break; }
     err = errno;
@@ -680,8 +682,12 @@ static void mount_volumes(const struct options *o, int root, uid_t owner, gid_t 
     int dir = mkdir_in_root(root, o->volumes[i], owner, group);
     char fdpath[FD_PATH_LEN], opts[8192];
     snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", dir);
-    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s/%d/u,workdir=%s/%d/w", fdpath, o->volume_dir, i, o->volume_dir, i);
-    if (mount("overlay", fdpath, "overlay", 0, opts) < 0) fail("mount volume %s: %s", o->volumes[i], strerror(errno));
+    /* The upper dir is thrown away: never worth syncing (volatile, where the kernel has it). */
+    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s/%d/u,workdir=%s/%d/w,volatile", fdpath, o->volume_dir, i, o->volume_dir, i);
+    if (mount("overlay", fdpath, "overlay", 0, opts) < 0) {
+      *strrchr(opts, ',') = 0;
+      if (mount("overlay", fdpath, "overlay", 0, opts) < 0) fail("mount volume %s: %s", o->volumes[i], strerror(errno));
+    }
     close(dir);
   }
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { packLayer, packSmallLayer } from './pack.js';
 import { packLayerNative } from './pack-native.js';
+import { syncLayer } from './sync-layer.js';
 import { EMPTY_LAYER_DIFF_ID } from '../store/layout.js';
 import { shiftOwnersBack } from '../sandbox/shift-owners.js';
 import type { IdMapping } from '../sandbox/userns.js';
@@ -42,9 +43,12 @@ export async function finishLayer(layerDir: string, o: FinishOptions = {}, r: Fi
   const owners = r.ownersBack ? { ownersBack: r.ownersBack } : {};
   // A small layer here; a larger one by the native packer; what that leaves (a PAX header) here,
   // whole. A tar to keep (the farm's) is written by one packer only: the native one, or this one.
-  const packed = (tarFile === undefined ? await packSmallLayer(layerDir, NATIVE_PACK_ABOVE, owners) : undefined)
+  const pack = async () => (tarFile === undefined ? await packSmallLayer(layerDir, NATIVE_PACK_ABOVE, owners) : undefined)
     ?? (await packLayerNative(layerDir, tarFile, r.ownersBack))
     ?? (await packLayer(layerDir, tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null, owners));
+  // On disk before it is registered, written beside the pack (the owners it maps back are
+  // journalled before the layer's rename into the graph, as metadata is ordered).
+  const [packed] = await Promise.all([pack(), syncLayer(layerDir)]);
   return { layerDir, diffId: packed.diffId, size: packed.layerSize, tarSize: packed.size, empty, ...(tarFile ? { tarFile } : {}) };
 }
 
