@@ -10,6 +10,9 @@
  *   op 'S' spawn: u8 flags (1: stdin is a pipe this process keeps open until the child exits,
  *                 else /dev/null), then argv as NUL-terminated strings (argv[0] an absolute path)
  *   op 'K' kill:  u32 signal, sent to child `id` unless it has already been reaped
+ *   op 'Y' sync:  a path (NUL-terminated); syncfs(2) on its filesystem, here (no child): 'X' 0
+ *                 when done, 'F' if it failed. (A step's layer is synced so, beside its pack:
+ *                 a process per step would cost more than the sync of a small layer.)
  * Reply frames: u32 id, u8 kind, u32 length, data:
  *   'P' the child's pid (decimal)       'F' the spawn failed (message); nothing more follows
  *   'O' / 'E' a chunk of its stdout / stderr        'T' a chunk of what it wrote on fd 3
@@ -156,6 +159,14 @@ static int handle(const unsigned char *req, uint32_t len) {
     memcpy(&sig, req + 5, 4);
     struct child *c = find(id);
     if (c && !c->reaped) kill(c->pid, (int)sig);
+    return 0;
+  }
+  if (req[0] == 'Y') {
+    if (len < 6 || req[len - 1] != 0) return -1;
+    int fd = open((const char *)req + 5, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0) reply_errno(id, "cannot sync the filesystem of the layer");
+    else reply_num(id, 'X', 0);
+    if (fd >= 0) close(fd);
     return 0;
   }
   if (req[0] != 'S' || len < 7 || req[len - 1] != 0) return -1;

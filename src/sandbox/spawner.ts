@@ -40,7 +40,8 @@ export interface SpawnOptions {
 interface Entry {
   o: SpawnOptions;
   started: (pid: number) => void;
-  failed: (e: Error) => void;
+  /** The spawner's message ('F'). */
+  failed: (message: string) => void;
   exit: (code: number) => void;
   gone: (e: Error) => void;
 }
@@ -105,12 +106,12 @@ class Spawner {
     else if (kind === 'F' || kind === 'X') {
       this.entries.delete(id);
       if (e.o.ref !== false && --this.refs === 0) this.setRef(false);
-      if (kind === 'F') e.failed(new SlipwayError('ERR_SANDBOX', `cannot start the sandbox: ${data.toString()}`));
+      if (kind === 'F') e.failed(data.toString());
       else e.exit(Number(data.toString()));
     }
   }
 
-  private send(op: 'S' | 'K', id: number, body: Buffer): void {
+  private send(op: 'S' | 'K' | 'Y', id: number, body: Buffer): void {
     const head = Buffer.alloc(9);
     head.writeUInt32LE(5 + body.length, 0);
     head.write(op, 4, 'latin1');
@@ -133,13 +134,29 @@ class Spawner {
           pid, exited,
           kill: (sig) => { if (!reaped && !this.dead) this.send('K', id, u32(osConstants.signals[sig])); },
         }),
-        failed: reject,
+        failed: (message) => reject(new SlipwayError('ERR_SANDBOX', `cannot start the sandbox: ${message}`)),
         exit,
         gone: (e) => { reject(e); gone(e); },
       });
       if (o.ref !== false && this.refs++ === 0) this.setRef(true);
       const args = Buffer.from(argv.map((a) => `${a}\0`).join(''));
       this.send('S', id, Buffer.concat([Buffer.from([o.holdStdin ? 1 : 0]), args]));
+    });
+  }
+
+  /** syncfs(2) on the filesystem holding `dir`, done by the spawner itself (no process to start). */
+  syncfs(dir: string): Promise<void> {
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.entries.set(id, {
+        o: {},
+        started: () => undefined,
+        failed: (message) => reject(new SlipwayError('ERR_INTERNAL', `${message}: ${dir}`)),
+        exit: () => resolve(),
+        gone: reject,
+      });
+      if (this.refs++ === 0) this.setRef(true);
+      this.send('Y', id, Buffer.from(`${dir}\0`));
     });
   }
 }
@@ -151,6 +168,12 @@ function u32(n: number): Buffer {
 }
 
 let current: Spawner | undefined;
+
+/** syncfs(2) on the filesystem holding `dir`, by this thread's spawner. */
+export function syncfsViaSpawner(dir: string): Promise<void> {
+  if (current === undefined || current.dead) current = new Spawner();
+  return current.syncfs(dir);
+}
 
 /** Starts `argv` (argv[0] an absolute path) through this thread's spawner; resolves once it runs. */
 export function spawnViaSpawner(argv: string[], o: SpawnOptions = {}): Promise<SpawnedProcess> {
