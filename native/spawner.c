@@ -164,7 +164,7 @@ static int handle(const unsigned char *req, uint32_t len) {
   if (req[0] == 'Y') {
     if (len < 6 || req[len - 1] != 0) return -1;
     int fd = open((const char *)req + 5, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || syncfs(fd) != 0) reply_errno(id, "cannot sync the filesystem of the layer");
+    if (fd < 0 || syncfs(fd) != 0) reply_errno(id, "syncfs");
     else reply_num(id, 'X', 0);
     if (fd >= 0) close(fd);
     return 0;

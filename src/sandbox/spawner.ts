@@ -151,7 +151,7 @@ class Spawner {
       this.entries.set(id, {
         o: {},
         started: () => undefined,
-        failed: (message) => reject(new SlipwayError('ERR_INTERNAL', `${message}: ${dir}`)),
+        failed: (message) => reject(new SlipwayError('ERR_INTERNAL', `cannot sync the filesystem of ${dir} (${message})`)),
         exit: () => resolve(),
         gone: reject,
       });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { spawnViaSpawner } from '../../src/sandbox/spawner.js';
+import { spawnViaSpawner, syncfsViaSpawner } from '../../src/sandbox/spawner.js';
 
 /**
  * The native spawner that starts the shims (native/spawner.c through src/sandbox/spawner.ts):
@@ -74,4 +74,16 @@ test('many children at once each get their own output', async () => {
     assert.equal(r.code, r.i);
     assert.equal(r.out, `${r.i}\n`);
   }
+});
+
+test('the spawner syncs a folder\'s filesystem itself, and says why it cannot', async () => {
+  await syncfsViaSpawner('/tmp');
+  await assert.rejects(syncfsViaSpawner('/no/such/layer'), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'ERR_INTERNAL');
+    assert.match(e.message, /^cannot sync the filesystem of \/no\/such\/layer \(syncfs: No such file or directory\)$/);
+    return true;
+  });
+  // Its children still start and report as before.
+  const p = await spawnViaSpawner(['/bin/true']);
+  assert.equal(await p.exited, 0);
 });
