@@ -53,15 +53,22 @@ export async function build(opts: BuildOptions): Promise<{ id: ImageId }> {
   const started = new Date();
   for (const [i, a] of plan.globalArgs.entries()) opts.onEvent({ type: 'step', n: i + 1, total: plan.total, text: a.text });
   let last: StageResult;
+  let settled: PromiseSettledResult<void>[] = [];
   try {
     last = await buildStages(run);
   } catch (e) {
     await recordBuild(run, { dockerfile: dockerfile.path, tags, started, result: 'failure', error: (e as Error).message });
     throw e;
   } finally {
-    // Nothing of a step is left in graph/_tmp once the build has settled, failed or not.
-    await Promise.all(run.cleanups);
+    // Nothing of a step is left in graph/_tmp once the build has settled, failed or not, and
+    // every built step's records are written and its lease released.
+    settled = await Promise.allSettled(run.cleanups);
     if (!opts.plan) await clearRunning(opts.layout, run.buildId);
+  }
+  const unrecorded = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (unrecorded) {
+    await recordBuild(run, { dockerfile: dockerfile.path, tags, started, result: 'failure', error: (unrecorded.reason as Error).message });
+    throw unrecorded.reason;
   }
   if (opts.plan) {
     summarize(run);

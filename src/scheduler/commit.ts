@@ -30,8 +30,13 @@ export interface Prepared {
   previous?: PreviousCopy;
 }
 
-/** Executes a missed step and commits its image (and publishes it to the farm's cache). */
-export async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<ImageId> {
+/**
+ * Executes a missed step and commits its image (and publishes it to the farm's cache). The id is
+ * returned once the image is registered; `recorded` settles once its cache entry and history are
+ * written, which go on beside the next steps (the step's lease is released after them). With a
+ * farm, they and the publish are done before this returns, as the farm's lease wants them.
+ */
+export async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<{ id: ImageId; recorded: Promise<void> }> {
   const { opts } = run;
   opts.onEvent({ type: 'cache-miss', reason: p.reason });
   const container = p.work?.container ?? crypto.randomBytes(32).toString('hex');
@@ -39,25 +44,31 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   const started = Date.now();
   const layer = p.work ? await executeWork(run, step, p.work, p.previous) : await emptyLayer(run);
   const durationMs = Date.now() - started;
-  await warnIfNotReproducible(run, p.key, p.text, layer, pos.n, step.text);
   const id = imageIdOf(parent, p.key, layer.diffId);
   const created = new Date().toISOString();
   const json = imageJson(id, parent, created, container, p, layer);
-  await registerImage(opts.layout, { id, json, layerDir: layer.layerDir, diffId: layer.diffId, layerSize: layer.size, ...(layer.tarFile ? { originalTar: layer.tarFile } : {}) });
+  await Promise.all([
+    warnIfNotReproducible(run, p.key, p.text, layer, pos.n, step.text),
+    registerImage(opts.layout, { id, json, layerDir: layer.layerDir, diffId: layer.diffId, layerSize: layer.size, ...(layer.tarFile ? { originalTar: layer.tarFile } : {}) }),
+  ]);
   await useImage(run, id);
   // The step's folder (its scratch; the layer has moved into the graph) goes beside the next steps.
   run.cleanups.push(fs.rm(path.dirname(layer.layerDir), { recursive: true, force: true }).catch(() => undefined));
   // Two independent records (each its own files, each written whole then renamed): at once.
-  await Promise.all([
+  const recorded = Promise.all([
     recordCache(opts.layout, { key: p.key as CacheKey, preimage: p.text, imageId: id, created, durationMs, diffId: layer.diffId }),
     writeStepHistory(opts.layout, p.identities, { preimage: p.text, key: p.key, imageId: id, diffId: layer.diffId, durationMs, at: created }),
-  ]);
-  if (opts.remote) await opts.remote.publish(p.text, { id, json, diffId: layer.diffId, size: layer.size, durationMs, layerDir: opts.layout.layerDir(id) });
+  ]).then(() => undefined);
+  recorded.catch(() => undefined); // awaited by the caller, later: not an unhandled rejection meanwhile
+  if (opts.remote) {
+    await recorded;
+    await opts.remote.publish(p.text, { id, json, diffId: layer.diffId, size: layer.size, durationMs, layerDir: opts.layout.layerDir(id) });
+  }
   recordMiss(run, pos, step.text, { reason: p.reason, reasons: p.reasons, durationMs, bytes: layer.size, id });
   track.lastMiss = pos.n;
   state.config = p.newConfig;
   opts.onEvent({ type: 'removed', container });
-  return id;
+  return { id, recorded };
 }
 
 /** Runs the step's file work; a failing RUN fails with Docker's message, naming its line. */

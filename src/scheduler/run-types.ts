@@ -98,8 +98,9 @@ export interface BuildRun {
   /** Images this build stands on; `prune` keeps them while it runs. */
   inUse: Set<string>;
   /**
-   * Removals of finished steps' scratch folders, left to run beside the next steps (a step's
-   * folder is a few milliseconds to remove); the build awaits them all before it settles.
+   * Work left to run beside the next steps: removals of finished steps' scratch folders (a few
+   * milliseconds each), and built steps' cache records with their lease's release. The build
+   * awaits them all before it settles, and fails if a record could not be written.
    */
   cleanups: Array<Promise<void>>;
 }

@@ -84,6 +84,7 @@ export async function executeStep(given: BuildRun, state: StageState, track: Sta
     await recordHit(run, pos, step.text, claim.record.imageId, claim.record.durationMs, 'local', moved ? 'COPY --link: its layer, unchanged, stacked on the new parent' : undefined);
     return claim.record.imageId;
   }
+  let recorded: Promise<void> | undefined;
   try {
     if (claim.kind === 'remote') {
       state.config = r.newConfig;
@@ -91,8 +92,20 @@ export async function executeStep(given: BuildRun, state: StageState, track: Sta
       await recordHit(run, pos, step.text, claim.id, claim.durationMs, opts.remote?.source ?? 'remote');
       return claim.id;
     }
-    return await runAndCommit(run, state, track, parent, step, pos, { ...r, identities, ...(await explain()) });
+    const built = await runAndCommit(run, state, track, parent, step, pos, { ...r, identities, ...(await explain()) });
+    recorded = built.recorded;
+    return built.id;
   } finally {
-    await claim.release();
+    // A built step's lease outlives its records (a waiter then finds the hit); the build awaits
+    // both before it settles, and fails if the records failed.
+    if (recorded) run.cleanups.push(settleThenRelease(recorded, claim.release));
+    else await claim.release();
   }
+}
+
+/** `recorded`, then the lease released whatever happened; rejects as `recorded` did. */
+function settleThenRelease(recorded: Promise<void>, release: () => Promise<void>): Promise<void> {
+  const done = recorded.finally(release);
+  done.catch(() => undefined); // the build's settling reads it: not an unhandled rejection before
+  return done;
 }

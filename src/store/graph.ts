@@ -89,12 +89,18 @@ export async function registerImage(layout: StoreLayout, img: NewImage): Promise
   }
   const staging = await makeTmpDir(layout, 'img');
   try {
-    await fs.rename(img.layerDir, path.join(staging, 'layer'));
-    await fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
-    await fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
-    await fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
-    if (img.originalTar) await fs.rename(img.originalTar, path.join(staging, 'layer.tar'));
-    if (img.configJson !== undefined) await fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
+    // Independent names in the staging folder: written at once, and all settled before a
+    // failure removes the folder (nothing lands in it afterwards).
+    const parts = await Promise.allSettled([
+      fs.rename(img.layerDir, path.join(staging, 'layer')),
+      fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 }),
+      fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 }),
+      fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 }),
+      img.originalTar ? fs.rename(img.originalTar, path.join(staging, 'layer.tar')) : undefined,
+      img.configJson !== undefined ? fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 }) : undefined,
+    ]);
+    const failed = parts.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
     await fs.rename(staging, final);
     return true;
