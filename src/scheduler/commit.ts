@@ -34,9 +34,10 @@ export interface Prepared {
  * Executes a missed step and commits its image (and publishes it to the farm's cache). The id is
  * returned once the image is registered; `recorded` settles once its cache entry and history are
  * written, which go on beside the next steps (the step's lease is released after them). With a
- * farm, they and the publish are done before this returns, as the farm's lease wants them.
+ * farm, they and the publish are done before this returns (no `recorded`), and the leases are
+ * released at once, as the farm's other workers wait on them.
  */
-export async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<{ id: ImageId; recorded: Promise<void> }> {
+export async function runAndCommit(run: BuildRun, state: StageState, track: StageTrack, parent: ImageId | null, step: Step, pos: StepPosition, p: Prepared): Promise<{ id: ImageId; recorded?: Promise<void> }> {
   const { opts } = run;
   opts.onEvent({ type: 'cache-miss', reason: p.reason });
   const container = p.work?.container ?? crypto.randomBytes(32).toString('hex');
@@ -68,7 +69,7 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   track.lastMiss = pos.n;
   state.config = p.newConfig;
   opts.onEvent({ type: 'removed', container });
-  return { id, recorded };
+  return opts.remote ? { id } : { id, recorded };
 }
 
 /** Runs the step's file work; a failing RUN fails with Docker's message, naming its line. */
