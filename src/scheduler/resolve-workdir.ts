@@ -42,7 +42,7 @@ async function workdirWithoutSandbox(run: BuildRun, lowerDirs: string[], dir: st
     // The same finish as a step in the pool: SOURCE_DATE_EPOCH, one pack, the tar kept for the farm.
     // The packer (tar-stream) loads on the first miss: a warm build never packs.
     const { finishLayer } = await import('../snapshot/finish-layer.js');
-    return { ok: true, ...(await finishLayer(upper, finishOptions(run))) };
+    return { ok: true, ...(await finishLayer(upper, finishOptions(run), { foldersOnly: true })) };
   } catch (e) {
     await fs.rm(tmp, { recursive: true, force: true });
     throw e;

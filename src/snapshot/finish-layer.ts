@@ -22,8 +22,11 @@ export interface FinishedLayer { layerDir: string; diffId: string; size: number;
 /** What a step's layer gets before it is measured: SOURCE_DATE_EPOCH, and whether its tar is kept (the farm publishes it). */
 export interface FinishOptions { clampMtime?: number; keepTar?: boolean }
 
-/** How a RUN step's layer still holds host owners (its container's `ownersBack`), which the pack maps back. */
-export interface FinishRun { ownersBack?: IdMapping }
+/**
+ * How the layer was made: a RUN's still holds host owners (its container's `ownersBack`), which
+ * the pack maps back; WORKDIR's holds folders only (`foldersOnly`), made without an overlay.
+ */
+export interface FinishRun { ownersBack?: IdMapping; foldersOnly?: boolean }
 
 /**
  * Measures a step's new layer folder in one walk: the pack gives the diff id, the tar's size and
@@ -47,8 +50,9 @@ export async function finishLayer(layerDir: string, o: FinishOptions = {}, r: Fi
     ?? (await packLayerNative(layerDir, tarFile, r.ownersBack))
     ?? (await packLayer(layerDir, tarFile ? createWriteStream(tarFile, { mode: 0o600 }) : null, owners));
   // On disk before it is registered, written beside the pack (the owners it maps back are
-  // journalled before the layer's rename into the graph, as metadata is ordered).
-  const [packed] = await Promise.all([pack(), syncLayer(layerDir)]);
+  // journalled before the layer's rename into the graph, as metadata is ordered). Folders alone
+  // have no file data to write: the journal orders them before that rename too.
+  const [packed] = await Promise.all([pack(), r.foldersOnly ? undefined : syncLayer(layerDir)]);
   return { layerDir, diffId: packed.diffId, size: packed.layerSize, tarSize: packed.size, empty, ...(tarFile ? { tarFile } : {}) };
 }
 
