@@ -48,10 +48,9 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   const id = imageIdOf(parent, p.key, layer.diffId);
   const created = new Date().toISOString();
   const json = imageJson(id, parent, created, container, p, layer);
-  await Promise.all([
-    warnIfNotReproducible(run, p.key, p.text, layer, pos.n, step.text),
-    registerImage(opts.layout, { id, json, layerDir: layer.layerDir, diffId: layer.diffId, layerSize: layer.size, ...(layer.tarFile ? { originalTar: layer.tarFile } : {}) }),
-  ]);
+  // Before the registration, which moves the layer folder this may pack.
+  await warnIfNotReproducible(run, p.key, p.text, layer, pos.n, step.text);
+  await registerImage(opts.layout, { id, json, layerDir: layer.layerDir, diffId: layer.diffId, layerSize: layer.size, ...(layer.tarFile ? { originalTar: layer.tarFile } : {}) });
   await useImage(run, id);
   // The step's folder (its scratch; the layer has moved into the graph) goes beside the next steps.
   run.cleanups.push(fs.rm(path.dirname(layer.layerDir), { recursive: true, force: true }).catch(() => undefined));
