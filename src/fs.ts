@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { constants } from 'node:fs';
+import fsSync, { constants } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 
@@ -53,6 +53,13 @@ export async function mkdirpExact(dir: string, mode: number): Promise<void> {
   const first = await fs.mkdir(dir, { recursive: true, mode });
   if (first === undefined) return;
   for (let d = path.resolve(dir); d.length >= first.length; d = path.dirname(d)) await fs.chmod(d, mode);
+}
+
+/** `mkdirpExact`, synchronously. */
+export function mkdirpExactSync(dir: string, mode: number): void {
+  const first = fsSync.mkdirSync(dir, { recursive: true, mode });
+  if (first === undefined) return;
+  for (let d = path.resolve(dir); d.length >= first.length; d = path.dirname(d)) fsSync.chmodSync(d, mode);
 }
 
 /** Reads and parses a JSON file; undefined when it does not exist. */

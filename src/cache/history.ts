@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { StoreLayout } from '../store/layout.js';
@@ -52,7 +53,8 @@ async function historyFile(layout: StoreLayout, identity: string): Promise<strin
 /** The most recent record of a step identity (`tag|stage|step`, or `parent|instruction`). */
 export async function readStepHistory(layout: StoreLayout, identity: string): Promise<StepHistory | undefined> {
   try {
-    return JSON.parse(await fs.readFile(await historyFile(layout, identity), 'utf8')) as StepHistory;
+    // In place: a small file, read for every step that misses.
+    return JSON.parse(readFileSync(await historyFile(layout, identity), 'utf8')) as StepHistory;
   } catch {
     return undefined;
   }

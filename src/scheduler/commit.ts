@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { SlipwayError } from '../errors.js';
@@ -86,7 +87,7 @@ async function executeWork(run: BuildRun, step: Step, work: LayerWork, previous:
 /** A metadata step's layer: an empty folder (the image is `throwaway`). */
 async function emptyLayer(run: BuildRun): Promise<FinishedLayer> {
   const layerDir = path.join(await makeTmpDir(run.opts.layout, 'meta'), 'layer');
-  await fs.mkdir(layerDir, { mode: 0o755 });
+  mkdirSync(layerDir, { mode: 0o755 });
   return { layerDir, diffId: EMPTY_LAYER_DIFF_ID, size: 0, tarSize: 1024, empty: true };
 }
 

@@ -1,11 +1,10 @@
-import fs from 'node:fs/promises';
 import fsSync, { createReadStream, type Stats } from 'node:fs';
 import path from 'node:path';
-import { resolveInRoot } from './resolve-in-root.js';
+import { resolveInRootSync as resolveInRoot } from './resolve-in-root.js';
 import { applyTarToRoot } from './apply.js';
 import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
-import { mkdirpExact } from '../fs.js';
+import { mkdirpExactSync } from '../fs.js';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import { copyWithAttributes } from './link-unchanged.js';
@@ -61,61 +60,61 @@ export default async function copyInRoot(merged: string, given: CopyOp): Promise
   const placed: Placed[] = [];
   const op: Copying = given.link ? { ...given, placing: { files: new Set(given.link.files), placed } } : { ...given };
   if (op.kind === 'MKDIR') {
-    await mkdirAll(merged, op.dest, 0, 0);
+    mkdirAll(merged, op.dest, 0, 0);
     return { ok: true, placed };
   }
-  if (op.from) op.sources = await resolveFromSources(op.from);
+  if (op.from) op.sources = resolveFromSources(op.from);
   const destIsDir = op.dest.endsWith('/') || op.sources.length > 1;
-  const destHost = await resolveInRoot(merged, op.dest);
-  const existing = await fs.stat(destHost).catch(() => undefined);
+  const destHost = resolveInRoot(merged, op.dest);
+  const existing = statOrNone(destHost);
   for (const src of op.sources) {
-    const st = await fs.stat(src.abs);
+    const st = fsSync.statSync(src.abs);
     const special = specialKind(st);
     if (special) throw new SlipwayError('ERR_CONTEXT_PATH', `${op.kind} failed: ${specialFileError(src.rel, special).message}`);
     if (src.dest !== undefined) {
       // COPY --parents: this source has a destination of its own (its path below the context).
-      await copyToOwnDest(merged, src as { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st, op);
+      copyToOwnDest(merged, src as { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st, op);
       continue;
     }
     if (st.isDirectory()) {
       // Parents a folder COPY creates stay root's; the folder itself, when new, gets the owner.
-      await mkdirAll(merged, op.dest, 0, 0, { uid: op.uid, gid: op.gid });
-      copyDirContents(src.abs, await resolveInRoot(merged, op.dest), src.entries ?? (await walkAll(src.abs)), op);
+      mkdirAll(merged, op.dest, 0, 0, { uid: op.uid, gid: op.gid });
+      copyDirContents(src.abs, resolveInRoot(merged, op.dest), src.entries ?? walkAll(src.abs), op);
       continue;
     }
     if (op.kind === 'ADD' && !op.downloaded?.includes(src.abs) && (await isArchive(src.abs))) {
-      await mkdirAll(merged, op.dest, 0, 0);
+      mkdirAll(merged, op.dest, 0, 0);
       const { stream } = await decompressStream(createReadStream(src.abs));
       const opts = op.chownGiven ? { uid: op.uid, gid: op.gid } : {};
       // Docker unpacks chrooted into the (resolved) destination: the archive's `..`, absolute
       // symlinks and links that point upward all stay inside it.
-      await applyTarToRoot(stream, await resolveInRoot(merged, op.dest), '/', opts);
+      await applyTarToRoot(stream, resolveInRoot(merged, op.dest), '/', opts);
       continue;
     }
     let target: string;
     if (destIsDir || existing?.isDirectory()) {
-      await mkdirAll(merged, op.dest, op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
+      mkdirAll(merged, op.dest, op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
       target = path.posix.join(op.dest, path.posix.basename(src.rel === '.' ? src.abs : src.rel));
     } else {
-      await mkdirAll(merged, path.posix.dirname(op.dest), op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
+      mkdirAll(merged, path.posix.dirname(op.dest), op.chownGiven ? op.uid : 0, op.chownGiven ? op.gid : 0);
       target = op.dest;
     }
-    const dst = await resolveInRoot(merged, target, { followFinal: false });
+    const dst = resolveInRoot(merged, target, { followFinal: false });
     copyFile(src.abs, dst, st, op, lstatOrNone(dst));
   }
   return { ok: true, placed };
 }
 
 /** A source copied to its own path (`--parents`): a folder's contents into it, a file as it. */
-async function copyToOwnDest(merged: string, src: { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st: Stats, op: CopyOp): Promise<void> {
+function copyToOwnDest(merged: string, src: { abs: string; rel: string; entries?: CopyEntry[]; dest: string }, st: Stats, op: CopyOp): void {
   const owner = op.chownGiven ? { uid: op.uid, gid: op.gid } : { uid: 0, gid: 0 };
   if (st.isDirectory()) {
-    await mkdirAll(merged, src.dest, owner.uid, owner.gid);
-    copyDirContents(src.abs, await resolveInRoot(merged, src.dest), src.entries ?? (await walkAll(src.abs)), op);
+    mkdirAll(merged, src.dest, owner.uid, owner.gid);
+    copyDirContents(src.abs, resolveInRoot(merged, src.dest), src.entries ?? walkAll(src.abs), op);
     return;
   }
-  await mkdirAll(merged, path.posix.dirname(src.dest), owner.uid, owner.gid);
-  const dst = await resolveInRoot(merged, src.dest, { followFinal: false });
+  mkdirAll(merged, path.posix.dirname(src.dest), owner.uid, owner.gid);
+  const dst = resolveInRoot(merged, src.dest, { followFinal: false });
   copyFile(src.abs, dst, st, op, lstatOrNone(dst));
 }
 
@@ -142,20 +141,20 @@ async function isArchive(file: string): Promise<boolean> {
 }
 
 /** mkdir -p inside the root: missing components get 0755 and the given owner. */
-async function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { uid: number; gid: number }): Promise<void> {
+function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { uid: number; gid: number }): void {
   const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
   let cur = '/';
   for (const [i, p] of parts.entries()) {
     cur = path.posix.join(cur, p);
-    const host = await resolveInRoot(root, cur);
-    const st = await fs.lstat(host).catch(() => undefined);
+    const host = resolveInRoot(root, cur);
+    const st = lstatOrUndefined(host);
     if (st?.isDirectory()) continue;
     if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
     // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
     // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
-    await mkdirpExact(host, 0o755);
+    mkdirpExactSync(host, 0o755);
     const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
-    await fs.lchown(host, owner.uid, owner.gid);
+    fsSync.lchownSync(host, owner.uid, owner.gid);
   }
 }
 
@@ -174,6 +173,33 @@ function modeOf(mode: number, op: CopyOp): number {
 /** lstat that answers undefined for a missing path. */
 function lstatOrNone(p: string): Stats | undefined {
   return fsSync.lstatSync(p, { throwIfNoEntry: false });
+}
+
+/** lstat(2) of `p`; undefined when it cannot be (missing, a file in the path). */
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return fsSync.lstatSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** stat(2) of `p`, followed; undefined when it cannot be (missing, a dangling link, a file in the path). */
+function statOrNone(p: string): Stats | undefined {
+  try {
+    return fsSync.statSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A folder's names; none when it cannot be read (missing, not a folder). */
+function readdirOrNone(p: string): string[] {
+  try {
+    return fsSync.readdirSync(p);
+  } catch {
+    return [];
+  }
 }
 
 /** Copies one regular file over whatever non-directory is at `dstHost` (`old`, its lstat). */
@@ -229,15 +255,15 @@ function copyDirContents(srcDir: string, dstHost: string, entries: CopyEntry[], 
 }
 
 /** Every entry below a folder, parents before children, names sorted. */
-async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
+function walkAll(dir: string, rel = ''): CopyEntry[] {
   const out: CopyEntry[] = [];
-  for (const name of (await fs.readdir(dir)).sort()) {
+  for (const name of fsSync.readdirSync(dir).sort()) {
     const r = rel === '' ? name : `${rel}/${name}`;
-    const st = await fs.lstat(path.join(dir, name));
+    const st = fsSync.lstatSync(path.join(dir, name));
     // Named pipes, sockets and devices (a COPY --from of a folder holding one) are skipped.
     if (specialKind(st)) continue;
     out.push({ path: r, type: st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'file' });
-    if (st.isDirectory()) out.push(...(await walkAll(path.join(dir, name), r)));
+    if (st.isDirectory()) out.push(...walkAll(path.join(dir, name), r));
   }
   return out;
 }
@@ -246,16 +272,16 @@ async function walkAll(dir: string, rel = ''): Promise<CopyEntry[]> {
  * COPY --from: resolves the named paths, wildcards included, inside the source image: its one
  * layer folder, or the read-only overlay of its layers that the shim mounted (`mounted`).
  */
-async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<CopyOp['sources']> {
+function resolveFromSources(from: NonNullable<CopyOp['from']>): CopyOp['sources'] {
   const root = from.lowerDirs.length === 1 ? from.lowerDirs[0]! : from.mounted;
   if (root === undefined) throw new SlipwayError('ERR_INTERNAL', 'COPY --from: the source image is not mounted');
   const out: CopyOp['sources'] = [];
   for (const p of from.paths) {
-    const matches = hasWildcard(p) ? await globInRoot(root, p) : [p];
+    const matches = hasWildcard(p) ? globInRoot(root, p) : [p];
     if (matches.length === 0) throw new SlipwayError('ERR_FILE_NOT_FOUND', `COPY failed: no source files were specified`);
     for (const m of matches) {
-      const abs = await resolveInRoot(root, m);
-      if (!(await fs.lstat(abs).catch(() => undefined))) {
+      const abs = resolveInRoot(root, m);
+      if (!lstatOrUndefined(abs)) {
         throw new SlipwayError('ERR_FILE_NOT_FOUND', `COPY failed: stat ${m}: file does not exist`);
       }
       out.push({ abs, rel: m.replace(/^\/+/, '') || '.' });
@@ -264,7 +290,7 @@ async function resolveFromSources(from: NonNullable<CopyOp['from']>): Promise<Co
   return out;
 }
 
-async function globInRoot(root: string, pattern: string): Promise<string[]> {
+function globInRoot(root: string, pattern: string): string[] {
   const parts = pattern.split('/').filter((x) => x !== '' && x !== '.');
   let cur = ['/'];
   for (const part of parts) {
@@ -274,8 +300,8 @@ async function globInRoot(root: string, pattern: string): Promise<string[]> {
         next.push(path.posix.join(c, part));
         continue;
       }
-      const host = await resolveInRoot(root, c);
-      const names = await fs.readdir(host).catch(() => [] as string[]);
+      const host = resolveInRoot(root, c);
+      const names = readdirOrNone(host);
       for (const n of names.sort()) if (matchSegment(part, n)) next.push(path.posix.join(c, n));
     }
     cur = next;

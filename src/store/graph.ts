@@ -1,11 +1,11 @@
 import fs from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { StoreLayout, isImageId, type ImageId } from './layout.js';
 import type { ImageJson } from '../image-config.js';
 import { SlipwayError } from '../errors.js';
-import { exists, mkdirAll, pidAlive } from '../fs.js';
+import { mkdirAll, pidAlive } from '../fs.js';
 import { parseReference } from './reference.js';
 import { readRepositories } from './repositories.js';
 
@@ -37,7 +37,7 @@ async function makeTmpRoot(layout: StoreLayout): Promise<void> {
 export async function makeTmpDir(layout: StoreLayout, label = 'tmp'): Promise<string> {
   await makeTmpRoot(layout);
   const dir = path.join(layout.tmp, `${process.pid}-${label}-${crypto.randomBytes(6).toString('hex')}`);
-  await fs.mkdir(dir, { mode: 0o700 });
+  mkdirSync(dir, { mode: 0o700 });
   return dir;
 }
 
@@ -82,30 +82,30 @@ export interface NewImage {
  */
 export async function registerImage(layout: StoreLayout, img: NewImage): Promise<boolean> {
   const final = layout.imageDir(img.id);
-  if (await exists(path.join(final, 'json'))) {
+  if (existsSync(path.join(final, 'json'))) {
     await checkSameImage(layout, img);
     await fs.rm(img.layerDir, { recursive: true, force: true });
     return false;
   }
   const staging = await makeTmpDir(layout, 'img');
   try {
-    // Independent names in the staging folder: written at once, and all settled before a
-    // failure removes the folder (nothing lands in it afterwards).
-    const parts = await Promise.allSettled([
-      fs.rename(img.layerDir, path.join(staging, 'layer')),
-      fs.writeFile(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 }),
-      fs.writeFile(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 }),
-      fs.writeFile(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 }),
-      img.originalTar ? fs.rename(img.originalTar, path.join(staging, 'layer.tar')) : undefined,
-      img.configJson !== undefined ? fs.writeFile(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 }) : undefined,
-    ]);
-    const failed = parts.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    // A few small files and renames, made in place: every built step registers an image on the
+    // scheduler's thread, where each awaited call was a thread-pool round trip.
+    renameSync(img.layerDir, path.join(staging, 'layer'));
+    writeFileSync(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
+    writeFileSync(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
+    writeFileSync(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
+    if (img.originalTar) renameSync(img.originalTar, path.join(staging, 'layer.tar'));
+    if (img.configJson !== undefined) writeFileSync(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
     // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
-    await fs.rename(staging, final);
+    renameSync(staging, final);
     return true;
   } catch (e) {
-    await fs.rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    try {
+      rmSync(staging, { recursive: true, force: true });
+    } catch {
+      // left for the sweep of graph/_tmp (named after this process)
+    }
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST') {
       // Another process registered the same content-derived id first: theirs is as good as ours.
@@ -167,7 +167,14 @@ export async function readImage(layout: StoreLayout, id: ImageId, known = false)
 
 /** True when `graph/<id>` is a complete image. */
 export async function hasImage(layout: StoreLayout, id: string): Promise<boolean> {
-  return isImageId(id) && exists(layout.imageJson(id));
+  if (!isImageId(id)) return false;
+  // In place: every cache hit and every step's claim asks this.
+  try {
+    lstatSync(layout.imageJson(id));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The layer's diff id (`sha256:...`). */

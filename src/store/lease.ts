@@ -7,9 +7,13 @@
  * from here (another machine sharing the store, another pid namespace). A dead owner's lease
  * (kill -9) is taken over; the takeover itself is serialized by a second lock file, so that
  * of several waiters only one removes the dead file and none removes a live one.
+ *
+ * The lock files are read and written in place (synchronously): a lease is taken for every step
+ * a build runs, on the scheduler's thread, where each awaited call was a thread-pool round trip
+ * behind whatever else the pool had queued.
  */
 import fs from 'node:fs/promises';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -76,9 +80,10 @@ function me(): Omit<LeaseOwnerJson, 'token' | 'acquired'> {
 
 const SELF = me();
 
-async function readOwner(file: string): Promise<{ owner: LeaseOwnerJson; mtimeMs: number } | undefined> {
+function readOwner(file: string): { owner: LeaseOwnerJson; mtimeMs: number } | undefined {
   try {
-    const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
+    const text = readFileSync(file, 'utf8');
+    const st = statSync(file);
     return { owner: JSON.parse(text) as LeaseOwnerJson, mtimeMs: st.mtimeMs };
   } catch {
     return undefined; // gone meanwhile (released), or not ours to read: try again
@@ -95,18 +100,18 @@ export function ownerAlive(owner: LeaseOwnerJson, mtimeMs: number, staleMs = STA
 }
 
 /** Creates `file` holding `owner`, atomically and only if it does not exist. */
-async function createExclusive(file: string, owner: LeaseOwnerJson): Promise<boolean> {
+function createExclusive(file: string, owner: LeaseOwnerJson): boolean {
   const tmp = `${file}.${process.pid}-${owner.token}.tmp`;
   try {
     // Inside the try: a write that fails (a full disk) after creating the file must not leave it.
-    await fs.writeFile(tmp, JSON.stringify(owner), { mode: 0o644 });
-    await fs.link(tmp, file); // link(2) fails with EEXIST instead of replacing: the create is exclusive
+    writeFileSync(tmp, JSON.stringify(owner), { mode: 0o644 });
+    linkSync(tmp, file); // link(2) fails with EEXIST instead of replacing: the create is exclusive
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw e;
   } finally {
-    await fs.rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
   }
 }
 
@@ -115,36 +120,45 @@ function newOwner(): LeaseOwnerJson {
 }
 
 /** Removes `file` if it still holds `token` (a dead breaker renamed away first, so only that one goes). */
-async function removeIfToken(file: string, token: string): Promise<void> {
+function removeIfToken(file: string, token: string): void {
   const aside = `${file}.${process.pid}-${crypto.randomBytes(4).toString('hex')}.stale`;
   try {
-    await fs.rename(file, aside);
+    renameSync(file, aside);
   } catch {
     return; // someone else removed it
   }
-  const moved = await readOwner(aside);
-  if (moved !== undefined && moved.owner.token !== token) await fs.link(aside, file).catch(() => undefined); // not the one we meant: put it back
-  await fs.rm(aside, { force: true });
+  const moved = readOwner(aside);
+  if (moved !== undefined && moved.owner.token !== token) tryLink(aside, file); // not the one we meant: put it back
+  rmSync(aside, { force: true });
 }
 
 /**
  * Removes a dead owner's lease file, if it is still that owner's, while holding the file's
  * breaker lock: only a breaker holder ever removes a lease it does not own.
  */
-async function takeOver(file: string, deadToken: string, staleMs: number): Promise<void> {
+/** link(2), whose failure (someone else put a lease there meanwhile) is no concern here. */
+function tryLink(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch {
+    // left as it is
+  }
+}
+
+function takeOver(file: string, deadToken: string, staleMs: number): void {
   const breaker = `${file}.break`;
   const mine = newOwner();
-  if (!(await createExclusive(breaker, mine))) {
-    const held = await readOwner(breaker);
+  if (!createExclusive(breaker, mine)) {
+    const held = readOwner(breaker);
     // A breaker holder killed during its takeover would block everyone: its breaker goes too.
-    if (held !== undefined && !ownerAlive(held.owner, held.mtimeMs, staleMs)) await removeIfToken(breaker, held.owner.token);
+    if (held !== undefined && !ownerAlive(held.owner, held.mtimeMs, staleMs)) removeIfToken(breaker, held.owner.token);
     return;
   }
   try {
-    const current = await readOwner(file);
-    if (current?.owner.token === deadToken) await fs.rm(file, { force: true });
+    const current = readOwner(file);
+    if (current?.owner.token === deadToken) rmSync(file, { force: true });
   } finally {
-    await fs.rm(breaker, { force: true });
+    rmSync(breaker, { force: true });
   }
 }
 
@@ -157,8 +171,8 @@ function hold(file: string, owner: LeaseOwnerJson): HeldLease {
   return {
     release: async () => {
       clearInterval(beat);
-      const current = await readOwner(file);
-      if (current?.owner.token === owner.token) await fs.rm(file, { force: true });
+      const current = readOwner(file);
+      if (current?.owner.token === owner.token) rmSync(file, { force: true });
     },
   };
 }
@@ -169,26 +183,26 @@ function hold(file: string, owner: LeaseOwnerJson): HeldLease {
  * was finished by someone else meanwhile (before or after the lease was free).
  */
 export async function acquireLease(file: string, opts: LeaseOptions = {}): Promise<HeldLease | { done: true }> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
+  mkdirSync(path.dirname(file), { recursive: true });
   const pollMs = opts.pollMs ?? 100;
   const staleMs = opts.staleMs ?? STALE_MS;
   let waited = false;
   for (;;) {
     if (opts.signal?.aborted) throw new SlipwayError('ERR_CANCELLED', 'build cancelled');
     const owner = newOwner();
-    if (await createExclusive(file, owner)) {
+    if (createExclusive(file, owner)) {
       // Someone may have finished the work and released between our check and our create.
       if (opts.isDone && (await opts.isDone())) {
-        await fs.rm(file, { force: true });
+        rmSync(file, { force: true });
         return { done: true };
       }
       return hold(file, owner);
     }
     if (opts.isDone && (await opts.isDone())) return { done: true };
-    const held = await readOwner(file);
+    const held = readOwner(file);
     if (held === undefined) continue;
     if (!ownerAlive(held.owner, held.mtimeMs, staleMs)) {
-      await takeOver(file, held.owner.token, staleMs);
+      takeOver(file, held.owner.token, staleMs);
       continue;
     }
     if (!waited) {
