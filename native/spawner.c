@@ -10,9 +10,11 @@
  *   op 'S' spawn: u8 flags (1: stdin is a pipe this process keeps open until the child exits,
  *                 else /dev/null), then argv as NUL-terminated strings (argv[0] an absolute path)
  *   op 'K' kill:  u32 signal, sent to child `id` unless it has already been reaped
- *   op 'Y' sync:  a path (NUL-terminated); syncfs(2) on its filesystem, here (no child): 'X' 0
- *                 when done, 'F' if it failed. (A step's layer is synced so, beside its pack:
- *                 a process per step would cost more than the sync of a small layer.)
+ *   op 'Y' sync:  a path (NUL-terminated); syncfs(2) on its filesystem, in this process (no
+ *                 child): 'X' 0 when done, 'F' if it failed. (A step's layer is synced so,
+ *                 beside its pack: a process per step would cost more than the sync of a small
+ *                 layer.) The syncs run in order on a thread of their own, so that a long one
+ *                 holds up neither the children's output and exits nor the other requests.
  * Reply frames: u32 id, u8 kind, u32 length, data:
  *   'P' the child's pid (decimal)       'F' the spawn failed (message); nothing more follows
  *   'O' / 'E' a chunk of its stdout / stderr        'T' a chunk of what it wrote on fd 3
@@ -26,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,13 +70,18 @@ static void write_all(int fd, const void *buf, size_t n) {
   }
 }
 
+/* Frames go out whole: the sync thread replies too. */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void reply(uint32_t id, char kind, const void *data, uint32_t len) {
   unsigned char head[9];
   memcpy(head, &id, 4);
   head[4] = (unsigned char)kind;
   memcpy(head + 5, &len, 4);
+  pthread_mutex_lock(&out_lock);
   write_all(1, head, sizeof head);
   if (len) write_all(1, data, len);
+  pthread_mutex_unlock(&out_lock);
 }
 
 static void reply_num(uint32_t id, char kind, long value) {
@@ -148,6 +156,52 @@ static void spawn_child(uint32_t id, int keep_stdin, char **argv) {
   reply_num(id, 'P', (long)pid);
 }
 
+/* Sync requests, oldest first, for the sync thread (started with the first). */
+struct sync_req { struct sync_req *next; uint32_t id; char path[]; };
+static struct sync_req *sync_head, *sync_tail;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
+
+static void *sync_thread(void *unused) {
+  (void)unused;
+  for (;;) {
+    pthread_mutex_lock(&sync_lock);
+    while (!sync_head) pthread_cond_wait(&sync_cond, &sync_lock);
+    struct sync_req *r = sync_head;
+    sync_head = r->next;
+    if (!sync_head) sync_tail = NULL;
+    pthread_mutex_unlock(&sync_lock);
+    int fd = open(r->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0) reply_errno(r->id, "syncfs");
+    else reply_num(r->id, 'X', 0);
+    if (fd >= 0) close(fd);
+    free(r);
+  }
+  return NULL;
+}
+
+static void queue_sync(uint32_t id, const char *path) {
+  static int started;
+  size_t n = strlen(path) + 1;
+  struct sync_req *r = malloc(sizeof *r + n);
+  if (!r) { reply_errno(id, "syncfs"); return; }
+  if (!started) {
+    /* Signals stay with the main loop: this thread inherits its mask (SIGCHLD blocked). */
+    pthread_t t;
+    if (pthread_create(&t, NULL, sync_thread, NULL) != 0) { free(r); errno = EAGAIN; reply_errno(id, "syncfs thread"); return; }
+    started = 1;
+  }
+  r->next = NULL;
+  r->id = id;
+  memcpy(r->path, path, n);
+  pthread_mutex_lock(&sync_lock);
+  if (sync_tail) sync_tail->next = r;
+  else sync_head = r;
+  sync_tail = r;
+  pthread_cond_signal(&sync_cond);
+  pthread_mutex_unlock(&sync_lock);
+}
+
 /* A request: spawn or kill. Returns -1 on a malformed one. */
 static int handle(const unsigned char *req, uint32_t len) {
   if (len < 5) return -1;
@@ -163,10 +217,7 @@ static int handle(const unsigned char *req, uint32_t len) {
   }
   if (req[0] == 'Y') {
     if (len < 6 || req[len - 1] != 0) return -1;
-    int fd = open((const char *)req + 5, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || syncfs(fd) != 0) reply_errno(id, "syncfs");
-    else reply_num(id, 'X', 0);
-    if (fd >= 0) close(fd);
+    queue_sync(id, (const char *)req + 5);
     return 0;
   }
   if (req[0] != 'S' || len < 7 || req[len - 1] != 0) return -1;

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { MessagePort } from 'node:worker_threads';
@@ -9,6 +10,7 @@ import type { NetworkMode } from '../sandbox/oci-spec.js';
 import type { IdMapping } from '../sandbox/userns.js';
 import { createVfsRootfs, writeVfsLayer, type VfsRootfs } from './vfs.js';
 import { finishLayer, type FinishedLayer, type FinishOptions } from './finish-layer.js';
+import { flushWhileRunning } from './sync-layer.js';
 import type { CopyOp } from './copy-in-root.js';
 import { SlipwayError, errorToData, type SlipwayErrorData } from '../errors.js';
 
@@ -58,8 +60,8 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
   const upperDir = path.join(dir, 'layer');
   const scratchDir = path.join(dir, 'scratch');
   try {
-    await fs.mkdir(upperDir, { recursive: true, mode: 0o755 });
-    await fs.mkdir(scratchDir, { recursive: true, mode: 0o700 });
+    mkdirSync(upperDir, { recursive: true, mode: 0o755 });
+    mkdirSync(scratchDir, { recursive: true, mode: 0o700 });
     let vfs: VfsRootfs | undefined;
     let rootfs: RootfsSpec = { lowerDirs: task.lowerDirs, upperDir, scratchDir };
     if (task.driver === 'vfs') {
@@ -69,6 +71,8 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
     }
     let ownersBack: IdMapping | undefined;
     if (task.type === 'run') {
+      // A vfs rootfs's writes are not the layer yet (writeVfsLayer copies them): nothing to flush.
+      const flush = vfs ? undefined : flushWhileRunning(upperDir);
       const res = await runInSandbox({ deferOwnerShift: true,
         ...rootfs, argv: task.argv, env: task.env, uid: task.uid, gid: task.gid,
         groups: task.groups, cwd: task.cwd, hostname: task.hostname, network: task.network, netDomain: task.tmpRoot, volumes: task.volumes,
@@ -76,7 +80,7 @@ export async function runStep(task: StepTask, signal?: AbortSignal): Promise<Ste
         onOutput: (chunk) => task.port?.postMessage(chunk.toString('utf8')),
         ...(signal ? { signal } : {}),
         ...(task.sandbox ? { sandbox: task.sandbox } : {}),
-      });
+      }).finally(() => flush?.stop());
       if (res.exitCode !== 0) {
         await fs.rm(dir, { recursive: true, force: true });
         const why = res.limits ? `: ${limitMessage(res.limits, task.sandbox)}` : '';

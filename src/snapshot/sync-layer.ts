@@ -12,3 +12,22 @@ import { syncfsViaSpawner } from '../sandbox/spawner.js';
 export function syncLayer(layerDir: string): Promise<void> {
   return syncfsViaSpawner(resolveHost(layerDir));
 }
+
+/** A step's writes, flushed to disk while it runs: `stop` ends it once the step has. */
+export interface RunningFlush { stop(): void }
+
+/**
+ * Syncs the filesystem of a running step's layer every `everyMs` (one sync at a time), so that
+ * what a long RUN writes goes to disk on a core its container leaves idle rather than all in the
+ * sync after it (`syncLayer`, beside the pack), which is then left with what the last interval
+ * wrote. A RUN shorter than `everyMs` is not synced twice. A failure here is not the step's: the
+ * sync after it reports one. `stop` does not wait for a sync in flight: the spawner runs syncs in
+ * order, on a thread that holds up nothing else, so the one after the step comes after it.
+ */
+export function flushWhileRunning(layerDir: string, everyMs = 100): RunningFlush {
+  let inFlight: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    inFlight ??= syncLayer(layerDir).catch(() => undefined).finally(() => { inFlight = undefined; });
+  }, everyMs);
+  return { stop: () => clearInterval(timer) };
+}

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { spawnViaSpawner, syncfsViaSpawner } from '../../src/sandbox/spawner.js';
 
 /**
@@ -8,6 +10,7 @@ import { spawnViaSpawner, syncfsViaSpawner } from '../../src/sandbox/spawner.js'
  * what a child gets (fds, signals, stdin) and what comes back (output per stream, fd 3, status).
  */
 const SH = '/bin/sh';
+const TMPFS_MAGIC = 0x01021994;
 
 function collect(): { out: () => string; err: () => string; fd3: () => string; o: { onStdout: (b: Buffer) => void; onStderr: (b: Buffer) => void; onFd3: (b: Buffer) => void } } {
   let out = '';
@@ -74,6 +77,30 @@ test('many children at once each get their own output', async () => {
     assert.equal(r.code, r.i);
     assert.equal(r.out, `${r.i}\n`);
   }
+});
+
+test('a long sync holds up neither a child\'s output and exit nor a kill', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-sync-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  if (fs.statfsSync(dir).type === TMPFS_MAGIC) return t.skip(`${os.tmpdir()} is a tmpfs: its syncs write nothing`);
+  // 64 MiB left dirty: no disk writes it back in the few milliseconds a child takes.
+  const chunk = Buffer.alloc(1 << 20, 7);
+  const fd = fs.openSync(path.join(dir, 'dirty'), 'w');
+  for (let i = 0; i < 64; i++) fs.writeSync(fd, chunk);
+  fs.closeSync(fd);
+  const order: string[] = [];
+  const synced = syncfsViaSpawner(dir).then(() => order.push('synced'));
+  const c = collect();
+  const p = await spawnViaSpawner([SH, '-c', 'echo out; exec sleep 30'], c.o);
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(() => { if (c.out() !== '') { clearInterval(poll); resolve(); } }, 2);
+  });
+  order.push('output');
+  p.kill('SIGKILL');
+  assert.equal(await p.exited, 137);
+  order.push('exited');
+  await synced;
+  assert.deepEqual(order, ['output', 'exited', 'synced']);
 });
 
 test('the spawner syncs a folder\'s filesystem itself, and says why it cannot', async () => {
