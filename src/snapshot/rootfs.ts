@@ -1,5 +1,5 @@
 import fs from 'node:fs/promises';
-import { lstatSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 
@@ -9,8 +9,8 @@ import { SlipwayError } from '../errors.js';
  */
 export async function readFileFromLayers(lowerDirs: string[], rel: string): Promise<string | undefined> {
   const parts = rel.split('/').filter(Boolean);
-  // Synchronous lstats: most layers lack the path, and a thread-pool round trip per layer cost
-  // more than the answer (every RUN step looks up /etc/passwd through all of its layers).
+  // Synchronous lstats and read: most layers lack the path, and a thread-pool round trip per layer
+  // cost more than the answer (every RUN step looks up /etc/passwd through all of its layers).
   for (const layer of lowerDirs) {
     let hidden = false;
     for (let i = 1; i <= parts.length; i++) {
@@ -21,7 +21,7 @@ export async function readFileFromLayers(lowerDirs: string[], rel: string): Prom
         break;
       }
       if (i === parts.length) {
-        if (st.isFile()) return fs.readFile(path.join(layer, ...parts), 'utf8');
+        if (st.isFile()) return readFileSync(path.join(layer, ...parts), 'utf8');
         return undefined;
       }
     }

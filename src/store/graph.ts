@@ -92,13 +92,16 @@ export async function registerImage(layout: StoreLayout, img: NewImage): Promise
     // A few small files and renames, made in place: every built step registers an image on the
     // scheduler's thread, where each awaited call was a thread-pool round trip.
     renameSync(img.layerDir, path.join(staging, 'layer'));
-    writeFileSync(path.join(staging, 'json'), JSON.stringify(img.json), { mode: 0o600 });
+    const jsonText = JSON.stringify(img.json);
+    writeFileSync(path.join(staging, 'json'), jsonText, { mode: 0o600 });
     writeFileSync(path.join(staging, 'layersize'), String(img.layerSize), { mode: 0o600 });
     writeFileSync(path.join(staging, 'diffid'), img.diffId, { mode: 0o600 });
     if (img.originalTar) renameSync(img.originalTar, path.join(staging, 'layer.tar'));
     if (img.configJson !== undefined) writeFileSync(path.join(staging, 'config.json'), img.configJson, { mode: 0o600 });
     // The layer folder's own mode is that of the rootfs '/': keep it as the layer recorded it.
     renameSync(staging, final);
+    // The next step reads it at once (its parent chain): from the memo, as it is on disk.
+    remember(layout.imageJson(img.id), deepFreeze(JSON.parse(jsonText) as ImageJson));
     return true;
   } catch (e) {
     try {
@@ -152,7 +155,8 @@ export async function readImage(layout: StoreLayout, id: ImageId, known = false)
   if (memo !== undefined && (known || existsSync(file))) return memo;
   let json: ImageJson;
   try {
-    json = deepFreeze(JSON.parse(await fs.readFile(file, 'utf8')) as ImageJson);
+    // In place: a small file, and the scheduler's thread reads one for every step it runs.
+    json = deepFreeze(JSON.parse(readFileSync(file, 'utf8')) as ImageJson);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
       imageJsonMemo.delete(file);
@@ -160,9 +164,13 @@ export async function readImage(layout: StoreLayout, id: ImageId, known = false)
     }
     throw e;
   }
+  remember(file, json);
+  return json;
+}
+
+function remember(file: string, json: ImageJson): void {
   if (imageJsonMemo.size >= MEMO_MAX) imageJsonMemo.delete(imageJsonMemo.keys().next().value!);
   imageJsonMemo.set(file, json);
-  return json;
 }
 
 /** True when `graph/<id>` is a complete image. */
