@@ -2,6 +2,7 @@ import fs from 'node:fs/promises';
 import { lstatSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
+import { LayerView } from './layer-view.js';
 
 /**
  * Reads a file of an image without mounting it: the top-most layer folder that has the path
@@ -108,20 +109,6 @@ export async function resolveChown(lowerDirs: string[], spec: string): Promise<{
   return { uid, gid: gidOf(g ?? u) };
 }
 
-/** lstat of a path in an image (top-most layer wins); 'whiteout' when deleted, undefined when absent. */
-export async function lstatInLayers(lowerDirs: string[], rel: string): Promise<import('node:fs').Stats | 'whiteout' | undefined> {
-  const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  for (const layer of lowerDirs) {
-    for (let i = 1; i <= parts.length; i++) {
-      const st = await fs.lstat(path.join(layer, ...parts.slice(0, i))).catch(() => undefined);
-      if (!st) break;
-      if (st.isCharacterDevice() && st.rdev === 0) return 'whiteout';
-      if (i === parts.length) return st;
-    }
-  }
-  return undefined;
-}
-
 /**
  * WORKDIR without a sandbox: creates the folder's missing components in `upperDir` as overlay
  * would (existing parents copied up with their mode, owner and times; new ones 0755 root).
@@ -130,10 +117,12 @@ export async function lstatInLayers(lowerDirs: string[], rel: string): Promise<i
 export async function mkdirInUpper(lowerDirs: string[], upperDir: string, dir: string): Promise<boolean> {
   const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
   const plan: Array<{ rel: string; st: import('node:fs').Stats | undefined }> = [];
+  const view = new LayerView(lowerDirs);
   for (let i = 1; i <= parts.length; i++) {
     const rel = parts.slice(0, i).join('/');
-    const st = await lstatInLayers(lowerDirs, rel);
-    if (st === 'whiteout' || st === undefined) {
+    // What the overlay would show: a whiteout deletes, an opaque folder hides what lies below.
+    const st = view.lstat(rel);
+    if (st === undefined) {
       for (let j = i; j <= parts.length; j++) plan.push({ rel: parts.slice(0, j).join('/'), st: undefined });
       break;
     }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { LayerView } from '../../src/snapshot/layer-view.js';
 import { markOpaque } from '../../src/snapshot/xattr.js';
+import { mkdirInUpper } from '../../src/snapshot/rootfs.js';
 
 /** Three layer folders in overlay form, top-most first. */
 function layers(): string[] {
@@ -49,4 +50,36 @@ test('symlinks resolve inside the image; wildcards expand per component', () => 
   assert.deepEqual(v.glob('/link/*'), ['/link/r.txt']);
   assert.deepEqual(v.glob('/s?c/gone*'), []);
   assert.deepEqual(v.glob('/src/plain'), ['/src/plain']);
+});
+
+test('WORKDIR makes the folders the image does not show: under an opaque folder, under a whiteout', async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-wd-'));
+  const [top, bottom, upper] = ['top', 'bottom', 'upper'].map((n) => path.join(base, n));
+  // The bottom layer has /a/b/c/f and /gone/x; the top one made /a again (opaque: `rm -rf /a && mkdir /a`) and deleted /gone.
+  fs.mkdirSync(path.join(bottom!, 'a/b/c'), { recursive: true });
+  fs.writeFileSync(path.join(bottom!, 'a/b/c/f'), 'hi');
+  fs.mkdirSync(path.join(bottom!, 'gone/x'), { recursive: true });
+  fs.mkdirSync(path.join(top!, 'a'), { recursive: true, mode: 0o750 });
+  fs.chmodSync(path.join(top!, 'a'), 0o750);
+  fs.writeFileSync(path.join(top!, 'a/keep'), 'x');
+  markOpaque(path.join(top!, 'a'));
+  execFileSync('mknod', [path.join(top!, 'gone'), 'c', '0', '0']);
+  fs.mkdirSync(upper!);
+  try {
+    const lowers = [top!, bottom!];
+    assert.equal(await mkdirInUpper(lowers, upper!, '/a/b'), true);
+    // /a copied up as the top layer has it; /a/b made, as the overlay shows no /a/b.
+    assert.equal(fs.statSync(path.join(upper!, 'a')).mode & 0o7777, 0o750);
+    assert.ok(fs.statSync(path.join(upper!, 'a/b')).isDirectory());
+    assert.deepEqual(fs.readdirSync(path.join(upper!, 'a')), ['b']);
+    assert.equal(await mkdirInUpper(lowers, upper!, '/gone/x'), true);
+    assert.ok(fs.statSync(path.join(upper!, 'gone/x')).isDirectory());
+    // A folder the image shows is left as it is: nothing is copied up.
+    const other = path.join(base, 'upper2');
+    fs.mkdirSync(other);
+    assert.equal(await mkdirInUpper(lowers, other, '/a'), true);
+    assert.deepEqual(fs.readdirSync(other), []);
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
 });
