@@ -109,7 +109,8 @@ test('independent stages run at the same time in the executor', async () => {
     await Promise.race([both, new Promise((_r, reject) => setTimeout(() => reject(new Error(`${cmd} ran alone`)), 5000))]);
   };
   await build(t.opts());
-  assert.equal(t.exec.maxActive, 3 - 1, 'two stages were in the executor at once');
+  // The last stage (FROM scratch) is independent too: it may run beside them.
+  assert.ok(t.exec.maxActive >= 2, `two stages were in the executor at once (at most ${t.exec.maxActive})`);
   assert.deepEqual([...t.exec.ran].sort(), ['last', 'stage-a', 'stage-b']);
 });
 
