@@ -33,17 +33,19 @@ export class LayerView {
 
   /**
    * Each layer that provides `rel` (top-most first) with its entry there, until a layer hides
-   * what lies below (a whiteout, an opaque folder on the way, a non-directory parent).
+   * what lies below (a whiteout, an opaque folder on the way, a non-directory parent); with
+   * `firstOnly`, the top-most only. A folder's opacity (an xattr, through a native binding) is
+   * read only when the walk would go on to the layers below it.
    */
-  private providers(rel: string): Array<{ dir: string; st: Stats }> {
+  private providers(rel: string, firstOnly = false): Array<{ dir: string; st: Stats }> {
     const comps = parts(rel);
     const out: Array<{ dir: string; st: Stats }> = [];
     for (const layer of this.lowerDirs) {
-      let hidesBelow = false;
+      const folders: string[] = []; // this layer's folders on the way, whose opacity hides the layers below
       let st: Stats | undefined = lstatOrUndefined(layer);
       for (let i = 0; i < comps.length && st !== undefined; i++) {
         const prefix = path.join(layer, ...comps.slice(0, i));
-        if (i > 0 && st.isDirectory() && isOpaque(prefix)) hidesBelow = true;
+        if (i > 0 && st.isDirectory()) folders.push(prefix);
         st = lstatOrUndefined(path.join(prefix, comps[i]!));
         if (st === undefined) break;
         if (isWhiteout(st)) return out;
@@ -51,21 +53,26 @@ export class LayerView {
       }
       if (st !== undefined) {
         out.push({ dir: path.join(layer, ...comps), st });
-        if (!st.isDirectory() || isOpaque(path.join(layer, ...comps))) return out;
+        if (firstOnly || !st.isDirectory() || isOpaque(path.join(layer, ...comps))) return out;
       }
-      if (hidesBelow) return out;
+      if (folders.some(isOpaque)) return out;
     }
     return out;
   }
 
+  /** The top-most layer entry that provides `rel` (host path and lstat), if any. */
+  find(rel: string): { dir: string; st: Stats } | undefined {
+    return this.providers(rel, true)[0];
+  }
+
   /** lstat of a path of the image; undefined when it does not exist. */
   lstat(rel: string): Stats | undefined {
-    return this.providers(rel)[0]?.st;
+    return this.find(rel)?.st;
   }
 
   /** The host path of the layer entry that provides `rel` (the top-most), if any. */
   hostPath(rel: string): string | undefined {
-    return this.providers(rel)[0]?.dir;
+    return this.find(rel)?.dir;
   }
 
   /** The names in a directory of the image (sorted); undefined when it is not a directory. */
@@ -101,7 +108,7 @@ export class LayerView {
         continue;
       }
       const candidate = [...resolved, part].join('/');
-      const top = this.providers(candidate)[0];
+      const top = this.find(candidate);
       if (top === undefined || !top.st.isSymbolicLink() || ++links > MAX_SYMLINKS) {
         resolved.push(part);
         continue;

@@ -1,34 +1,18 @@
 import fs from 'node:fs/promises';
-import { lstatSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 import { LayerView } from './layer-view.js';
 
 /**
- * Reads a file of an image without mounting it: the top-most layer folder that has the path
- * wins, and a whiteout (0/0 character device) on the path or a parent hides it.
+ * Reads a file of an image without mounting it, as the overlay would show it (`LayerView`): the
+ * top-most layer that has the path wins; a whiteout on the path, an opaque folder above it or a
+ * non-folder parent hides it in the layers below. In place (synchronous): every RUN step looks
+ * up /etc/passwd through all of its layers, and most of them lack it.
  */
 export async function readFileFromLayers(lowerDirs: string[], rel: string): Promise<string | undefined> {
-  const parts = rel.split('/').filter(Boolean);
-  // Synchronous lstats and read: most layers lack the path, and a thread-pool round trip per layer
-  // cost more than the answer (every RUN step looks up /etc/passwd through all of its layers).
-  for (const layer of lowerDirs) {
-    let hidden = false;
-    for (let i = 1; i <= parts.length; i++) {
-      const st = lstatSync(path.join(layer, ...parts.slice(0, i)), { throwIfNoEntry: false });
-      if (!st) break;
-      if (st.isCharacterDevice() && st.rdev === 0) {
-        hidden = true;
-        break;
-      }
-      if (i === parts.length) {
-        if (st.isFile()) return readFileSync(path.join(layer, ...parts), 'utf8');
-        return undefined;
-      }
-    }
-    if (hidden) return undefined;
-  }
-  return undefined;
+  const top = new LayerView(lowerDirs).find(rel);
+  return top?.st.isFile() ? readFileSync(top.dir, 'utf8') : undefined;
 }
 
 interface PasswdEntry { name: string; uid: number; gid: number; home: string }

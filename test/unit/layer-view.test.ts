@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { LayerView } from '../../src/snapshot/layer-view.js';
 import { markOpaque } from '../../src/snapshot/xattr.js';
-import { mkdirInUpper } from '../../src/snapshot/rootfs.js';
+import { mkdirInUpper, readFileFromLayers } from '../../src/snapshot/rootfs.js';
 
 /** Three layer folders in overlay form, top-most first. */
 function layers(): string[] {
@@ -79,6 +79,27 @@ test('WORKDIR makes the folders the image does not show: under an opaque folder,
     fs.mkdirSync(other);
     assert.equal(await mkdirInUpper(lowers, other, '/a'), true);
     assert.deepEqual(fs.readdirSync(other), []);
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test('a file of the image (a user\'s passwd) is read as the overlay shows it: an opaque folder hides the layers below', async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-rf-'));
+  const [top, mid, bottom] = ['top', 'mid', 'bottom'].map((n) => path.join(base, n));
+  try {
+    fs.mkdirSync(path.join(bottom!, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(bottom!, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+    fs.writeFileSync(path.join(bottom!, 'etc/group'), 'root:x:0:\n');
+    // mid: `rm -rf /etc && mkdir /etc && echo ... > /etc/group` (opaque /etc); top: an unrelated layer.
+    fs.mkdirSync(path.join(mid!, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(mid!, 'etc/group'), 'staff:x:50:\n');
+    markOpaque(path.join(mid!, 'etc'));
+    fs.mkdirSync(path.join(top!, 'tmp'), { recursive: true });
+    assert.equal(await readFileFromLayers([top!, mid!, bottom!], 'etc/passwd'), undefined);
+    assert.equal(await readFileFromLayers([top!, mid!, bottom!], 'etc/group'), 'staff:x:50:\n');
+    // Without the opaque layer, the bottom layer's file is the image's.
+    assert.equal(await readFileFromLayers([top!, bottom!], 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   } finally {
     fs.rmSync(base, { recursive: true, force: true });
   }
