@@ -47,16 +47,11 @@ export async function mkdirAll(dir: string, mode = 0o755): Promise<void> {
 
 /**
  * `mkdir -p` whose new folders get exactly `mode`, whatever the process's umask (a worker
- * thread cannot set one). Folders that existed are left as they are.
+ * thread cannot set one). Folders that existed are left as they are. Synchronous: a few calls,
+ * made where a layer is written (a COPY's folders, an archive's), where each awaited one was a
+ * thread-pool round trip.
  */
-export async function mkdirpExact(dir: string, mode: number): Promise<void> {
-  const first = await fs.mkdir(dir, { recursive: true, mode });
-  if (first === undefined) return;
-  for (let d = path.resolve(dir); d.length >= first.length; d = path.dirname(d)) await fs.chmod(d, mode);
-}
-
-/** `mkdirpExact`, synchronously. */
-export function mkdirpExactSync(dir: string, mode: number): void {
+export function mkdirpExact(dir: string, mode: number): void {
   const first = fsSync.mkdirSync(dir, { recursive: true, mode });
   if (first === undefined) return;
   for (let d = path.resolve(dir); d.length >= first.length; d = path.dirname(d)) fsSync.chmodSync(d, mode);

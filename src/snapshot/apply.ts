@@ -25,7 +25,7 @@ export async function applyTarToRoot(
   opts: { uid?: number; gid?: number } = {},
 ): Promise<void> {
   const applier = new RootApplier(resolveHost(root), posix.join('/', destInRoot), opts);
-  await mkdirpExact(await resolveInRoot(applier.root, applier.dest), 0o755);
+  mkdirpExact(await resolveInRoot(applier.root, applier.dest), 0o755);
   await readTar(input, (h, body) => applier.entry(h, body));
   await applier.finish();
 }
@@ -80,7 +80,7 @@ class RootApplier {
   private async ensureParent(host: string): Promise<void> {
     const parent = dirname(host);
     const st = await lstat(parent).catch(() => null);
-    if (st === null) await mkdirpExact(parent, 0o755);
+    if (st === null) mkdirpExact(parent, 0o755);
     else if (!st.isDirectory()) throw badArchive(`cannot extract ${host}: ${parent} is not a directory`);
   }
 

@@ -4,7 +4,7 @@ import { resolveInRootSync as resolveInRoot } from './resolve-in-root.js';
 import { applyTarToRoot } from './apply.js';
 import { decompressStream } from './tar-read.js';
 import { SlipwayError } from '../errors.js';
-import { mkdirpExactSync } from '../fs.js';
+import { mkdirpExact } from '../fs.js';
 import { hasWildcard, matchSegment } from '../context/glob.js';
 import { specialFileError, specialKind } from '../context/special-file.js';
 import { copyWithAttributes } from './link-unchanged.js';
@@ -152,7 +152,7 @@ function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { 
     if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
     // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
     // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
-    mkdirpExactSync(host, 0o755);
+    mkdirpExact(host, 0o755);
     const owner = leaf && i === parts.length - 1 ? leaf : { uid, gid };
     fsSync.lchownSync(host, owner.uid, owner.gid);
   }
