@@ -54,47 +54,45 @@ function cachestatWorks(tool: string, control: string): number | undefined {
 }
 
 /**
- * The cachestat tool, compiled in `tmp`, once a control file in `root` shows it sees dirty pages;
- * undefined (the test skipped, with the reason) when it cannot tell.
+ * Runs `fn` with a store holding busybox and the cachestat tool, once a control file in the store
+ * shows the tool sees dirty pages; skips the test (with the reason) when it cannot tell. Both are
+ * removed after.
  */
-function cachestatTool(t: { skip(why: string): void }, tmp: string, root: string): string | undefined {
-  const tool = path.join(tmp, 'cachestat');
-  fs.writeFileSync(`${tool}.c`, CACHESTAT_C);
-  execFileSync('cc', ['-O2', '-o', tool, `${tool}.c`]);
-  const control = path.join(root, 'control.bin');
-  fs.writeFileSync(control, crypto.randomBytes(4 << 20));
-  const seen = cachestatWorks(tool, control);
-  if (seen === undefined) t.skip('this kernel has no cachestat(2) (Linux 6.5+)');
-  else if (seen === 0) t.skip('this machine writes dirty pages back at once: nothing to tell a synced layer from');
-  else return tool;
-  return undefined;
-}
-
-test('a step\'s layer is written to disk before the build returns, whichever packer packed it', async (t) => {
+async function withCachestat(t: { skip(why: string): void }, fn: (tool: string, root: string) => Promise<void>): Promise<void> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-durable-'));
   const root = await storeWithBusybox();
   try {
-    const tool = cachestatTool(t, tmp, root);
-    if (tool === undefined) return;
-    // A layer of 202 entries (the native packer) and one of a single file (the JavaScript pack).
-    // (RUN layers: without the sync, a COPY's file was already clean when the build returned,
-    // written back by something later in the build, so it could not tell.)
-    const ctx = await makeContext({
-      'Dockerfile': 'FROM busybox\nRUN dd if=/dev/urandom of=/r.bin bs=1M count=8 2>/dev/null && for i in $(seq 200); do echo $i > /f$i; done\nRUN dd if=/dev/urandom of=/s.bin bs=1M count=2 2>/dev/null\n',
-    });
-    const r = await slipway(root, ['build', '-t', 'durable', ctx]);
-    assert.equal(r.code, 0, r.stderr);
-    const history = await slipway(root, ['history', '-q', '--no-trunc', 'durable']);
-    const [smallId, bigId] = history.stdout.trim().split('\n').map((l) => l.replace(/^sha256:/, ''));
-    const layer = (id: string | undefined) => path.join(root, 'graph', id!, 'layer');
-    assert.ok(fs.existsSync(path.join(layer(bigId), 'r.bin')) && fs.existsSync(path.join(layer(smallId), 's.bin')), history.stdout);
-    const files = [path.join(layer(bigId), 'r.bin'), path.join(layer(bigId), 'f200'), path.join(layer(smallId), 's.bin')];
-    assert.deepEqual(unwritten(tool, files), { 'r.bin': 0, 'f200': 0, 's.bin': 0 });
+    const tool = path.join(tmp, 'cachestat');
+    fs.writeFileSync(`${tool}.c`, CACHESTAT_C);
+    execFileSync('cc', ['-O2', '-o', tool, `${tool}.c`]);
+    const control = path.join(root, 'control.bin');
+    fs.writeFileSync(control, crypto.randomBytes(4 << 20));
+    const seen = cachestatWorks(tool, control);
+    if (seen === undefined) t.skip('this kernel has no cachestat(2) (Linux 6.5+)');
+    else if (seen === 0) t.skip('this machine writes dirty pages back at once: nothing to tell a synced layer from');
+    else await fn(tool, root);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
     fs.rmSync(root, { recursive: true, force: true });
   }
-});
+}
+
+test('a step\'s layer is written to disk before the build returns, whichever packer packed it', (t) => withCachestat(t, async (tool, root) => {
+  // A layer of 202 entries (the native packer) and one of a single file (the JavaScript pack).
+  // (RUN layers: without the sync, a COPY's file was already clean when the build returned,
+  // written back by something later in the build, so it could not tell.)
+  const ctx = await makeContext({
+    'Dockerfile': 'FROM busybox\nRUN dd if=/dev/urandom of=/r.bin bs=1M count=8 2>/dev/null && for i in $(seq 200); do echo $i > /f$i; done\nRUN dd if=/dev/urandom of=/s.bin bs=1M count=2 2>/dev/null\n',
+  });
+  const r = await slipway(root, ['build', '-t', 'durable', ctx]);
+  assert.equal(r.code, 0, r.stderr);
+  const history = await slipway(root, ['history', '-q', '--no-trunc', 'durable']);
+  const [smallId, bigId] = history.stdout.trim().split('\n').map((l) => l.replace(/^sha256:/, ''));
+  const layer = (id: string | undefined) => path.join(root, 'graph', id!, 'layer');
+  assert.ok(fs.existsSync(path.join(layer(bigId), 'r.bin')) && fs.existsSync(path.join(layer(smallId), 's.bin')), history.stdout);
+  const files = [path.join(layer(bigId), 'r.bin'), path.join(layer(bigId), 'f200'), path.join(layer(smallId), 's.bin')];
+  assert.deepEqual(unwritten(tool, files), { 'r.bin': 0, 'f200': 0, 's.bin': 0 });
+}));
 
 /**
  * While a long RUN runs, its worker syncs the layer's filesystem (every 100 ms, while 4 MiB or
@@ -103,40 +101,31 @@ test('a step\'s layer is written to disk before the build returns, whichever pac
  * step's folder. Without the flush it stays dirty until the sync after the RUN, when /done is there
  * (checked: it fails so on a quiet machine; another process's sync meanwhile could hide that).
  */
-test('a long RUN\'s writes reach the disk while it runs, not only after it', async (t) => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slipway-flush-'));
-  const root = await storeWithBusybox();
-  try {
-    const tool = cachestatTool(t, tmp, root);
-    if (tool === undefined) return;
-    const ctx = await makeContext({
-      'Dockerfile': 'FROM busybox\nRUN dd if=/dev/urandom of=/big.bin bs=1M count=16 2>/dev/null && sleep 3 && touch /done\n',
-    });
-    let settled = false;
-    const build = slipway(root, ['build', '-t', 'flush', ctx]).finally(() => { settled = true; });
-    const tmpDir = path.join(root, 'graph', '_tmp');
-    let cleanWhileRunning = false;
-    let seenWhole = false;
-    while (!settled && !cleanWhileRunning) {
-      for (const step of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((n) => n.includes('-step-')) : []) {
-        const big = path.join(tmpDir, step, 'layer', 'big.bin');
-        const st = fs.statSync(big, { throwIfNoEntry: false });
-        if (st?.size !== 16 << 20 || fs.existsSync(path.join(tmpDir, step, 'layer', 'done'))) continue;
-        seenWhole = true;
-        try {
-          if (unwritten(tool, [big])['big.bin'] === 0 && !fs.existsSync(path.join(tmpDir, step, 'layer', 'done'))) cleanWhileRunning = true;
-        } catch {
-          // the step's folder moved on meanwhile
-        }
+test('a long RUN\'s writes reach the disk while it runs, not only after it', (t) => withCachestat(t, async (tool, root) => {
+  const ctx = await makeContext({
+    'Dockerfile': 'FROM busybox\nRUN dd if=/dev/urandom of=/big.bin bs=1M count=16 2>/dev/null && sleep 3 && touch /done\n',
+  });
+  let settled = false;
+  const build = slipway(root, ['build', '-t', 'flush', ctx]).finally(() => { settled = true; });
+  const tmpDir = path.join(root, 'graph', '_tmp');
+  let cleanWhileRunning = false;
+  let seenWhole = false;
+  while (!settled && !cleanWhileRunning) {
+    for (const step of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((n) => n.includes('-step-')) : []) {
+      const big = path.join(tmpDir, step, 'layer', 'big.bin');
+      const st = fs.statSync(big, { throwIfNoEntry: false });
+      if (st?.size !== 16 << 20 || fs.existsSync(path.join(tmpDir, step, 'layer', 'done'))) continue;
+      seenWhole = true;
+      try {
+        if (unwritten(tool, [big])['big.bin'] === 0 && !fs.existsSync(path.join(tmpDir, step, 'layer', 'done'))) cleanWhileRunning = true;
+      } catch {
+        // the step's folder moved on meanwhile
       }
-      await new Promise((r) => setTimeout(r, 50));
     }
-    const r = await build;
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(seenWhole, 'the RUN\'s 16 MiB file was seen in its step folder while it slept');
-    assert.ok(cleanWhileRunning, 'the file was on disk while the RUN still ran');
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    fs.rmSync(root, { recursive: true, force: true });
+    await new Promise((r) => setTimeout(r, 50));
   }
-});
+  const r = await build;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(seenWhole, 'the RUN\'s 16 MiB file was seen in its step folder while it slept');
+  assert.ok(cleanWhileRunning, 'the file was on disk while the RUN still ran');
+}));
