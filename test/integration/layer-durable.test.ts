@@ -97,20 +97,28 @@ test('a step\'s layer is written to disk before the build returns, whichever pac
 /**
  * While a long RUN runs, its worker syncs the layer's filesystem (every 100 ms, while 4 MiB or
  * more is dirty), so the data it wrote is on disk before the step ends. Seen from outside: while
- * the RUN sleeps (before it makes /done), the file it wrote first has no dirty page left in its
+ * the RUN waits (before it makes /done), the file it wrote first has no dirty page left in its
  * step's folder. Without the flush it stays dirty until the sync after the RUN, when /done is there
- * (checked: it fails so on a quiet machine; another process's sync meanwhile could hide that).
+ * (checked: it fails so; another process's sync meanwhile could hide that).
+ *
+ * The RUN waits at a gate, a file of an earlier COPY layer that the test opens by writing it in
+ * place (the container reads the lower file itself): as soon as the file is seen clean, or after
+ * 20 s, well before the kernel's own writeback of a 30 s old page. A sync can take seconds on a busy
+ * disk, so a fixed sleep made this fail where the machine was loaded (seen in CI with `sleep 3`).
  */
 test('a long RUN\'s writes reach the disk while it runs, not only after it', (t) => withCachestat(t, async (tool, root) => {
   const ctx = await makeContext({
-    'Dockerfile': 'FROM busybox\nRUN dd if=/dev/urandom of=/big.bin bs=1M count=16 2>/dev/null && sleep 3 && touch /done\n',
+    'gate': 'shut\n',
+    'Dockerfile': 'FROM busybox\nCOPY gate /gate\n'
+      + 'RUN dd if=/dev/urandom of=/big.bin bs=1M count=16 2>/dev/null && i=0 && while [ "$(cat /gate)" = shut ] && [ $i -lt 250 ]; do sleep 0.1; i=$((i+1)); done; touch /done\n',
   });
   let settled = false;
   const build = slipway(root, ['build', '-t', 'flush', ctx]).finally(() => { settled = true; });
   const tmpDir = path.join(root, 'graph', '_tmp');
+  const deadline = Date.now() + 20_000;
   let cleanWhileRunning = false;
   let seenWhole = false;
-  while (!settled && !cleanWhileRunning) {
+  while (!settled && !cleanWhileRunning && Date.now() < deadline) {
     for (const step of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((n) => n.includes('-step-')) : []) {
       const big = path.join(tmpDir, step, 'layer', 'big.bin');
       const st = fs.statSync(big, { throwIfNoEntry: false });
@@ -124,8 +132,18 @@ test('a long RUN\'s writes reach the disk while it runs, not only after it', (t)
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  openGate(root);
   const r = await build;
   assert.equal(r.code, 0, r.stderr);
-  assert.ok(seenWhole, 'the RUN\'s 16 MiB file was seen in its step folder while it slept');
+  assert.ok(seenWhole, 'the RUN\'s 16 MiB file was seen in its step folder while it waited');
   assert.ok(cleanWhileRunning, 'the file was on disk while the RUN still ran');
 }));
+
+/** Lets the RUN above go on: its gate, in the COPY layer under it, now says "open" (same inode). */
+function openGate(root: string): void {
+  const graph = path.join(root, 'graph');
+  for (const id of fs.readdirSync(graph)) {
+    const gate = path.join(graph, id, 'layer', 'gate');
+    if (id !== '_tmp' && fs.existsSync(gate)) fs.writeFileSync(gate, 'open\n', { flag: 'r+' });
+  }
+}
