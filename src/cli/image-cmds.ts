@@ -7,10 +7,7 @@ import { updateRepositories } from '../store/repositories.js';
 import { parseReference } from '../store/reference.js';
 import { listImages, imageHistory, inspectImage } from '../store/inspect.js';
 import { removeImage } from '../store/remove.js';
-import { importImage, loadImages } from '../registry/archive.js';
 import { humanAgo, humanSize, table } from './format.js';
-import { configFromChanges } from './changes.js';
-import { saveWriter } from './registry-cmds.js';
 import { checkOutputPath, openInput, openOutput } from './files.js';
 import type { CommandEnv } from './command-env.js';
 import { renderRows } from './format-template.js';
@@ -118,8 +115,9 @@ export async function importCmd(args: string[], { layout }: CommandEnv): Promise
   const { values, positionals } = parseArgs({ args, options: { change: { type: 'string', short: 'c', multiple: true }, message: { type: 'string', short: 'm' } }, allowPositionals: true });
   if (positionals.length < 1 || positionals.length > 2) throw new SlipwayError('ERR_USAGE', '"slipway import" requires 1 or 2 arguments: file|- [REPOSITORY[:TAG]]');
   const file = positionals[0]!;
-  const config = configFromChanges(values.change ?? []);
+  const config = (await import('./changes.js')).configFromChanges(values.change ?? []);
   const input = file === '-' ? process.stdin : await openInput(file);
+  const { importImage } = await import('../registry/archive.js');
   const id = await importImage(layout, input, { config, ...(positionals[1] ? { tag: positionals[1] } : {}), comment: values.message ?? 'Imported from -' });
   out(`sha256:${id}\n`);
   return 0;
@@ -128,7 +126,7 @@ export async function importCmd(args: string[], { layout }: CommandEnv): Promise
 export async function save(args: string[], { layout }: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { output: { type: 'string', short: 'o' }, format: { type: 'string' } }, allowPositionals: true });
   if (positionals.length === 0) throw new SlipwayError('ERR_USAGE', '"slipway save" requires at least 1 argument');
-  const saveImages = saveWriter(values.format);
+  const saveImages = (await import('./registry-cmds.js')).saveWriter(values.format);
   if (!values.output && process.stdout.isTTY) throw new SlipwayError('ERR_USAGE', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
   for (const r of positionals) await resolveImage(layout, r);
   if (values.output) {
@@ -156,6 +154,7 @@ export async function load(args: string[], { layout }: CommandEnv): Promise<numb
   const { values } = parseArgs({ args, options: { input: { type: 'string', short: 'i' }, quiet: { type: 'boolean', short: 'q' } } });
   if (!values.input && process.stdin.isTTY) throw new SlipwayError('ERR_USAGE', 'requested load from stdin, but stdin is empty');
   const input = values.input ? await openInput(values.input) : process.stdin;
+  const { loadImages } = await import('../registry/archive.js');
   for (const r of await loadImages(layout, input)) {
     if (r.tags.length === 0) out(`Loaded image ID: sha256:${r.id}\n`);
     for (const t of r.tags) out(`Loaded image: ${t}\n`);
