@@ -1,5 +1,5 @@
 import { SlipwayError, dockerfileError } from '../errors.js';
-import { cloneConfig, envGet, envSet, type ContainerConfigJson } from '../image-config.js';
+import { cloneConfig, envGet, envSet, type ContainerConfigJson, type HealthcheckJson } from '../image-config.js';
 import { expandAt, PREDEFINED_ARGS } from './plan.js';
 import { goDuration, goList, goQuote, goQuoteList, goQuoteRune } from './go-format.js';
 import type { Step } from './step.js';
@@ -161,19 +161,21 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
   },
   HEALTHCHECK(step, state) {
     const config = cloneConfig(state.config);
-    if (step.test[0] === 'NONE') {
-      // Docker replaces the whole HealthConfig: nothing of an earlier interval or retries survives.
-      config.Healthcheck = { Test: ['NONE'] };
-    } else {
-      const hc: NonNullable<ContainerConfigJson['Healthcheck']> = { Test: step.test };
-      if (step.interval) hc.Interval = step.interval;
-      if (step.timeout) hc.Timeout = step.timeout;
-      if (step.startPeriod) hc.StartPeriod = step.startPeriod;
-      if (step.retries) hc.Retries = step.retries;
-      config.Healthcheck = hc;
-    }
-    const h = config.Healthcheck!;
-    const text = `HEALTHCHECK &{${goQuoteList(h.Test ?? [])} ${goQuote(goDuration(h.Interval ?? 0))} ${goQuote(goDuration(h.Timeout ?? 0))} ${goQuote(goDuration(h.StartPeriod ?? 0))} ${goQuoteRune(h.Retries ?? 0)}}`;
+    // A new HealthConfig (NONE takes no flags): its text has only what this instruction says.
+    const hc: HealthcheckJson = { Test: step.test };
+    if (step.interval) hc.Interval = step.interval;
+    if (step.timeout) hc.Timeout = step.timeout;
+    if (step.startPeriod) hc.StartPeriod = step.startPeriod;
+    if (step.retries) hc.Retries = step.retries;
+    const text = `HEALTHCHECK &{${goQuoteList(hc.Test ?? [])} ${goQuote(goDuration(hc.Interval ?? 0))} ${goQuote(goDuration(hc.Timeout ?? 0))} ${goQuote(goDuration(hc.StartPeriod ?? 0))} ${goQuoteRune(hc.Retries ?? 0)}}`;
+    // Then the legacy builder creates the step's container, and the daemon merges the parent
+    // image's config into the new one (daemon/commit.go merge()): each field of the health check
+    // left zero takes the parent's. The committed config shares that HealthConfig, so the image
+    // keeps an earlier interval, timeout, start period and retries, even under NONE (checked
+    // with Docker 20.10.24); the history text above was made before.
+    const parent = state.config.Healthcheck;
+    for (const f of ['Interval', 'Timeout', 'StartPeriod', 'Retries'] as const) if (!hc[f] && parent?.[f]) hc[f] = parent[f];
+    config.Healthcheck = hc;
     return { config, text };
   },
   ONBUILD(step, state) {

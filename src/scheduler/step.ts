@@ -64,6 +64,9 @@ export async function executeStep(given: BuildRun, state: StageState, track: Sta
   const identities = [`${run.historyName}|${pos.stage}|${pos.index}`];
   if (step.kind === 'FROM') throw new SlipwayError('ERR_DOCKERFILE_SYNTAX', `${run.plan.file}:${step.line}: FROM isn't allowed as an ONBUILD trigger`, { line: step.line, file: run.plan.file });
   if (opts.plan && track.unknownFrom !== undefined) return predictPastMiss(run, state, track, parent, step, pos, identities[0]!);
+  const replaced = step.kind === 'HEALTHCHECK' ? state.config.Healthcheck?.Test : undefined;
+  // As Docker's legacy builder, at the instruction, hit or miss (Go's %v of a string slice).
+  if (replaced && replaced.length > 0 && replaced[0] !== 'NONE') opts.onEvent({ type: 'output', text: `Note: overriding previous HEALTHCHECK: [${replaced.join(' ')}]\n` });
   const r = await resolveStep(run, state, parent, step);
   identities.push(`${parent ?? ''}|${(r.containerConfig.Cmd ?? []).join(' ')}`);
   // The last build of this step: what a miss is explained against, and what a COPY may link from.
