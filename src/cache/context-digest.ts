@@ -99,6 +99,12 @@ export class NeedsHashing extends Error {
   }
 }
 
+/** A context-relative path as the context tar names it: no `./`, `..` folded, no trailing `/`. */
+export function contextPath(rel: string): string {
+  const p = path.posix.normalize(rel).replace(/\/+$/, '');
+  return p === '' || p === '.' ? '.' : p;
+}
+
 function hashStringSlice(prefix: string, list: string[]): string {
   return `${prefix}:${crypto.createHash('sha256').update(list.join(',')).digest('hex')}`;
 }
@@ -133,12 +139,14 @@ export async function digestSources(
     const st = statSync(src.abs, { bigint: true });
     const special = specialKind(st);
     if (special) throw specialFileError(src.rel, special);
+    // The daemon looks a source up by its clean path: `dir/`, `./dir` and `dir/.` hash as `dir`.
+    const clean = contextPath(src.rel);
     if (st.isDirectory()) {
       const sums: string[] = [];
-      await walk({ isIgnored, isImplied, fileSums }, src.abs, src.rel, '.', list, sums);
+      await walk({ isIgnored, isImplied, fileSums }, src.abs, clean, '.', list, sums);
       sourceHashes.push(hashStringSlice('dir', sums.sort()));
     } else {
-      const r = await fileSums(src.abs, src.rel, st, true);
+      const r = await fileSums(src.abs, clean, st, true);
       list.push({ path: src.rel, type: 'file', mode: Number(st.mode) & 0o1777, hash: r.hash });
       sourceHashes.push(`file:${r.sum}`);
     }

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { SlipwayError } from '../errors.js';
-import { digestSources, NeedsHashing, type SourceSpec, type SourcesDigest, type StatCache } from '../cache/context-digest.js';
+import { contextPath, digestSources, NeedsHashing, type SourceSpec, type SourcesDigest, type StatCache } from '../cache/context-digest.js';
 import type { BuildRun } from './run-types.js';
 import type { CopySelection } from './copy-select.js';
 
@@ -94,8 +94,9 @@ async function ignoredList(run: BuildRun, sources: SourceSpec[], sel: CopySelect
   };
   for (const s of sources) {
     if (!(await fs.stat(s.abs)).isDirectory()) continue;
-    if (s.url === undefined && s.rel !== '.' && run.context.isImplied(s.rel)) implied.push(s.rel);
-    walk(s.abs, s.rel);
+    const rel = contextPath(s.rel); // as digestSources walks it
+    if (s.url === undefined && rel !== '.' && run.context.isImplied(rel)) implied.push(rel);
+    walk(s.abs, rel);
   }
   return { ignored: out, implied };
 }
