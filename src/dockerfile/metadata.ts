@@ -2,6 +2,7 @@ import { SlipwayError, dockerfileError } from '../errors.js';
 import { cloneConfig, envGet, envSet, type ContainerConfigJson, type HealthcheckJson } from '../image-config.js';
 import { expandAt, PREDEFINED_ARGS } from './plan.js';
 import { goDuration, goList, goQuote, goQuoteList, goQuoteRune } from './go-format.js';
+import { expandWords } from './expand.js';
 import type { Step } from './step.js';
 
 /** The evolving state of one stage while it builds: the run config and the stage's ARGs. */
@@ -72,6 +73,21 @@ function ex(state: StageState, line: number, word: string): string {
   return expandAt(state.file, line, word, lookupIn(state), state.escape);
 }
 
+/** A map as Go's encoding/json writes it, keys in byte order: the config then reads as Docker's. */
+function goMap<T>(m: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+}
+
+/** `ex`, split into words as Docker's ProcessWords splits them (empty words dropped). */
+function exWords(state: StageState, line: number, word: string): string[] {
+  try {
+    return expandWords(word, lookupIn(state), state.escape);
+  } catch (e) {
+    if (e instanceof SlipwayError) throw dockerfileError(e.code, state.file, line, e.message);
+    throw e;
+  }
+}
+
 function parsePorts(spec: string, file: string, line: number): string[] {
   const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec);
   if (!m) throw dockerfileError('ERR_DOCKERFILE_SYNTAX', file, line, `Invalid containerPort: ${spec}`);
@@ -112,16 +128,18 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
       labels[key] = val;
       parts.push(`${key}=${val}`);
     }
-    return { config: { ...cloneConfig(state.config), Labels: labels }, text: `LABEL ${parts.join(' ')}` };
+    return { config: { ...cloneConfig(state.config), Labels: goMap(labels) }, text: `LABEL ${parts.join(' ')}` };
   },
   MAINTAINER(step, state) {
     return { config: cloneConfig(state.config), text: `MAINTAINER ${step.name}` };
   },
   EXPOSE(step, state) {
-    const words = step.ports.map((p) => ex(state, step.line, p)).filter((p) => p !== '');
+    // Docker's parser sorts the words as written; each is then expanded into words ($P with
+    // P="80 443" is two ports), in that order: `EXPOSE 80 $P` is `EXPOSE $P 80` expanded.
+    const words = [...step.ports].sort().flatMap((p) => exWords(state, step.line, p));
     const exposed = { ...(state.config.ExposedPorts ?? {}) };
     for (const w of words) for (const p of parsePorts(w, state.file, step.line)) exposed[p] = {};
-    return { config: { ...cloneConfig(state.config), ExposedPorts: exposed }, text: `EXPOSE ${[...words].sort().join(' ')}` };
+    return { config: { ...cloneConfig(state.config), ExposedPorts: goMap(exposed) }, text: `EXPOSE ${words.join(' ')}` };
   },
   VOLUME(step, state) {
     const paths = step.paths.map((p) => ex(state, step.line, p));
@@ -130,7 +148,7 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
       if (p.trim() === '') throw dockerfileError('ERR_DOCKERFILE_SYNTAX', state.file, step.line, 'VOLUME specified can not be an empty string');
       volumes[p] = {};
     }
-    return { config: { ...cloneConfig(state.config), Volumes: volumes }, text: `VOLUME ${goList(paths)}` };
+    return { config: { ...cloneConfig(state.config), Volumes: goMap(volumes) }, text: `VOLUME ${goList(paths)}` };
   },
   USER(step, state) {
     const user = ex(state, step.line, step.user);
@@ -186,13 +204,17 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
   ARG(step, state) {
     const lookup = lookupIn(state);
     const parts: string[] = [];
-    for (const a of step.args) {
+    // Docker expands the whole instruction before dispatching it: every default (whether or not
+    // --build-arg overrides it) against the ARGs before this line, and the history shows them so.
+    const defaults = step.args.map((a) => (a.value !== undefined ? expandAt(state.file, step.line, a.value, lookup, state.escape) : undefined));
+    for (const [i, a] of step.args.entries()) {
+      const dflt = defaults[i];
       let value: string | undefined;
       if (a.name in state.buildArgs) value = state.buildArgs[a.name];
-      else if (a.value !== undefined) value = expandAt(state.file, step.line, a.value, lookup, state.escape);
+      else if (dflt !== undefined) value = dflt;
       else value = state.globalArgs.has(a.name) ? state.globalArgs.get(a.name) : state.args.get(a.name);
       state.args.set(a.name, value);
-      parts.push(a.value === undefined ? a.name : `${a.name}=${a.value}`);
+      parts.push(dflt === undefined ? a.name : `${a.name}=${dflt}`);
     }
     return { config: cloneConfig(state.config), text: `ARG ${parts.join(' ')}` };
   },

@@ -32,3 +32,19 @@ test('HEALTHCHECK: a field it leaves out keeps the earlier one\'s value, as the 
   assert.deepEqual(own.state.config.Healthcheck, { Test: ['CMD-SHELL', 'b'], Interval: 7 * S });
   assert.deepEqual(apply('HEALTHCHECK CMD a\n').state.config.Healthcheck, { Test: ['CMD-SHELL', 'a'] });
 });
+
+test('ARG: defaults are expanded at once against the ARGs before the line, and the history shows them expanded', () => {
+  // Docker 20.10.24: `ARG a=1 b=$a c=${a}x` after `ARG a=0` is `ARG a=1 b=0 c=0x` in the history.
+  const { texts, state } = apply('ARG a=0\nARG a=1 b=$a c=${a}x\n');
+  assert.equal(texts[1], 'ARG a=1 b=0 c=0x');
+  assert.deepEqual([...state.args], [['a', '1'], ['b', '0'], ['c', '0x']]);
+});
+
+test('EXPOSE: the words are sorted as written, then each expanded into words; the config\'s maps are in Go\'s key order', () => {
+  // Docker 20.10.24 (recorded: test/conformance-derived/cases/expose-sorted-before-expansion).
+  const { texts, state } = apply('ENV P="9 1"\nEXPOSE 80 $P 7/udp\nLABEL z=1 a=2\nVOLUME /v2 /v1\n');
+  assert.equal(texts[1], 'EXPOSE 9 1 7/udp 80');
+  assert.deepEqual(Object.keys(state.config.ExposedPorts!), ['1/tcp', '7/udp', '80/tcp', '9/tcp']);
+  assert.deepEqual(Object.keys(state.config.Labels!), ['a', 'z']);
+  assert.deepEqual(Object.keys(state.config.Volumes!), ['/v1', '/v2']);
+});
