@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { SlipwayError } from '../errors.js';
+import { SlipwayError, dockerfileError } from '../errors.js';
 import { DOCKER_VERSION, type ContainerConfigJson, type ImageJson } from '../image-config.js';
 import type { Step } from '../dockerfile/step.js';
 import type { StageState } from '../dockerfile/metadata.js';
@@ -42,9 +42,14 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   const { opts } = run;
   opts.onEvent({ type: 'cache-miss', reason: p.reason });
   const container = p.work?.container ?? crypto.randomBytes(32).toString('hex');
-  opts.onEvent({ type: 'running', container });
+  // As the legacy builder: COPY and ADD make no container, so none is shown running or removed;
+  // WORKDIR's is shown once made (its folder is made as the daemon creates the container, and a
+  // file in the way fails before it is shown).
+  const shown = step.kind !== 'COPY' && step.kind !== 'ADD';
+  if (shown && step.kind !== 'WORKDIR') opts.onEvent({ type: 'running', container });
   const started = Date.now();
   const layer = p.work ? await executeWork(run, step, p.work, p.previous) : await emptyLayer(run);
+  if (step.kind === 'WORKDIR') opts.onEvent({ type: 'running', container });
   const durationMs = Date.now() - started;
   const id = imageIdOf(parent, p.key, layer.diffId);
   const created = new Date().toISOString();
@@ -68,7 +73,7 @@ export async function runAndCommit(run: BuildRun, state: StageState, track: Stag
   recordMiss(run, pos, step.text, { reason: p.reason, reasons: p.reasons, durationMs, bytes: layer.size, id });
   track.lastMiss = pos.n;
   state.config = p.newConfig;
-  opts.onEvent({ type: 'removed', container });
+  if (shown) opts.onEvent({ type: 'removed', container });
   return opts.remote ? { id } : { id, recorded };
 }
 
@@ -81,7 +86,10 @@ async function executeWork(run: BuildRun, step: Step, work: LayerWork, previous:
     const why = res.error.message.replace(/^returned a non-zero code: \d+/, '');
     throw new SlipwayError('ERR_STEP_FAILED', `The command '${work.displayCmd}' returned a non-zero code: ${res.exitCode}${why}`, { exitCode: res.exitCode, line: step.line, file: run.plan.file });
   }
-  throw SlipwayError.fromData(res.error);
+  const e = SlipwayError.fromData(res.error);
+  // A destination the step could not make names the step's line, as the checks before it do.
+  if (e.code === 'ERR_COPY_DEST') throw dockerfileError(e.code, run.plan.file, step.line, e.message);
+  throw e;
 }
 
 /** A metadata step's layer: an empty folder (the image is `throwaway`). */

@@ -60,7 +60,7 @@ export default async function copyInRoot(merged: string, given: CopyOp): Promise
   const placed: Placed[] = [];
   const op: Copying = given.link ? { ...given, placing: { files: new Set(given.link.files), placed } } : { ...given };
   if (op.kind === 'MKDIR') {
-    mkdirAll(merged, op.dest, 0, 0);
+    mkdirAll(merged, op.dest, 0, 0, undefined, 'MKDIR');
     return { ok: true, placed };
   }
   if (op.from) op.sources = resolveFromSources(op.from);
@@ -140,8 +140,12 @@ async function isArchive(file: string): Promise<boolean> {
   return kind !== 'unknown' ? sum === stored : sum === stored && stored > 0;
 }
 
-/** mkdir -p inside the root: missing components get 0755 and the given owner. */
-function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { uid: number; gid: number }): void {
+/**
+ * mkdir -p inside the root: missing components get 0755 and the given owner. A file in the way
+ * fails with the daemon's words (its host paths made paths in the image): a WORKDIR's
+ * `Cannot mkdir: /f is not a directory`; below a file, the lstat of the next component fails.
+ */
+function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { uid: number; gid: number }, kind: CopyOp['kind'] = 'COPY'): void {
   const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
   let cur = '/';
   for (const [i, p] of parts.entries()) {
@@ -149,7 +153,7 @@ function mkdirAll(root: string, dir: string, uid: number, gid: number, leaf?: { 
     const host = resolveInRoot(root, cur);
     const st = lstatOrUndefined(host);
     if (st?.isDirectory()) continue;
-    if (st) throw new SlipwayError('ERR_COPY_DEST', `cannot create directory ${cur}: a file is in the way`);
+    if (st) throw notADirectory(kind, dir, cur, parts[i + 1]);
     // `host` has no symlink left in it (resolveInRoot), but a symlink's target may lack several
     // folders: they are made too, inside the root, as Docker's MkdirAll on the resolved path does.
     mkdirpExact(host, 0o755);
@@ -191,6 +195,12 @@ function statOrNone(p: string): Stats | undefined {
   } catch {
     return undefined;
   }
+}
+
+function notADirectory(kind: CopyOp['kind'], dir: string, cur: string, next: string | undefined): SlipwayError {
+  const why = next !== undefined ? `lstat ${path.posix.join(cur, next)}: not a directory`
+    : kind === 'MKDIR' ? `Cannot mkdir: ${dir} is not a directory` : `failed to create new directory: mkdir ${cur}: not a directory`;
+  return new SlipwayError('ERR_COPY_DEST', kind === 'MKDIR' ? why : `failed to copy files: ${why}`);
 }
 
 /** A folder's names; none when it cannot be read (missing, not a folder). */
