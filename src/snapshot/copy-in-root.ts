@@ -212,11 +212,14 @@ function readdirOrNone(p: string): string[] {
   }
 }
 
-/** Copies one regular file over whatever non-directory is at `dstHost` (`old`, its lstat). */
+/**
+ * Copies one regular file over whatever is at `dstHost` (`old`, its lstat): a folder there goes,
+ * with all below it, as the daemon's untar removes it. A file with other names is never left to
+ * `linkUnchanged`: a later name in the same folder COPY links to this one (`copyDirContents`).
+ */
 function copyFile(srcAbs: string, dstHost: string, st: Stats, op: Copying, old: Stats | undefined): void {
-  if (old?.isDirectory()) throw new SlipwayError('ERR_COPY_DEST', `cannot copy to ${dstHost}: it is a directory`);
-  if (old) fsSync.unlinkSync(dstHost);
-  if (op.placing !== undefined && st.size >= LINK_MIN && op.placing.files.has(srcAbs)) {
+  if (old) fsSync.rmSync(dstHost, { recursive: true, force: true });
+  if (op.placing !== undefined && st.size >= LINK_MIN && st.nlink === 1 && op.placing.files.has(srcAbs)) {
     // The overlay makes the path (parents copied up, anything in the way gone); the rest is linkUnchanged's.
     fsSync.closeSync(fsSync.openSync(dstHost, 'wx', 0o600));
     op.placing.placed.push({ dst: dstHost, src: srcAbs, size: st.size, uid: op.uid, gid: op.gid, mode: modeOf(st.mode, op), atime: st.atime, mtime: st.mtime });
@@ -225,8 +228,12 @@ function copyFile(srcAbs: string, dstHost: string, st: Stats, op: Copying, old: 
   copyWithAttributes(srcAbs, dstHost, { uid: op.uid, gid: op.gid, mode: modeOf(st.mode, op), atime: st.atime, mtime: st.mtime });
 }
 
-/** One entry of a folder COPY; a folder's attributes are returned, to set its times at the end. */
-function copyEntry(s: string, d: string, e: CopyEntry, op: CopyOp): [string, Stats] | undefined {
+/**
+ * One entry of a folder COPY; a folder's attributes are returned, to set its times at the end.
+ * `linked` maps a source file with several names (device:inode) to where its first name was
+ * copied: a later name becomes a hard link to it, as the daemon's tar of the folder makes it.
+ */
+function copyEntry(s: string, d: string, e: CopyEntry, op: CopyOp, linked: Map<string, string>): [string, Stats] | undefined {
   const st = fsSync.lstatSync(s);
   const old = lstatOrNone(d);
   if (st.isDirectory()) {
@@ -242,8 +249,15 @@ function copyEntry(s: string, d: string, e: CopyEntry, op: CopyOp): [string, Sta
     fsSync.lchownSync(d, op.uid, op.gid);
     fsSync.lutimesSync(d, st.atime, st.mtime);
   } else if (st.isFile()) {
-    if (old?.isDirectory()) fsSync.rmSync(d, { recursive: true, force: true });
-    copyFile(s, d, st, op, old?.isDirectory() ? undefined : old);
+    const inode = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+    const first = inode !== undefined ? linked.get(inode) : undefined;
+    if (first !== undefined) {
+      if (old) fsSync.rmSync(d, { recursive: true, force: true });
+      fsSync.linkSync(first, d);
+      return undefined;
+    }
+    copyFile(s, d, st, op, old);
+    if (inode !== undefined) linked.set(inode, d);
   }
   return undefined;
 }
@@ -255,9 +269,10 @@ function copyEntry(s: string, d: string, e: CopyEntry, op: CopyOp): [string, Sta
  */
 function copyDirContents(srcDir: string, dstHost: string, entries: CopyEntry[], op: CopyOp): void {
   const dirs: Array<[string, Stats]> = [];
+  const linked = new Map<string, string>();
   for (const e of entries) {
     if (e.path === '.') continue;
-    const dir = copyEntry(path.join(srcDir, e.path), path.join(dstHost, e.path), e, op);
+    const dir = copyEntry(path.join(srcDir, e.path), path.join(dstHost, e.path), e, op, linked);
     if (dir) dirs.push(dir);
   }
   // Directory mtimes last: writing their contents bumped them.
