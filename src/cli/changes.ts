@@ -1,8 +1,7 @@
-import path from 'node:path';
 import { SlipwayError } from '../errors.js';
 import { emptyContainerConfig, type ContainerConfigJson } from '../image-config.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
-import { applyMetadata, isMetadataStep, type StageState } from '../dockerfile/metadata.js';
+import { applyMetadata, isMetadataStep, workdirOf, type StageState } from '../dockerfile/metadata.js';
 
 const ALLOWED = new Set(['CMD', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'LABEL', 'ONBUILD', 'USER', 'VOLUME', 'WORKDIR', 'STOPSIGNAL']);
 
@@ -16,7 +15,7 @@ export function configFromChanges(changes: string[]): ContainerConfigJson {
     for (const step of steps) {
       if (!ALLOWED.has(step.kind)) throw new SlipwayError('ERR_USAGE', `${step.kind} is not a valid change command`);
       if (step.kind === 'WORKDIR') {
-        state.config = { ...state.config, WorkingDir: path.posix.resolve(state.config.WorkingDir || '/', step.path) };
+        state.config = { ...state.config, WorkingDir: workdirOf(state.config.WorkingDir, step.path) };
       } else if (isMetadataStep(step)) {
         state.config = applyMetadata(step, state).config;
       }

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { SlipwayError, dockerfileError } from '../errors.js';
 import { cloneConfig, envGet, envSet, type ContainerConfigJson, type HealthcheckJson } from '../image-config.js';
 import { expandAt, PREDEFINED_ARGS } from './plan.js';
@@ -71,6 +72,21 @@ type Handler<K extends MetadataKind> = (step: Extract<Step, { kind: K }>, state:
 
 function ex(state: StageState, line: number, word: string): string {
   return expandAt(state.file, line, word, lookupIn(state), state.escape);
+}
+
+/**
+ * The working directory a WORKDIR sets, as Docker's normalizeWorkdir: an absolute path as written
+ * (`/app/` and `/a/../b` stay so in the config and history; the folder made and a process's cwd
+ * are its `cleanPath`), a relative one joined to the current one and cleaned.
+ */
+export function workdirOf(current: string | null | undefined, requested: string): string {
+  return requested.startsWith('/') ? requested : path.posix.join('/', current || '/', requested);
+}
+
+/** Go's filepath.Clean of an absolute path: `..` and `.` folded, no trailing `/`. */
+export function cleanPath(p: string): string {
+  const n = path.posix.normalize(p);
+  return n.length > 1 ? n.replace(/\/+$/, '') : n;
 }
 
 /** A map as Go's encoding/json writes it, keys in byte order: the config then reads as Docker's. */

@@ -285,6 +285,11 @@ function withDefaults(limits: StepLimits | undefined): StepLimits {
   return { ...limits, pids: limits?.pids ?? DEFAULT_PIDS_LIMIT };
 }
 
+/** An image's WorkingDir may be written unclean (`/app/`, `/a/../b`): the daemon cleans it. */
+function cleanCwd(cwd: string): string {
+  return cwd.startsWith('/') ? path.posix.normalize(cwd).replace(/(.)\/+$/, '$1') : cwd;
+}
+
 /**
  * Runs `run.argv` as `uid:gid` in `cwd` with exactly `env`. A command that cannot be found exits
  * 127 with Docker's message on stderr. Rejects with ERR_SANDBOX when the sandbox cannot be set
@@ -293,7 +298,7 @@ function withDefaults(limits: StepLimits | undefined): StepLimits {
 export async function runContainer(given: ContainerRun): Promise<ContainerResult> {
   // The shim and the runtime change directory: every path they get must be absolute.
   const run: ContainerRun = {
-    ...given, lowerDirs: given.lowerDirs.map((d) => path.resolve(d)), upperDir: path.resolve(given.upperDir),
+    ...given, cwd: cleanCwd(given.cwd), lowerDirs: given.lowerDirs.map((d) => path.resolve(d)), upperDir: path.resolve(given.upperDir),
     scratchDir: path.resolve(given.scratchDir), ...(given.rootDir !== undefined ? { rootDir: path.resolve(given.rootDir) } : {}),
   };
   if (run.argv.length === 0) throw new SlipwayError('ERR_SANDBOX', 'no command to run');

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { cloneConfig } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
-import { lookupIn, shellOf, type StageState } from '../dockerfile/metadata.js';
+import { cleanPath, lookupIn, shellOf, workdirOf, type StageState } from '../dockerfile/metadata.js';
 import type { WorkdirStep } from '../dockerfile/step.js';
 import { mkdirInUpper } from '../snapshot/rootfs.js';
 import { makeTmpDir } from '../store/graph.js';
@@ -13,15 +13,16 @@ import { finishOptions, type LayerWork } from './layer-work.js';
 
 export async function prepareWorkdir(run: BuildRun, state: StageState, step: WorkdirStep, lowerDirs: string[]): Promise<LayerWork> {
   const p = expandAt(run.plan.file, step.line, step.path, lookupIn(state), run.escape);
-  const dir = path.posix.resolve(state.config.WorkingDir || '/', p);
+  const dir = workdirOf(state.config.WorkingDir, p);
   const config = { ...cloneConfig(state.config), WorkingDir: dir };
-  const op: CopyOp = { kind: 'MKDIR', sources: [], dest: dir, uid: 0, gid: 0, chownGiven: false, chmod: undefined, keepSpecialBits: false };
+  const clean = cleanPath(dir);
+  const op: CopyOp = { kind: 'MKDIR', sources: [], dest: clean, uid: 0, gid: 0, chownGiven: false, chmod: undefined, keepSpecialBits: false };
   return {
     config,
     cmd: [...shellOf(config), `#(nop) WORKDIR ${dir}`],
     keyExtra: null,
     displayCmd: `WORKDIR ${dir}`,
-    execute: async () => (await workdirWithoutSandbox(run, lowerDirs, dir)) ?? run.opts.executor.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...finishOptions(run) }),
+    execute: async () => (await workdirWithoutSandbox(run, lowerDirs, clean)) ?? run.opts.executor.runStep({ type: 'copy', tmpRoot: run.opts.layout.tmp, lowerDirs, op, driver: run.opts.storageDriver ?? 'overlay', ...finishOptions(run) }),
   };
 }
 
