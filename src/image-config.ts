@@ -1,3 +1,5 @@
+import path from 'node:path';
+
 /**
  * Docker's image and container config shapes, with Docker's field names. `ContainerConfigJson`
  * is both an image's `config` and the `container_config` a step ran with.
@@ -119,4 +121,13 @@ export function containerEnv(env: readonly string[], opts: { hostname: string; h
   }
   if (envGet(out, 'HOME') === undefined) out.push(`HOME=${opts.home}`);
   return out;
+}
+
+/**
+ * Go's filepath.Clean of an absolute path (`..` and `.` folded, no trailing `/`): a WorkingDir
+ * written unclean (`/app/`, `/a/../b`) is made and entered so, as the daemon does.
+ */
+export function cleanPath(p: string): string {
+  const n = path.posix.normalize(p);
+  return n.length > 1 ? n.replace(/\/+$/, '') : n;
 }

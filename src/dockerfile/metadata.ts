@@ -1,9 +1,8 @@
 import path from 'node:path';
 import { SlipwayError, dockerfileError } from '../errors.js';
 import { cloneConfig, envGet, envSet, type ContainerConfigJson, type HealthcheckJson } from '../image-config.js';
-import { expandAt, PREDEFINED_ARGS } from './plan.js';
+import { expandAt, expandWordsAt, PREDEFINED_ARGS } from './plan.js';
 import { goDuration, goList, goQuote, goQuoteList, goQuoteRune } from './go-format.js';
-import { expandWords } from './expand.js';
 import type { Step } from './step.js';
 
 /** The evolving state of one stage while it builds: the run config and the stage's ARGs. */
@@ -77,31 +76,15 @@ function ex(state: StageState, line: number, word: string): string {
 /**
  * The working directory a WORKDIR sets, as Docker's normalizeWorkdir: an absolute path as written
  * (`/app/` and `/a/../b` stay so in the config and history; the folder made and a process's cwd
- * are its `cleanPath`), a relative one joined to the current one and cleaned.
+ * are its `cleanPath` (image-config.ts)), a relative one joined to the current one and cleaned.
  */
 export function workdirOf(current: string | null | undefined, requested: string): string {
   return requested.startsWith('/') ? requested : path.posix.join('/', current || '/', requested);
 }
 
-/** Go's filepath.Clean of an absolute path: `..` and `.` folded, no trailing `/`. */
-export function cleanPath(p: string): string {
-  const n = path.posix.normalize(p);
-  return n.length > 1 ? n.replace(/\/+$/, '') : n;
-}
-
 /** A map as Go's encoding/json writes it, keys in byte order: the config then reads as Docker's. */
 function goMap<T>(m: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.entries(m).sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
-}
-
-/** `ex`, split into words as Docker's ProcessWords splits them (empty words dropped). */
-function exWords(state: StageState, line: number, word: string): string[] {
-  try {
-    return expandWords(word, lookupIn(state), state.escape);
-  } catch (e) {
-    if (e instanceof SlipwayError) throw dockerfileError(e.code, state.file, line, e.message);
-    throw e;
-  }
 }
 
 function parsePorts(spec: string, file: string, line: number): string[] {
@@ -152,7 +135,7 @@ const HANDLERS: { [K in MetadataKind]: Handler<K> } = {
   EXPOSE(step, state) {
     // Docker's parser sorts the words as written; each is then expanded into words ($P with
     // P="80 443" is two ports), in that order: `EXPOSE 80 $P` is `EXPOSE $P 80` expanded.
-    const words = [...step.ports].sort().flatMap((p) => exWords(state, step.line, p));
+    const words = [...step.ports].sort().flatMap((p) => expandWordsAt(state.file, step.line, p, lookupIn(state), state.escape));
     const exposed = { ...(state.config.ExposedPorts ?? {}) };
     for (const w of words) for (const p of parsePorts(w, state.file, step.line)) exposed[p] = {};
     return { config: { ...cloneConfig(state.config), ExposedPorts: goMap(exposed) }, text: `EXPOSE ${words.join(' ')}` };

@@ -1,5 +1,5 @@
 import { dockerfileError, SlipwayError } from '../errors.js';
-import { expandWord } from './expand.js';
+import { expandWord, expandWords } from './expand.js';
 import { checkPlatform, platformArgs } from './platform.js';
 import type { ArgStep, Dockerfile, FromStep, Step } from './step.js';
 
@@ -100,14 +100,24 @@ export function planBuild(df: Dockerfile, opts: PlanOptions = {}): Plan {
   return { file: df.file, globalArgs, stages: kept, total, globalArgValues, buildArgs };
 }
 
-/** Expands one word, turning an expansion error into a Dockerfile error with the line. */
-export function expandAt(file: string, line: number, word: string, lookup: (n: string) => string | undefined, escape = '\\'): string {
+/** Runs an expansion, turning its error into a Dockerfile error with the line. */
+function located<T>(file: string, line: number, expand: () => T): T {
   try {
-    return expandWord(word, lookup, escape);
+    return expand();
   } catch (e) {
     if (e instanceof SlipwayError) throw dockerfileError(e.code, file, line, e.message);
     throw e;
   }
+}
+
+/** Expands one word, turning an expansion error into a Dockerfile error with the line. */
+export function expandAt(file: string, line: number, word: string, lookup: (n: string) => string | undefined, escape = '\\'): string {
+  return located(file, line, () => expandWord(word, lookup, escape));
+}
+
+/** `expandAt`, split into words as Docker's ProcessWords splits them (empty words dropped). */
+export function expandWordsAt(file: string, line: number, word: string, lookup: (n: string) => string | undefined, escape = '\\'): string[] {
+  return located(file, line, () => expandWords(word, lookup, escape));
 }
 
 /** The words of a step that the builder expands (Docker expands in these instructions only). */

@@ -12,6 +12,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { SlipwayError } from '../errors.js';
+import { cleanPath } from '../image-config.js';
 import { DEFAULT_PIDS_LIMIT } from './defaults.js';
 import { ociSpec, type NetworkMode, type OciSpec, type StepMountSpec } from './oci-spec.js';
 import { createStepCgroup, sweepStaleCgroups, cgroupLayout, type StepCgroup, type StepLimits } from './cgroups.js';
@@ -285,11 +286,6 @@ function withDefaults(limits: StepLimits | undefined): StepLimits {
   return { ...limits, pids: limits?.pids ?? DEFAULT_PIDS_LIMIT };
 }
 
-/** An image's WorkingDir may be written unclean (`/app/`, `/a/../b`): the daemon cleans it. */
-function cleanCwd(cwd: string): string {
-  return cwd.startsWith('/') ? path.posix.normalize(cwd).replace(/(.)\/+$/, '$1') : cwd;
-}
-
 /**
  * Runs `run.argv` as `uid:gid` in `cwd` with exactly `env`. A command that cannot be found exits
  * 127 with Docker's message on stderr. Rejects with ERR_SANDBOX when the sandbox cannot be set
@@ -298,7 +294,7 @@ function cleanCwd(cwd: string): string {
 export async function runContainer(given: ContainerRun): Promise<ContainerResult> {
   // The shim and the runtime change directory: every path they get must be absolute.
   const run: ContainerRun = {
-    ...given, cwd: cleanCwd(given.cwd), lowerDirs: given.lowerDirs.map((d) => path.resolve(d)), upperDir: path.resolve(given.upperDir),
+    ...given, cwd: cleanPath(given.cwd), lowerDirs: given.lowerDirs.map((d) => path.resolve(d)), upperDir: path.resolve(given.upperDir),
     scratchDir: path.resolve(given.scratchDir), ...(given.rootDir !== undefined ? { rootDir: path.resolve(given.rootDir) } : {}),
   };
   if (run.argv.length === 0) throw new SlipwayError('ERR_SANDBOX', 'no command to run');

@@ -1,8 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { cloneConfig } from '../image-config.js';
+import { cleanPath, cloneConfig } from '../image-config.js';
 import { expandAt } from '../dockerfile/plan.js';
-import { cleanPath, lookupIn, shellOf, workdirOf, type StageState } from '../dockerfile/metadata.js';
+import { lookupIn, shellOf, workdirOf, type StageState } from '../dockerfile/metadata.js';
 import type { WorkdirStep } from '../dockerfile/step.js';
 import { mkdirInUpper } from '../snapshot/rootfs.js';
 import { makeTmpDir } from '../store/graph.js';
